@@ -1,0 +1,216 @@
+//! Step 5 of the data path: the engine runs a plugin's `handle` export.
+//!
+//! [`Engine`] loads one plugin artifact (a core wasm module with the canonical
+//! ABI made by wit-bindgen) and returns a [`Plugin`]: an instance-like object
+//! whose `describe` result has been read and validated. Two implementations
+//! serve the same WIT world: wasmtime (in `relay-host`, componentized at load)
+//! and wasmi (here, with a hand-written lift/lower layer, so it builds
+//! `no_std`). Every failure is a typed [`PluginError`]; no guest behaviour may
+//! panic or abort the host.
+
+use alloc::{boxed::Box, string::String};
+use core::fmt;
+use core::str::FromStr;
+
+use crate::host_env::HostEnv;
+use crate::limits::Limits;
+use crate::name::{validate_name, NameError};
+use crate::plugin::{CallOutcome, Invocation, PluginInfo};
+
+#[cfg(feature = "wasmi")]
+pub mod wasmi;
+
+/// Which engine runs plugins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    Wasmtime,
+    Wasmi,
+}
+
+impl EngineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Wasmtime => "wasmtime",
+            EngineKind::Wasmi => "wasmi",
+        }
+    }
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EngineKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "wasmtime" => Ok(EngineKind::Wasmtime),
+            "wasmi" => Ok(EngineKind::Wasmi),
+            other => Err(alloc::format!("unknown engine {other:?} (expected wasmtime or wasmi)")),
+        }
+    }
+}
+
+/// Builds the [`HostEnv`] of a plugin once its identity is known (the kv
+/// namespace is chosen by the name `describe` reports).
+pub type EnvFactory<'a> = &'a mut dyn FnMut(&PluginInfo) -> HostEnv;
+
+/// Loads plugin artifacts.
+pub trait Engine: Send + Sync {
+    fn kind(&self) -> EngineKind;
+
+    /// Validates, compiles and instantiates `wasm`, calls `describe` (in a
+    /// detached env), validates the answer, then attaches the env made by
+    /// `make_env`. Fails with a typed error on anything a hostile or broken
+    /// artifact can do.
+    fn load(
+        &self,
+        wasm: &[u8],
+        limits: &Limits,
+        make_env: EnvFactory<'_>,
+    ) -> Result<Box<dyn Plugin>, PluginError>;
+}
+
+/// A loaded plugin, ready to handle commands.
+pub trait Plugin: Send {
+    fn info(&self) -> &PluginInfo;
+
+    /// Runs one command under the plugin's limits. `Ok` carries the handler's
+    /// own result (which may be a handler error); `Err` means the call itself
+    /// failed (trap, out of fuel, ABI violation, ...). After an `Err` the
+    /// plugin stays usable: the next call runs in a fresh instance.
+    fn handle(&mut self, cmd: &Invocation) -> Result<CallOutcome, PluginError>;
+
+    fn env(&self) -> &HostEnv;
+    fn env_mut(&mut self) -> &mut HostEnv;
+}
+
+/// Why loading or calling a plugin failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginError {
+    #[error("module is {size} bytes, the limit is {limit}")]
+    ModuleTooLarge { size: usize, limit: usize },
+    #[error("invalid module: {0}")]
+    InvalidModule(String),
+    #[error("imports do not match the relay:plugin world: {0}")]
+    Link(String),
+    #[error("instantiation failed: {0}")]
+    Instantiate(String),
+    #[error("describe returned an invalid plugin description: {0}")]
+    Describe(String),
+    #[error("guest trapped: {0}")]
+    Trap(String),
+    #[error("guest overflowed its stack")]
+    StackOverflow,
+    #[error("guest exceeded its memory limit")]
+    MemoryLimit,
+    #[error("guest exceeded its CPU budget (fuel)")]
+    OutOfFuel,
+    #[error("guest exceeded its time budget")]
+    Timeout,
+    #[error("guest returned {size} bytes, the limit is {limit}")]
+    ReplyTooLarge { size: usize, limit: usize },
+    #[error("guest violated the canonical ABI: {0}")]
+    Abi(String),
+}
+
+impl PluginError {
+    /// The status code reported for a failed call (see `docs/protocol.md`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            PluginError::OutOfFuel | PluginError::Timeout => "timed_out",
+            PluginError::ReplyTooLarge { .. } | PluginError::ModuleTooLarge { .. } => "too_large",
+            PluginError::Trap(_)
+            | PluginError::StackOverflow
+            | PluginError::MemoryLimit
+            | PluginError::Abi(_) => "trap",
+            PluginError::InvalidModule(_)
+            | PluginError::Link(_)
+            | PluginError::Instantiate(_)
+            | PluginError::Describe(_) => "handler_error",
+        }
+    }
+}
+
+/// Checks what `describe` returned: valid names, a semver version, no command
+/// listed twice, at least one role per command. Shared by both engines.
+pub fn validate_info(info: &PluginInfo) -> Result<(), PluginError> {
+    let bad = |what: &str, e: NameError| PluginError::Describe(alloc::format!("{what}: {e}"));
+    validate_name(&info.name).map_err(|e| bad("plugin name", e))?;
+    if !is_semver(&info.version) {
+        return Err(PluginError::Describe(alloc::format!(
+            "version {:?} is not semver (MAJOR.MINOR.PATCH)",
+            info.version
+        )));
+    }
+    for (i, c) in info.commands.iter().enumerate() {
+        validate_name(&c.name).map_err(|e| bad("command name", e))?;
+        if info.commands[..i].iter().any(|o| o.name == c.name) {
+            return Err(PluginError::Describe(alloc::format!("command {:?} listed twice", c.name)));
+        }
+        if c.roles.is_empty() {
+            return Err(PluginError::Describe(alloc::format!(
+                "command {:?} allows no role",
+                c.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `MAJOR.MINOR.PATCH` with optional `-pre` / `+build` suffixes.
+pub fn is_semver(v: &str) -> bool {
+    let core_end = v.find(['-', '+']).unwrap_or(v.len());
+    let (core, rest) = v.split_at(core_end);
+    let parts: alloc::vec::Vec<&str> = core.split('.').collect();
+    let numeric = |p: &&str| {
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (p.len() == 1 || !p.starts_with('0'))
+    };
+    parts.len() == 3
+        && parts.iter().all(numeric)
+        && (rest.is_empty()
+            || rest.len() > 1
+                && rest[1..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'+'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::{CommandSpec, Role};
+    use alloc::vec;
+
+    fn info() -> PluginInfo {
+        PluginInfo {
+            name: "echo".into(),
+            version: "1.0.0".into(),
+            commands: vec![CommandSpec { name: "echo".into(), roles: vec![Role::Admin], budget_ms: None }],
+        }
+    }
+
+    #[test]
+    fn semver() {
+        for ok in ["0.1.0", "1.2.3", "10.0.0-rc.1", "1.0.0+build.5"] {
+            assert!(is_semver(ok), "{ok}");
+        }
+        for bad in ["", "1", "1.2", "01.2.3", "a.b.c", "1.2.3-", "1.2.3.4"] {
+            assert!(!is_semver(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn describe_validation() {
+        assert_eq!(validate_info(&info()), Ok(()));
+        let mut i = info();
+        i.name = "bad name".into();
+        assert!(matches!(validate_info(&i), Err(PluginError::Describe(_))));
+        let mut i = info();
+        i.commands.push(i.commands[0].clone());
+        assert!(matches!(validate_info(&i), Err(PluginError::Describe(_))));
+        let mut i = info();
+        i.commands[0].roles.clear();
+        assert!(matches!(validate_info(&i), Err(PluginError::Describe(_))));
+    }
+}

@@ -1,0 +1,33 @@
+//! The `relay` CLI. Each subcommand lives in its own file and stays thin: it
+//! parses arguments and calls the library.
+
+use clap::{Parser, Subcommand};
+
+pub mod test;
+
+/// Relay: durable remote commands for IoT devices, handled by sandboxed WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "relay", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a plugin against a scenario file on one or both engines.
+    Test(test::TestArgs),
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Test(args) => test::run(args),
+    }
+}
