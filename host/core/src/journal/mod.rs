@@ -1,0 +1,3 @@
+//! TODO (durability helper): Storage trait + CRC framing.
+
+pub mod record;

@@ -1,0 +1,1 @@
+//! TODO (protocol helper): typed journal records.
