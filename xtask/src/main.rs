@@ -1,1 +1,222 @@
-fn main() {}
+//! `cargo xtask`: the project's own build steps, in Rust so they run the same
+//! on every machine (no Makefile, no shell dialects).
+//!
+//! - `cargo xtask dev [ARGS]`    build the bundled plugins, then run `relay dev`
+//!   (embedded broker + host + plugins): the README's main command.
+//! - `cargo xtask test`          every test: installs the rustup targets, builds
+//!   the plugins, runs the workspace tests (against Mosquitto and the embedded
+//!   broker), the scenario harness on both engines, the `no_std` build for
+//!   riscv32imac, and the benchmarks in smoke mode. The README's test command.
+//! - `cargo xtask build-plugins` build `plugins/*` to wasm and copy them to
+//!   `target/plugins/<name>.wasm`.
+//! - `cargo xtask bench`         full benchmarks (figures for docs/benchmarks.md).
+//!
+//! Why an xtask: plugins are a different target (wasm32) than the host, and the
+//! tests need both; one cargo invocation cannot build both, and a build script
+//! calling cargo would fight the outer cargo for the target-dir lock.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+const MCU_TARGET: &str = "riscv32imac-unknown-none-elf";
+
+fn main() -> Result<()> {
+    let mut args = env::args().skip(1);
+    let task = args.next().unwrap_or_else(|| "help".into());
+    let rest: Vec<String> = args.collect();
+    match task.as_str() {
+        "build-plugins" => build_plugins().map(|_| ()),
+        "dev" => dev(&rest),
+        "test" => test(&rest),
+        "bench" => bench(&rest),
+        "no-std" => no_std_check(),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <dev [ARGS] | test | build-plugins | bench | no-std>\n\n\
+                 dev            build the bundled plugins and run `relay dev`\n\
+                 test           run every test (the README's test command)\n\
+                 build-plugins  build plugins/* into target/plugins/<name>.wasm\n\
+                 bench          run the benchmarks in full (figures for docs/benchmarks.md)\n\
+                 no-std         build relay-core for {MCU_TARGET} (no_std + alloc + wasmi)"
+            );
+            if task == "help" || task == "--help" || task == "-h" {
+                Ok(())
+            } else {
+                bail!("unknown task {task:?}")
+            }
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd.status().with_context(|| format!("could not start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Installs rustup targets if rustup is present (a fresh machine has only the host target).
+fn ensure_targets(targets: &[&str]) -> Result<()> {
+    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    let Ok(out) = installed else {
+        eprintln!("xtask: rustup not found; assuming targets {targets:?} are installed");
+        return Ok(());
+    };
+    let have = String::from_utf8_lossy(&out.stdout).to_string();
+    let missing: Vec<&str> = targets.iter().copied().filter(|t| !have.lines().any(|l| l.trim() == *t)).collect();
+    if !missing.is_empty() {
+        run(Command::new("rustup").arg("target").arg("add").args(&missing))?;
+    }
+    Ok(())
+}
+
+/// Plugin crates: every `plugins/<dir>/Cargo.toml`, as (dir name, package name).
+fn plugin_crates() -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(root().join("plugins"))? {
+        let dir = entry?.path();
+        let manifest = dir.join("Cargo.toml");
+        if !manifest.is_file() {
+            continue;
+        }
+        let text = fs::read_to_string(&manifest)?;
+        let package = text
+            .lines()
+            .find_map(|l| {
+                let l = l.trim();
+                l.strip_prefix("name")
+                    .map(|r| r.trim_start())
+                    .and_then(|r| r.strip_prefix('='))
+                    .map(|r| r.trim().trim_matches('"').to_string())
+            })
+            .with_context(|| format!("no package name in {}", manifest.display()))?;
+        let dir_name = dir.file_name().unwrap().to_string_lossy().to_string();
+        out.push((dir_name, package));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Builds every plugin for wasm32 and copies it to `target/plugins/<dir>.wasm`.
+fn build_plugins() -> Result<PathBuf> {
+    ensure_targets(&[WASM_TARGET])?;
+    let crates = plugin_crates()?;
+    let mut cmd = cargo();
+    cmd.args(["build", "--profile", "wasm", "--target", WASM_TARGET]);
+    for (_, package) in &crates {
+        cmd.args(["-p", package]);
+    }
+    run(&mut cmd)?;
+    let out_dir = target_dir().join("plugins");
+    fs::create_dir_all(&out_dir)?;
+    for (dir, package) in &crates {
+        let built = target_dir().join(WASM_TARGET).join("wasm").join(format!("{}.wasm", package.replace('-', "_")));
+        let dest = out_dir.join(format!("{dir}.wasm"));
+        fs::copy(&built, &dest).with_context(|| format!("copy {} -> {}", built.display(), dest.display()))?;
+        eprintln!("xtask: {} ({} bytes)", dest.display(), fs::metadata(&dest)?.len());
+    }
+    Ok(out_dir)
+}
+
+fn dev(args: &[String]) -> Result<()> {
+    let plugins = build_plugins()?;
+    let mut cmd = cargo();
+    cmd.args(["run", "--release", "-p", "relay-host", "--bin", "relay", "--", "dev", "--plugins"])
+        .arg(&plugins)
+        .args(args);
+    run(&mut cmd)
+}
+
+/// The mosquitto binary the integration tests start; installed from Debian if absent.
+fn ensure_mosquitto() -> Result<()> {
+    if which("mosquitto") {
+        return Ok(());
+    }
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    if is_root && which("apt-get") {
+        run(Command::new("apt-get").arg("update"))?;
+        run(Command::new("apt-get").args(["install", "-y", "mosquitto"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+        return Ok(());
+    }
+    bail!("the integration tests need Mosquitto: install it (Debian: `sudo apt-get install -y mosquitto`)")
+}
+
+fn which(bin: &str) -> bool {
+    env::var_os("PATH")
+        .map(|p| env::split_paths(&p).any(|d| d.join(bin).is_file() || d.join("sbin").join(bin).is_file()))
+        .unwrap_or(false)
+        || Path::new("/usr/sbin").join(bin).is_file()
+}
+
+fn test(_args: &[String]) -> Result<()> {
+    ensure_targets(&[WASM_TARGET, MCU_TARGET])?;
+    ensure_mosquitto()?;
+    let plugins = build_plugins()?;
+    run(cargo().args(["test", "--workspace", "--all-targets"]).env("RELAY_PLUGIN_DIR", &plugins))?;
+    run(cargo().args(["test", "--workspace", "--doc"]))?;
+    no_std_check()?;
+    scenarios(&plugins)?;
+    // Benchmarks only in smoke mode here: they assert nothing about time.
+    run(cargo()
+        .args(["bench", "--workspace", "--", "--test"])
+        .env("RELAY_PLUGIN_DIR", &plugins)
+        .env("RELAY_BENCH_SMOKE", "1"))?;
+    eprintln!("xtask: all tests passed");
+    Ok(())
+}
+
+/// `relay test` over every bundled plugin's scenarios, on both engines.
+fn scenarios(plugins: &Path) -> Result<()> {
+    for (dir, _) in plugin_crates()? {
+        let scenarios = root().join("plugins").join(&dir).join("scenarios");
+        if !scenarios.is_dir() {
+            continue;
+        }
+        run(cargo()
+            .args(["run", "--quiet", "-p", "relay-host", "--bin", "relay", "--", "test"])
+            .arg(plugins.join(format!("{dir}.wasm")))
+            .arg(&scenarios)
+            .args(["--engine", "both"]))?;
+    }
+    Ok(())
+}
+
+fn no_std_check() -> Result<()> {
+    ensure_targets(&[MCU_TARGET])?;
+    run(cargo().args([
+        "build",
+        "-p",
+        "relay-core",
+        "--no-default-features",
+        "--features",
+        "wasmi",
+        "--target",
+        MCU_TARGET,
+    ]))
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    let plugins = build_plugins()?;
+    run(cargo().args(["bench", "--workspace"]).args(args).env("RELAY_PLUGIN_DIR", &plugins))
+}
