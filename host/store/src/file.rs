@@ -1,0 +1,343 @@
+//! [`FileStorage`]: the journal as one append-only file, implementing the
+//! [`Storage`] contract of `relay-core` on Linux.
+//!
+//! ```text
+//! journal.log = magic "RLYJRNL\n" | version: u32 LE | reserved: u32 (0) | frame*
+//! ```
+//!
+//! - **Append** frames into an in-memory buffer; **sync** writes the buffer
+//!   with one `write` and calls `fdatasync` (`File::sync_data`, which also
+//!   persists the new file size). One syscall pair per batch is what makes
+//!   group commit cheap.
+//! - **Open** validates the header, decodes every frame and truncates the
+//!   file after the last valid one (then fsyncs), so later appends never hide
+//!   behind a torn tail. A tail cut by a *corrupt* frame (not merely torn) is
+//!   first copied to `journal.log.corrupt-<offset>`: we must not keep
+//!   trusting bytes past damage, but we do not destroy evidence either.
+//! - **Rewrite** (compaction) writes `journal.log.tmp`, fsyncs it, renames it
+//!   over `journal.log` and fsyncs the directory; a leftover `.tmp` from a
+//!   crash mid-rewrite is deleted at open, the old log being still intact.
+//! - **Poisoning**: after a failed write or fsync the storage refuses every
+//!   later call. Linux may already have dropped the dirty pages and marked
+//!   them clean ("fsyncgate"), so retrying fsync could report success for
+//!   data that is gone; the only safe recovery is to reopen and replay.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use relay_core::journal::{
+    decode_frames, encode_frame, Discarded, FrameEnd, FrameError, ReplayReport, Storage,
+};
+
+use crate::fsutil::{parent_dir, remove_if_exists, write_atomically};
+
+/// File name of the journal inside the data dir.
+pub const JOURNAL_FILE: &str = "journal.log";
+
+const MAGIC: [u8; 8] = *b"RLYJRNL\n";
+const VERSION: u32 = 1;
+/// Magic, version, reserved.
+const HEADER_LEN: usize = 16;
+/// Appends buffered beyond this are written out (not synced) to bound memory.
+const MAX_PENDING: usize = 1 << 20;
+
+/// Why a journal file operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{} is not a relay journal (bad or short header)", path.display())]
+    BadHeader { path: PathBuf },
+    #[error("{}: journal format version {found} is not supported (this build reads {VERSION})", path.display())]
+    UnsupportedVersion { path: PathBuf, found: u32 },
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("the journal failed earlier ({0}) and refuses further use; reopen it to recover")]
+    Poisoned(String),
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What opening the journal had to repair.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// The invalid tail that was truncated away, if any.
+    pub discarded: Option<Discarded>,
+    /// A compaction was interrupted by a crash; its temporary file was removed.
+    pub removed_tmp: bool,
+    /// Where the bytes after a corrupt frame were copied before truncation.
+    pub preserved: Option<PathBuf>,
+}
+
+/// The journal file. See the module docs for format and guarantees.
+#[derive(Debug)]
+pub struct FileStorage {
+    path: PathBuf,
+    file: File,
+    /// Length of the valid part of the file: where the next write lands.
+    written: u64,
+    /// Frames appended but not yet written to the file.
+    pending: Vec<u8>,
+    /// Bytes written to the file since the last fsync.
+    unsynced: bool,
+    syncs: u64,
+    recovery: Recovery,
+    poisoned: Option<String>,
+}
+
+impl FileStorage {
+    /// Opens (or creates) `<data_dir>/journal.log`, creating `data_dir` if
+    /// needed, and repairs a torn or corrupt tail (see [`FileStorage::recovery`]).
+    pub fn open(data_dir: impl AsRef<Path>) -> Result<FileStorage, StoreError> {
+        let dir = data_dir.as_ref();
+        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        FileStorage::open_file(dir.join(JOURNAL_FILE))
+    }
+
+    /// Opens (or creates) the journal at an explicit path.
+    pub fn open_file(path: impl Into<PathBuf>) -> Result<FileStorage, StoreError> {
+        let path = path.into();
+        let tmp = tmp_path(&path);
+        let mut recovery = Recovery {
+            removed_tmp: remove_if_exists(&tmp).map_err(io_err("remove", &tmp))?,
+            ..Recovery::default()
+        };
+        if !path.exists() {
+            write_atomically(&path, &tmp, &header()).map_err(io_err("create", &path))?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        let mut bytes = fs::read(&path).map_err(io_err("read", &path))?;
+        if bytes.is_empty() {
+            // Only a file created by something else than us is empty (we create
+            // with rename); nothing in it to lose, so give it a header.
+            bytes = header().to_vec();
+            (&file).write_all(&bytes).map_err(io_err("write", &path))?;
+            file.sync_all().map_err(io_err("fsync", &path))?;
+        }
+        check_header(&path, &bytes)?;
+        let mut storage = FileStorage {
+            path,
+            file,
+            written: bytes.len() as u64,
+            pending: Vec::new(),
+            unsynced: false,
+            syncs: 0,
+            recovery: Recovery::default(),
+            poisoned: None,
+        };
+        storage.repair(&bytes[HEADER_LEN..], &mut recovery)?;
+        storage.recovery = recovery;
+        Ok(storage)
+    }
+
+    /// Path of the journal file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What opening had to repair (a crash mid-append, mid-compaction, damage).
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// Number of fsyncs that committed records (appends or rewrites); the
+    /// group-commit test and benchmark read it.
+    pub fn sync_count(&self) -> u64 {
+        self.syncs
+    }
+
+    /// Size of the journal file in bytes, including appends not yet synced.
+    pub fn len(&self) -> u64 {
+        self.written + self.pending.len() as u64
+    }
+
+    /// True when the journal holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len() == HEADER_LEN as u64
+    }
+
+    /// Truncates the file after the last valid frame of `body` (the bytes
+    /// after the header), preserving a corrupt tail first.
+    fn repair(&mut self, body: &[u8], recovery: &mut Recovery) -> Result<(), StoreError> {
+        let decoded = decode_frames(body);
+        if decoded.valid_len == body.len() {
+            return Ok(());
+        }
+        let bytes = (body.len() - decoded.valid_len) as u64;
+        if let FrameEnd::Corrupt { offset, .. } = decoded.end {
+            let copy = corrupt_path(&self.path, HEADER_LEN + offset);
+            write_atomically(&copy, &tmp_path(&copy), &body[decoded.valid_len..])
+                .map_err(io_err("preserve", &copy))?;
+            tracing::warn!(path = %self.path.display(), offset, bytes, copy = %copy.display(),
+                "journal: corrupt frame; dropped the rest of the log (a copy was kept)");
+            recovery.preserved = Some(copy);
+        } else {
+            tracing::info!(path = %self.path.display(), bytes, "journal: dropped a torn tail");
+        }
+        let valid = (HEADER_LEN + decoded.valid_len) as u64;
+        self.file
+            .set_len(valid)
+            .map_err(io_err("truncate", &self.path))?;
+        self.file.sync_all().map_err(io_err("fsync", &self.path))?;
+        self.written = valid;
+        recovery.discarded = Some(Discarded {
+            end: decoded.end,
+            bytes,
+        });
+        Ok(())
+    }
+
+    fn check_poison(&self) -> Result<(), StoreError> {
+        match &self.poisoned {
+            Some(why) => Err(StoreError::Poisoned(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn poison(&mut self, err: StoreError) -> StoreError {
+        self.poisoned = Some(err.to_string());
+        err
+    }
+
+    /// Writes the pending frames to the file (no fsync). On a failed or short
+    /// write the file is cut back to its last valid length and the storage
+    /// is poisoned.
+    fn write_pending(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = (&self.file).write_all(&self.pending) {
+            let _ = self.file.set_len(self.written);
+            return Err(self.poison(io_err("write", &self.path)(e)));
+        }
+        self.written += self.pending.len() as u64;
+        self.pending.clear();
+        self.unsynced = true;
+        Ok(())
+    }
+}
+
+impl Storage for FileStorage {
+    type Error = StoreError;
+
+    fn append(&mut self, record: &[u8]) -> Result<(), StoreError> {
+        self.check_poison()?;
+        encode_frame(record, &mut self.pending)?;
+        if self.pending.len() >= MAX_PENDING {
+            self.write_pending()?;
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.check_poison()?;
+        self.write_pending()?;
+        if self.unsynced {
+            if let Err(e) = self.file.sync_data() {
+                return Err(self.poison(io_err("fsync", &self.path)(e)));
+            }
+            self.unsynced = false;
+            self.syncs += 1;
+        }
+        Ok(())
+    }
+
+    fn replay(&mut self, visit: &mut dyn FnMut(&[u8])) -> Result<ReplayReport, StoreError> {
+        self.check_poison()?;
+        self.write_pending()?;
+        let bytes = fs::read(&self.path).map_err(io_err("read", &self.path))?;
+        check_header(&self.path, &bytes)?;
+        let valid = (self.written as usize).min(bytes.len());
+        let body = &bytes[HEADER_LEN..valid];
+        let decoded = decode_frames(body);
+        decoded.records.iter().for_each(|r| visit(r));
+        if decoded.valid_len < body.len() {
+            // Damaged while we held it open (open already repaired the tail).
+            let mut recovery = self.recovery.clone();
+            self.repair(body, &mut recovery)?;
+            self.recovery = recovery;
+        }
+        Ok(ReplayReport {
+            records: decoded.records.len(),
+            discarded: self.recovery.discarded,
+        })
+    }
+
+    fn rewrite(&mut self, records: &mut dyn Iterator<Item = &[u8]>) -> Result<(), StoreError> {
+        self.check_poison()?;
+        let mut bytes = header().to_vec();
+        for r in records {
+            encode_frame(r, &mut bytes)?;
+        }
+        let tmp = tmp_path(&self.path);
+        if let Err(e) = write_atomically(&self.path, &tmp, &bytes) {
+            // Before the rename the old log is intact, after it the new one is
+            // in place but maybe not durable: either way, stop trusting state.
+            return Err(self.poison(io_err("rewrite", &self.path)(e)));
+        }
+        match OpenOptions::new().read(true).append(true).open(&self.path) {
+            Ok(file) => self.file = file,
+            Err(e) => return Err(self.poison(io_err("open", &self.path)(e))),
+        }
+        self.written = bytes.len() as u64;
+        self.pending.clear();
+        self.unsynced = false;
+        self.syncs += 1;
+        Ok(())
+    }
+}
+
+fn header() -> [u8; HEADER_LEN] {
+    let mut h = [0; HEADER_LEN];
+    h[..8].copy_from_slice(&MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h
+}
+
+fn check_header(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let bad = || StoreError::BadHeader {
+        path: path.to_path_buf(),
+    };
+    let h = bytes.get(..HEADER_LEN).ok_or_else(bad)?;
+    if h[..8] != MAGIC {
+        return Err(bad());
+    }
+    let found = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+    if found != VERSION {
+        return Err(StoreError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found,
+        });
+    }
+    Ok(())
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    with_suffix(path, ".tmp")
+}
+
+fn corrupt_path(path: &Path, offset: usize) -> PathBuf {
+    with_suffix(path, &format!(".corrupt-{offset}"))
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    parent_dir(path).join(name)
+}
