@@ -1,0 +1,190 @@
+//! Step 5 of the data path on a microcontroller: the wasmi engine. It runs
+//! the same plugin artifact as wasmtime (one core module with wit-bindgen's
+//! canonical ABI) through a hand-written lift/lower of the `relay:plugin`
+//! world, in `no_std` + `alloc` with no unsafe code.
+//!
+//! | file | role |
+//! |------|------|
+//! | `mod.rs` | [`WasmiEngine`] (load) and the loaded plugin (call, recover) |
+//! | `guest.rs` | export check, instantiation, `describe` / `handle` calls |
+//! | `abi.rs` | canonical-ABI layouts, lifting and storing, bounds/UTF-8 checks |
+//! | `imports.rs` | the `host` interface: link check and host functions |
+//! | `limits.rs` | engine config (fuel, stack, parse limits) and store limiter |
+//! | `state.rs` | what a store carries: env, events, limiter, guest handles |
+//! | `trap.rs` | wasmi errors -> [`PluginError`] |
+//!
+//! Decisions:
+//! - **One wasmi `Engine` per plugin.** wasmi's `Config` (fuel, stack and
+//!   parse limits) is per engine, and a plugin's `Limits` decide it; and an
+//!   engine keeps the code of every module compiled with it, so a shared
+//!   engine would grow with each plugin replaced over the air. Creating one
+//!   is cheap (part of the measured cold load, see `docs/engines.md`).
+//! - **One instance reused across calls, a fresh one after any error**
+//!   (contract point 13), the default [`InstancePolicy`]. A fresh store per
+//!   call is offered too; the measurements in `docs/engines.md` justify the
+//!   default. A store is never reused for a second instance: wasmi frees
+//!   instances only with their store, so a rebuild swaps in a new store and
+//!   moves the plugin's [`HostEnv`] over.
+
+mod abi;
+mod guest;
+mod imports;
+mod limits;
+mod state;
+mod trap;
+
+#[cfg(test)]
+mod tests;
+
+use alloc::{boxed::Box, format};
+
+use wasmi::{Linker, Module, Store};
+
+use self::guest::Exports;
+use self::state::{new_store, GuestState};
+use super::{validate_info, EngineKind, EnvFactory, Plugin, PluginError};
+use crate::host_env::HostEnv;
+use crate::limits::Limits;
+use crate::plugin::{CallOutcome, Invocation, PluginInfo};
+
+/// When a plugin gets a new instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InstancePolicy {
+    /// Keep the instance between successful calls; replace it after an
+    /// error. Cheapest; a guest's globals persist between calls (as with a
+    /// long-lived instance on wasmtime).
+    #[default]
+    ReuseUntilError,
+    /// A new store and instance for every call: no guest state survives a
+    /// call, at the cost of instantiating (memory allocation, data segments,
+    /// start function) each time.
+    FreshPerCall,
+}
+
+/// Options of the wasmi engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WasmiConfig {
+    pub instance_policy: InstancePolicy,
+}
+
+/// The interpreter engine (ESP32-class devices; selectable on Linux).
+#[derive(Debug, Clone, Default)]
+pub struct WasmiEngine {
+    config: WasmiConfig,
+}
+
+impl WasmiEngine {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_config(config: WasmiConfig) -> Self {
+        WasmiEngine { config }
+    }
+}
+
+impl super::Engine for WasmiEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Wasmi
+    }
+
+    fn load(
+        &self,
+        wasm: &[u8],
+        limits: &Limits,
+        make_env: EnvFactory<'_>,
+    ) -> Result<Box<dyn Plugin>, PluginError> {
+        if wasm.len() > limits.max_module_bytes {
+            return Err(PluginError::ModuleTooLarge {
+                size: wasm.len(),
+                limit: limits.max_module_bytes,
+            });
+        }
+        limits::check_function_count(wasm, limits.max_functions).map_err(|count| {
+            PluginError::InvalidModule(format!(
+                "{count} functions, the limit is {}",
+                limits.max_functions
+            ))
+        })?;
+        let engine = wasmi::Engine::new(&limits::engine_config(limits));
+        let module =
+            Module::new(&engine, wasm).map_err(|e| PluginError::InvalidModule(format!("{e}")))?;
+        guest::check_exports(&module)?;
+        imports::check_imports(&module)?;
+        let mut linker = Linker::new(&engine);
+        imports::define(&mut linker).map_err(|e| PluginError::Link(format!("{e}")))?;
+
+        let loading = |e: PluginError| PluginError::Instantiate(format!("{e}"));
+        let mut store = new_store(&engine, GuestState::new(HostEnv::detached(limits), limits));
+        let exports = guest::instantiate(&linker, &module, &mut store, limits).map_err(loading)?;
+        let info = guest::describe(&mut store, &exports, limits).map_err(loading)?;
+        validate_info(&info)?;
+        store.data_mut().env = make_env(&info);
+        Ok(Box::new(WasmiPlugin {
+            engine,
+            module,
+            linker,
+            limits: limits.clone(),
+            policy: self.config.instance_policy,
+            info,
+            store,
+            live: Some(exports),
+        }))
+    }
+}
+
+/// A loaded plugin: its compiled module and the store of its current
+/// instance, which also owns the plugin's [`HostEnv`].
+struct WasmiPlugin {
+    engine: wasmi::Engine,
+    module: Module,
+    linker: Linker<GuestState>,
+    limits: Limits,
+    policy: InstancePolicy,
+    info: PluginInfo,
+    store: Store<GuestState>,
+    /// The current instance; `None` after an error until the next call
+    /// builds a fresh one.
+    live: Option<Exports>,
+}
+
+impl WasmiPlugin {
+    /// Replaces the store and instance, keeping the plugin's env.
+    fn fresh_instance(&mut self) -> Result<Exports, PluginError> {
+        self.live = None;
+        let placeholder = GuestState::new(HostEnv::detached(&self.limits), &self.limits);
+        let mut store = new_store(&self.engine, placeholder);
+        core::mem::swap(&mut store.data_mut().env, &mut self.store.data_mut().env);
+        self.store = store;
+        let exports =
+            guest::instantiate(&self.linker, &self.module, &mut self.store, &self.limits)?;
+        self.live = Some(exports);
+        Ok(exports)
+    }
+}
+
+impl Plugin for WasmiPlugin {
+    fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    fn handle(&mut self, cmd: &Invocation) -> Result<CallOutcome, PluginError> {
+        let exports = match self.live {
+            Some(exports) if self.policy == InstancePolicy::ReuseUntilError => exports,
+            _ => self.fresh_instance()?,
+        };
+        let outcome = guest::handle(&mut self.store, &exports, cmd, &self.limits);
+        if outcome.is_err() {
+            self.live = None;
+        }
+        outcome
+    }
+
+    fn env(&self) -> &HostEnv {
+        &self.store.data().env
+    }
+
+    fn env_mut(&mut self) -> &mut HostEnv {
+        &mut self.store.data_mut().env
+    }
+}

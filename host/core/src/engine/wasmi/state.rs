@@ -1,0 +1,70 @@
+//! What a wasmi store carries for one plugin instance: the plugin's
+//! [`HostEnv`] (kv, clock, logger), the events of the current call, the
+//! resource limiter and handles to the guest's memory and allocator that the
+//! host functions need.
+
+use alloc::vec::Vec;
+
+use wasmi::{Memory, Store, TypedFunc};
+
+use super::limits::GuestLimiter;
+use crate::host_env::HostEnv;
+use crate::limits::Limits;
+use crate::plugin::Event;
+
+/// `cabi_realloc(old_ptr, old_size, align, new_size) -> ptr`.
+pub(super) type Realloc = TypedFunc<(u32, u32, u32, u32), u32>;
+
+/// The guest exports the host functions use while the guest runs.
+#[derive(Clone, Copy)]
+pub(super) struct GuestHandles {
+    pub memory: Memory,
+    pub realloc: Realloc,
+}
+
+/// Per-call bounds the host functions enforce.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CallBounds {
+    pub max_reply_bytes: usize,
+    pub max_events: usize,
+}
+
+pub(super) struct GuestState {
+    pub env: HostEnv,
+    pub limiter: GuestLimiter,
+    pub bounds: CallBounds,
+    /// Events emitted by the running call (contract point 14: returned, not
+    /// published, by the engine).
+    pub events: Vec<Event>,
+    /// Set once the instance exists; `None` while its start function runs
+    /// (host functions then look the exports up by name).
+    pub guest: Option<GuestHandles>,
+}
+
+impl GuestState {
+    pub fn new(env: HostEnv, limits: &Limits) -> Self {
+        GuestState {
+            env,
+            limiter: GuestLimiter::new(limits),
+            bounds: CallBounds {
+                max_reply_bytes: limits.max_reply_bytes,
+                max_events: limits.max_events_per_call,
+            },
+            events: Vec::new(),
+            guest: None,
+        }
+    }
+
+    /// Forgets what the previous call left behind.
+    pub fn begin_call(&mut self) {
+        self.events.clear();
+        self.limiter.exhausted = None;
+    }
+}
+
+/// A store whose growth is governed by the state's limiter.
+pub(super) fn new_store(engine: &wasmi::Engine, state: GuestState) -> Store<GuestState> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.limiter);
+    store
+}

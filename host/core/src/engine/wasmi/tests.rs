@@ -1,0 +1,615 @@
+//! Unit tests of the wasmi engine on small WAT guests that follow the
+//! canonical ABI (a bump allocator as `cabi_realloc`, a static return area),
+//! plus the real echo plugin when it has been built. Cross-engine hostile
+//! fixtures live in `host/tests/hostile.rs`; these pin wasmi's own pieces.
+
+extern crate std;
+
+use alloc::{boxed::Box, format, string::String, sync::Arc, vec, vec::Vec};
+use std::sync::Mutex;
+
+use super::{InstancePolicy, WasmiConfig, WasmiEngine};
+use crate::engine::{Engine, Plugin, PluginError};
+use crate::host_env::{FixedClock, HostEnv, Logger, MemKv};
+use crate::limits::Limits;
+use crate::plugin::{CommandSpec, ErrorKind, Event, HandlerError, Invocation, LogLevel, Role};
+
+/// Imports, memory, allocator, `describe` (plugin "echo" 1.0.0, command
+/// "echo" for every role) and `$reply(tag, a, b, c)`, which fills the
+/// return area at 128: `(0, 1, ptr, len)` = ok(some), `(0, 0, ..)` = ok(none),
+/// `(1, kind, ptr, len)` = err. Scratch: kv-get area at 144, kv-set at 160,
+/// free bytes from 256, heap from 1024 (reset by `cabi_post_handle`).
+const PRELUDE: &str = r#"
+  (import "relay:plugin/host@0.1.0" "log" (func $log (param i32 i32 i32)))
+  (import "relay:plugin/host@0.1.0" "kv-get" (func $kv_get (param i32 i32 i32)))
+  (import "relay:plugin/host@0.1.0" "kv-set" (func $kv_set (param i32 i32 i32 i32 i32)))
+  (import "relay:plugin/host@0.1.0" "kv-delete" (func $kv_delete (param i32 i32)))
+  (import "relay:plugin/host@0.1.0" "now-ms" (func $now_ms (result i64)))
+  (import "relay:plugin/host@0.1.0" "emit" (func $emit (param i32 i32 i32 i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 1024))
+  (global $calls (mut i32) (i32.const 0))
+  (func $realloc (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+    (local $p i32) (local $end i32)
+    (local.set $p (i32.and (i32.add (global.get $heap) (i32.sub (local.get 2) (i32.const 1)))
+                           (i32.sub (i32.const 0) (local.get 2))))
+    (local.set $end (i32.add (local.get $p) (local.get 3)))
+    (block $fits
+      (br_if $fits (i32.le_u (local.get $end) (i32.shl (memory.size) (i32.const 16))))
+      (br_if $fits (i32.ne (i32.const -1) (memory.grow (i32.add (i32.const 1)
+        (i32.shr_u (i32.sub (local.get $end) (i32.shl (memory.size) (i32.const 16))) (i32.const 16))))))
+      unreachable)
+    (global.set $heap (local.get $end))
+    (local.get $p))
+  (data (i32.const 16) "echo1.0.0")
+  (data (i32.const 32) "\00\01\02")
+  (data (i32.const 64) "\10\00\00\00\04\00\00\00\14\00\00\00\05\00\00\00\60\00\00\00\01\00\00\00")
+  (data (i32.const 96) "\10\00\00\00\04\00\00\00\20\00\00\00\03\00\00\00\00\00\00\00\00\00\00\00")
+  (func (export "describe") (result i32) (i32.const 64))
+  (func (export "cabi_post_describe") (param i32))
+  (func (export "cabi_post_handle") (param i32) (global.set $heap (i32.const 1024)))
+  (func $reply (param i32 i32 i32 i32) (result i32)
+    (i32.store8 (i32.const 128) (local.get 0))
+    (i32.store8 (i32.const 132) (local.get 1))
+    (i32.store (i32.const 136) (local.get 2))
+    (i32.store (i32.const 140) (local.get 3))
+    (i32.const 128))
+"#;
+
+/// A guest whose `handle` runs `body` (locals: $id $id_len $name $name_len
+/// $p $p_len $attempt $role), with `extra` items beside it.
+fn guest(extra: &str, body: &str) -> Vec<u8> {
+    let text = format!(
+        r#"(module {PRELUDE} {extra}
+  (func (export "handle") (param $id i32) (param $id_len i32) (param $name i32) (param $name_len i32)
+        (param $p i32) (param $p_len i32) (param $attempt i32) (param $role i32) (result i32)
+    {body}))"#
+    );
+    wat::parse_str(&text).unwrap_or_else(|e| panic!("bad test WAT: {e}\n{text}"))
+}
+
+const ECHO: &str = "(call $reply (i32.const 0) (i32.const 1) (local.get $p) (local.get $p_len))";
+
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<(LogLevel, String)>>>);
+
+impl Logger for Lines {
+    fn log(&mut self, _plugin: &str, level: LogLevel, message: &str) {
+        self.0.lock().unwrap().push((level, message.into()));
+    }
+}
+
+fn load_on(
+    engine: &WasmiEngine,
+    wasm: &[u8],
+    limits: &Limits,
+    lines: &Lines,
+) -> Result<Box<dyn Plugin>, PluginError> {
+    let lines = lines.clone();
+    engine.load(wasm, limits, &mut |info| {
+        HostEnv::new(
+            info.name.clone(),
+            Box::new(MemKv::default()),
+            Box::new(FixedClock(42)),
+            Box::new(lines.clone()),
+            limits,
+        )
+    })
+}
+
+fn load_with(wasm: &[u8], limits: &Limits) -> Result<Box<dyn Plugin>, PluginError> {
+    load_on(&WasmiEngine::new(), wasm, limits, &Lines::default())
+}
+
+fn load(wasm: &[u8]) -> Box<dyn Plugin> {
+    load_with(wasm, &Limits::default()).unwrap()
+}
+
+fn cmd(payload: &[u8]) -> Invocation {
+    Invocation {
+        id: "c-1".into(),
+        name: "echo".into(),
+        payload: payload.to_vec(),
+        attempt: 1,
+        role: Role::Primary,
+    }
+}
+
+fn reply(p: &mut Box<dyn Plugin>, payload: &[u8]) -> Result<Option<Vec<u8>>, PluginError> {
+    p.handle(&cmd(payload))
+        .map(|o| o.result.expect("handler error"))
+}
+
+#[test]
+fn echo_guest_loads_and_echoes() {
+    let mut p = load(&guest("", ECHO));
+    assert_eq!(p.info().name, "echo");
+    assert_eq!(p.info().version, "1.0.0");
+    let all = vec![Role::Admin, Role::Primary, Role::Secondary];
+    assert_eq!(
+        p.info().commands,
+        vec![CommandSpec {
+            name: "echo".into(),
+            roles: all,
+            budget_ms: None
+        }]
+    );
+    assert_eq!(p.env().plugin(), "echo");
+    for size in [0usize, 1, 1024, 100_000] {
+        let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
+        assert_eq!(reply(&mut p, &payload), Ok(Some(payload)));
+    }
+}
+
+#[test]
+fn command_fields_are_lowered() {
+    // Replies with the id, and with the role and attempt in the error kind.
+    let body = r#"
+      (if (i32.eq (local.get $attempt) (i32.const 3))
+        (then (return (call $reply (i32.const 1) (local.get $role) (local.get $name) (local.get $name_len)))))
+      (call $reply (i32.const 0) (i32.const 1) (local.get $id) (local.get $id_len))"#;
+    let mut p = load(&guest("", body));
+    assert_eq!(reply(&mut p, b""), Ok(Some(b"c-1".to_vec())));
+    let mut c = cmd(b"");
+    c.attempt = 3;
+    c.role = Role::Secondary;
+    let err = HandlerError {
+        kind: ErrorKind::OutOfBounds,
+        message: "echo".into(),
+    };
+    assert_eq!(p.handle(&c).unwrap().result, Err(err));
+}
+
+#[test]
+fn host_imports_work() {
+    // log(info, name); kv-set(name, payload); emit("echo", now-ms); reply kv-get(name).
+    let body = r#"
+      (call $log (i32.const 2) (local.get $name) (local.get $name_len))
+      (call $kv_set (local.get $name) (local.get $name_len) (local.get $p) (local.get $p_len) (i32.const 160))
+      (if (i32.load8_u (i32.const 160))
+        (then (return (call $reply (i32.const 1) (i32.load8_u (i32.const 161)) (i32.const 16) (i32.const 4)))))
+      (i64.store (i32.const 256) (call $now_ms))
+      (call $emit (i32.const 16) (i32.const 4) (i32.const 256) (i32.const 8))
+      (call $kv_get (local.get $name) (local.get $name_len) (i32.const 144))
+      (if (result i32) (i32.load8_u (i32.const 144))
+        (then (call $reply (i32.const 0) (i32.const 1) (i32.load (i32.const 148)) (i32.load (i32.const 152))))
+        (else (call $reply (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))))"#;
+    let lines = Lines::default();
+    let limits = Limits {
+        max_kv_value_bytes: 8,
+        ..Limits::default()
+    };
+    let mut p = load_on(&WasmiEngine::new(), &guest("", body), &limits, &lines).unwrap();
+    let out = p.handle(&cmd(b"value")).unwrap();
+    assert_eq!(out.result, Ok(Some(b"value".to_vec())));
+    assert_eq!(
+        out.events,
+        vec![Event {
+            name: "echo".into(),
+            payload: 42u64.to_le_bytes().to_vec()
+        }]
+    );
+    assert_eq!(p.env().kv_get("echo"), Some(b"value".to_vec()));
+    assert_eq!(
+        lines.0.lock().unwrap().as_slice(),
+        &[(LogLevel::Info, String::from("echo"))]
+    );
+    // kv-set's error comes back as the guest's value (kind 0 = too-large).
+    let out = p.handle(&cmd(b"way too long")).unwrap();
+    assert_eq!(
+        out.result,
+        Err(HandlerError {
+            kind: ErrorKind::Transient,
+            message: "echo".into()
+        })
+    );
+}
+
+#[test]
+fn kv_delete_and_missing_key() {
+    let body = r#"
+      (call $kv_delete (local.get $name) (local.get $name_len))
+      (call $kv_get (local.get $name) (local.get $name_len) (i32.const 144))
+      (call $reply (i32.const 0) (i32.load8_u (i32.const 144)) (i32.const 0) (i32.const 0))"#;
+    let mut p = load(&guest("", body));
+    p.env_mut().kv_set("echo", b"x").unwrap();
+    p.env_mut().kv_set("other", b"y").unwrap();
+    assert_eq!(reply(&mut p, b""), Ok(None));
+    assert_eq!(p.env().kv_get("echo"), None);
+    assert_eq!(p.env().kv_get("other"), Some(b"y".to_vec()));
+}
+
+#[test]
+fn out_of_fuel_then_recovers() {
+    let body = r#"
+      (if (i32.eqz (local.get $p_len)) (then (loop $l (br $l))))
+      (call $reply (i32.const 0) (i32.const 1) (local.get $p) (local.get $p_len))"#;
+    let limits = Limits {
+        fuel_per_call: 100_000,
+        ..Limits::default()
+    };
+    let mut p = load_with(&guest("", body), &limits).unwrap();
+    for _ in 0..3 {
+        assert_eq!(reply(&mut p, b""), Err(PluginError::OutOfFuel));
+        assert_eq!(reply(&mut p, b"ok"), Ok(Some(b"ok".to_vec())));
+    }
+}
+
+/// Guards against the dispatch stack growth of wasmi issue #2042 (ANCHORS):
+/// a million guest loop iterations must run in bounded host stack. The
+/// thread gets 1 MiB (a debug build needs a few hundred KiB just to load);
+/// ~192 B leaked per instruction, as measured without `portable-dispatch`,
+/// would need ~600 MB here and crash.
+#[test]
+fn million_iteration_loop() {
+    let body = r#"
+      (local $i i32)
+      (loop $l
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $l (i32.lt_u (local.get $i) (i32.const 1000000))))
+      (i32.store (i32.const 256) (local.get $i))
+      (call $reply (i32.const 0) (i32.const 1) (i32.const 256) (i32.const 4))"#;
+    let wasm = guest("", body);
+    let run = move || {
+        let mut p = load(&wasm);
+        reply(&mut p, b"")
+    };
+    let out = std::thread::Builder::new()
+        .stack_size(1024 * 1024)
+        .spawn(run)
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(out, Ok(Some(1_000_000u32.to_le_bytes().to_vec())));
+}
+
+#[test]
+fn memory_grow_past_cap_is_memory_limit() {
+    let body = "(drop (memory.grow (i32.const 1000))) (call $reply (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))";
+    let limits = Limits {
+        max_memory_bytes: 4 * 65_536,
+        ..Limits::default()
+    };
+    let mut p = load_with(&guest("", body), &limits).unwrap();
+    assert_eq!(reply(&mut p, b""), Err(PluginError::MemoryLimit));
+    // Growth within the cap works.
+    let body = "(drop (memory.grow (i32.const 3))) (call $reply (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))";
+    let mut p = load_with(&guest("", body), &limits).unwrap();
+    assert_eq!(reply(&mut p, b""), Ok(None));
+    // Host-driven allocation (lowering a large payload) hits the same cap.
+    let mut p = load_with(&guest("", ECHO), &limits).unwrap();
+    assert_eq!(
+        reply(&mut p, &vec![0; 5 * 65_536]),
+        Err(PluginError::MemoryLimit)
+    );
+    assert_eq!(reply(&mut p, b"x"), Ok(Some(b"x".to_vec())));
+}
+
+#[test]
+fn table_grow_past_cap_is_trap() {
+    let extra = "(table $t 1 funcref)";
+    let body = "(drop (table.grow $t (ref.null func) (i32.const 100))) (call $reply (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))";
+    let limits = Limits {
+        max_table_elements: 10,
+        ..Limits::default()
+    };
+    let mut p = load_with(&guest(extra, body), &limits).unwrap();
+    assert!(matches!(reply(&mut p, b""), Err(PluginError::Trap(_))));
+}
+
+#[test]
+fn recursion_is_stack_overflow() {
+    let extra =
+        "(func $down (param i32) (result i32) (call $down (i32.add (local.get 0) (i32.const 1))))";
+    let body = "(drop (call $down (i32.const 0))) (call $reply (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))";
+    let mut p = load(&guest(extra, body));
+    assert_eq!(reply(&mut p, b""), Err(PluginError::StackOverflow));
+    // Each frame with many locals exhausts the value stack instead of the depth.
+    let locals =
+        "(local i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64 i64)".repeat(8);
+    let extra =
+        format!("(func $down (param i32) (result i32) {locals} (call $down (local.get 0)))");
+    let mut p = load(&guest(&extra, body));
+    assert_eq!(reply(&mut p, b""), Err(PluginError::StackOverflow));
+}
+
+#[test]
+fn traps_and_abi_violations() {
+    let trap = |e: &PluginError| matches!(e, PluginError::Trap(_));
+    let abi = |e: &PluginError| matches!(e, PluginError::Abi(_));
+    let utf8 = |e: &PluginError| matches!(e, PluginError::Abi(m) if m.contains("UTF-8"));
+    let cases: [(&str, &dyn Fn(&PluginError) -> bool); 8] = [
+        ("unreachable", &trap),
+        ("(drop (i32.div_u (i32.const 1) (i32.const 0))) (i32.const 128)", &trap),
+        ("(drop (i32.load (i32.const -1))) (i32.const 128)", &trap),
+        // log: bad level, message out of bounds, message not UTF-8.
+        ("(call $log (i32.const 9) (i32.const 16) (i32.const 4)) (i32.const 128)", &abi),
+        ("(call $log (i32.const 0) (i32.const 65530) (i32.const 7)) (i32.const 128)", &abi),
+        ("(i32.store (i32.const 256) (i32.const -1)) (call $log (i32.const 0) (i32.const 256) (i32.const 4)) (i32.const 128)", &utf8),
+        // kv-set with a value past the end; kv-get with a misaligned return area.
+        ("(call $kv_set (i32.const 16) (i32.const 4) (i32.const -16) (i32.const 32) (i32.const 160)) (i32.const 128)", &abi),
+        ("(call $kv_get (i32.const 16) (i32.const 4) (i32.const 146)) (i32.const 128)", &abi),
+    ];
+    for (body, expected) in cases {
+        let mut p = load(&guest("", body));
+        let err = reply(&mut p, b"").unwrap_err();
+        assert!(expected(&err), "{body}: {err:?}");
+        assert_eq!(err.code(), "trap");
+        assert_eq!(
+            reply(&mut p, b"").unwrap_err().code(),
+            "trap",
+            "fresh instance, same failure"
+        );
+    }
+}
+
+#[test]
+fn bad_results_are_abi_or_too_large() {
+    let limits = Limits {
+        max_reply_bytes: 64,
+        ..Limits::default()
+    };
+    let run = |body: &str| {
+        load_with(&guest("", body), &limits)
+            .unwrap()
+            .handle(&cmd(b""))
+            .map(|o| o.result)
+    };
+    let abi = |r: Result<_, PluginError>| matches!(r, Err(PluginError::Abi(_)));
+    assert!(abi(run(
+        "(call $reply (i32.const 7) (i32.const 0) (i32.const 0) (i32.const 0))"
+    )));
+    assert!(abi(run(
+        "(call $reply (i32.const 0) (i32.const 5) (i32.const 0) (i32.const 0))"
+    )));
+    assert!(abi(run(
+        "(call $reply (i32.const 1) (i32.const 9) (i32.const 0) (i32.const 0))"
+    )));
+    assert!(abi(run(
+        "(call $reply (i32.const 0) (i32.const 1) (i32.const 65535) (i32.const 2))"
+    )));
+    assert!(abi(run("(drop (call $reply (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))) (i32.const 130)")));
+    assert!(abi(run("(i32.const 65530)")));
+    assert_eq!(
+        run("(call $reply (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 0x40000000))"),
+        Err(PluginError::ReplyTooLarge {
+            size: 1 << 30,
+            limit: 64
+        })
+    );
+    assert_eq!(
+        run("(call $reply (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 65))"),
+        Err(PluginError::ReplyTooLarge {
+            size: 65,
+            limit: 64
+        })
+    );
+    assert_eq!(
+        run("(call $reply (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 64))")
+            .map(|r| r.map(|v| v.map(|v| v.len()))),
+        Ok(Ok(Some(64)))
+    );
+}
+
+#[test]
+fn emit_limits() {
+    let limits = Limits {
+        max_reply_bytes: 8,
+        max_events_per_call: 2,
+        ..Limits::default()
+    };
+    let emit = |n: u32, len: u32| {
+        let body = format!(
+            "(local $i i32) (loop $l (call $emit (i32.const 16) (i32.const 4) (i32.const 256) (i32.const {len}))
+               (local.set $i (i32.add (local.get $i) (i32.const 1))) (br_if $l (i32.lt_u (local.get $i) (i32.const {n}))))
+             (call $reply (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))"
+        );
+        load_with(&guest("", &body), &limits)
+            .unwrap()
+            .handle(&cmd(b""))
+    };
+    assert_eq!(emit(2, 8).unwrap().events.len(), 2);
+    assert_eq!(
+        emit(3, 8),
+        Err(PluginError::ReplyTooLarge { size: 3, limit: 2 })
+    );
+    assert_eq!(
+        emit(1, 9),
+        Err(PluginError::ReplyTooLarge { size: 9, limit: 8 })
+    );
+}
+
+#[test]
+fn fresh_instance_after_error_keeps_kv() {
+    // Counts calls in a global; traps when the payload is "trap".
+    let body = r#"
+      (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+      (call $kv_set (i32.const 16) (i32.const 4) (i32.const 16) (i32.const 4) (i32.const 160))
+      (if (i32.eq (local.get $p_len) (i32.const 4)) (then unreachable))
+      (i32.store (i32.const 256) (global.get $calls))
+      (call $reply (i32.const 0) (i32.const 1) (i32.const 256) (i32.const 4))"#;
+    let wasm = guest("", body);
+    let mut p = load(&wasm);
+    let count = |n: u32| Ok(Some(n.to_le_bytes().to_vec()));
+    assert_eq!(reply(&mut p, b""), count(1));
+    assert_eq!(reply(&mut p, b""), count(2));
+    assert!(matches!(reply(&mut p, b"trap"), Err(PluginError::Trap(_))));
+    assert_eq!(
+        reply(&mut p, b""),
+        count(1),
+        "a trapped instance must not be reused"
+    );
+    assert_eq!(
+        p.env().kv_get("echo"),
+        Some(b"echo".to_vec()),
+        "kv survives the new instance"
+    );
+
+    let fresh = WasmiEngine::with_config(WasmiConfig {
+        instance_policy: InstancePolicy::FreshPerCall,
+    });
+    let mut p = load_on(&fresh, &wasm, &Limits::default(), &Lines::default()).unwrap();
+    assert_eq!(reply(&mut p, b""), count(1));
+    assert_eq!(reply(&mut p, b""), count(1));
+}
+
+#[test]
+fn load_failures() {
+    let limits = Limits::default();
+    let echo = guest("", ECHO);
+    let small = Limits {
+        max_module_bytes: echo.len() - 1,
+        ..Limits::default()
+    };
+    assert_eq!(
+        load_with(&echo, &small).err(),
+        Some(PluginError::ModuleTooLarge {
+            size: echo.len(),
+            limit: echo.len() - 1
+        })
+    );
+    let few = Limits {
+        max_functions: 2,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        load_with(&echo, &few).err(),
+        Some(PluginError::InvalidModule(_))
+    ));
+    let err = |wat: &str| load_with(&wat::parse_str(wat).unwrap(), &limits).err();
+    let invalid = |e: Option<PluginError>| matches!(e, Some(PluginError::InvalidModule(_)));
+    assert!(invalid(load_with(b"\0asm\x01\0\0\0garbage", &limits).err()));
+    assert!(invalid(load_with(b"not wasm at all", &limits).err()));
+    assert!(invalid(load_with(b"", &limits).err()));
+    assert!(invalid(err("(module)")));
+    assert!(invalid(err(
+        r#"(module (memory (export "memory") 1) (func (export "describe") (result i32) i32.const 0))"#
+    )));
+    // An export with the wrong signature.
+    let wrong = String::from_utf8(echo_text()).unwrap().replace(
+        r#"(func (export "describe") (result i32)"#,
+        r#"(func (export "describe") (result i64) (i64.const 0)) (func $old (result i32)"#,
+    );
+    assert!(invalid(err(&wrong)));
+    // Imports: foreign module, unknown name, wrong signature.
+    let with_import = |imp: &str| {
+        String::from_utf8(echo_text())
+            .unwrap()
+            .replacen("(module", &format!("(module {imp}"), 1)
+    };
+    let link = |e: Option<PluginError>| matches!(e, Some(PluginError::Link(_)));
+    assert!(link(err(&with_import(r#"(import "env" "foo" (func))"#))));
+    assert!(link(err(&with_import(
+        r#"(import "relay:plugin/host@0.1.0" "open-socket" (func))"#
+    ))));
+    assert!(link(err(&with_import(
+        r#"(import "relay:plugin/host@0.1.0" "now-ms" (func $n2 (result i32)))"#
+    ))));
+    assert!(link(err(&with_import(
+        r#"(import "relay:plugin/host@0.1.0" "log" (global i32))"#
+    ))));
+}
+
+/// The echo guest's text (without parsing), to derive variants from.
+fn echo_text() -> Vec<u8> {
+    format!(
+        r#"(module {PRELUDE}
+  (func (export "handle") (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32) (i32.const 128)))"#
+    )
+    .into_bytes()
+}
+
+#[test]
+fn start_and_describe_failures() {
+    let limits = Limits {
+        fuel_per_call: 100_000,
+        ..Limits::default()
+    };
+    let load_extra = |extra: &str| load_with(&guest(extra, ECHO), &limits).err();
+    let inst = |e: Option<PluginError>| matches!(e, Some(PluginError::Instantiate(_)));
+    assert!(inst(load_extra(
+        "(func $spin (loop $l (br $l))) (start $spin)"
+    )));
+    assert!(inst(load_extra("(func $boom unreachable) (start $boom)")));
+    // A start function may use the host (its log line goes to the detached env).
+    assert!(load_extra(
+        "(func $hello (call $log (i32.const 2) (i32.const 16) (i32.const 4))) (start $hello)"
+    )
+    .is_none());
+    // describe trapping / looping / answering garbage -> Instantiate; a bad answer -> Describe.
+    let text = String::from_utf8(echo_text()).unwrap();
+    let describe = |new_body: &str| {
+        let wat = text.replace(
+            r#"(func (export "describe") (result i32) (i32.const 64))"#,
+            &format!(r#"(func (export "describe") (result i32) {new_body})"#),
+        );
+        load_with(&wat::parse_str(&wat).unwrap(), &limits).err()
+    };
+    assert!(inst(describe("unreachable")));
+    assert!(inst(describe("(loop $l (br $l)) (i32.const 64)")));
+    assert!(
+        matches!(describe("(i32.const 66)"), Some(PluginError::Instantiate(m)) if m.contains("canonical ABI"))
+    );
+    assert!(matches!(
+        describe("(i32.store8 (i32.const 16) (i32.const 32)) (i32.const 64)"),
+        Some(PluginError::Describe(_))
+    ));
+    assert!(matches!(
+        describe("(i32.store8 (i32.const 32) (i32.const 7)) (i32.const 64)"),
+        Some(PluginError::Instantiate(_))
+    ));
+    // describe cannot write kv (detached env): kv-set answers quota-exceeded, so this guest
+    // corrupts its name when the write fails, and loading reports Describe.
+    assert!(matches!(
+        describe(
+            "(call $kv_set (i32.const 16) (i32.const 4) (i32.const 16) (i32.const 4) (i32.const 160))
+             (if (i32.load8_u (i32.const 160)) (then (i32.store8 (i32.const 16) (i32.const 32)))) (i32.const 64)"
+        ),
+        Some(PluginError::Describe(_))
+    ));
+}
+
+#[test]
+fn a_thousand_traps_leave_the_plugin_usable() {
+    let body = r#"(if (i32.eqz (local.get $p_len)) (then unreachable)) (call $reply (i32.const 0) (i32.const 1) (local.get $p) (local.get $p_len))"#;
+    let mut p = load(&guest("", body));
+    for _ in 0..1000 {
+        assert!(matches!(reply(&mut p, b""), Err(PluginError::Trap(_))));
+    }
+    assert_eq!(reply(&mut p, b"ok"), Ok(Some(b"ok".to_vec())));
+}
+
+/// The real wit-bindgen echo plugin, when it has been built (`cargo build
+/// --profile wasm --target wasm32-unknown-unknown -p relay-plugin-echo`).
+#[test]
+fn echo_plugin_artifact() {
+    let Some(wasm) = echo_artifact() else {
+        std::eprintln!("echo plugin not built; skipping");
+        return;
+    };
+    let mut p = load(&wasm);
+    assert_eq!(p.info().name, "echo");
+    for size in [0usize, 1024, 200_000] {
+        let payload: Vec<u8> = (0..size).map(|i| (i * 7) as u8).collect();
+        assert_eq!(reply(&mut p, &payload), Ok(Some(payload)));
+    }
+}
+
+fn echo_artifact() -> Option<Vec<u8>> {
+    let rel = "wasm32-unknown-unknown/wasm/relay_plugin_echo.wasm";
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let dirs = [
+        std::env::var("CARGO_TARGET_DIR").ok(),
+        Some(format!("{root}/target")),
+    ];
+    dirs.into_iter()
+        .flatten()
+        .find_map(|d| std::fs::read(format!("{d}/{rel}")).ok())
+}
+
+#[test]
+fn plugin_is_send() {
+    fn send<T: Send>(_: &T) {}
+    let p = load(&guest("", ECHO));
+    send(&p);
+}
