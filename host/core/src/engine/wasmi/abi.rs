@@ -189,9 +189,11 @@ fn lift_command_spec(mem: &[u8], at: usize) -> Result<CommandSpec, PluginError> 
     })
 }
 
-/// Lifts `handle`'s result. The reply's length is compared with
-/// `max_reply_bytes` before its bounds are checked or a byte is copied, so a
-/// guest claiming a 1 GiB reply costs nothing.
+/// Lifts `handle`'s result. The reply is bounds-checked, then its length
+/// compared with `max_reply_bytes`, before a byte is copied: a guest claiming
+/// a 1 GiB reply costs nothing. Bounds come first, as in wasmtime's lifting,
+/// so both engines call a claim past the end of memory `Abi` and an
+/// in-bounds reply over the limit `ReplyTooLarge`.
 pub(super) fn lift_handle_result(
     mem: &[u8],
     ptr: u32,
@@ -204,14 +206,14 @@ pub(super) fn lift_handle_result(
                 return Ok(Ok(None));
             }
             let (reply_ptr, len) = pair_at(mem, at + 8)?;
-            let size = usize::try_from(len).unwrap_or(usize::MAX);
-            if size > max_reply_bytes {
+            let reply = bytes(mem, reply_ptr, len)?;
+            if reply.len() > max_reply_bytes {
                 return Err(PluginError::ReplyTooLarge {
-                    size,
+                    size: reply.len(),
                     limit: max_reply_bytes,
                 });
             }
-            Ok(Ok(Some(bytes(mem, reply_ptr, len)?.to_vec())))
+            Ok(Ok(Some(reply.to_vec())))
         }
         1 => {
             let kind = error_kind(u8_at(mem, at + 4)?)?;
@@ -369,14 +371,20 @@ mod tests {
             lift_handle_result(&m, 0, 0),
             Err(PluginError::Abi(_))
         ));
-        // A 1 GiB claim is refused by its length alone.
+        // A 1 GiB claim lies past the end of memory: Abi, as on wasmtime.
         m[0] = 0;
         m[4] = 1;
-        put(&mut m, 8, &[u32::MAX, 1 << 30]);
+        put(&mut m, 8, &[0, 1 << 30]);
+        assert!(matches!(
+            lift_handle_result(&m, 0, 10),
+            Err(PluginError::Abi(_))
+        ));
+        // In bounds but over the limit.
+        put(&mut m, 8, &[0, 11]);
         assert_eq!(
             lift_handle_result(&m, 0, 10),
             Err(PluginError::ReplyTooLarge {
-                size: 1 << 30,
+                size: 11,
                 limit: 10
             })
         );

@@ -370,13 +370,10 @@ fn bad_results_are_abi_or_too_large() {
     )));
     assert!(abi(run("(drop (call $reply (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))) (i32.const 130)")));
     assert!(abi(run("(i32.const 65530)")));
-    assert_eq!(
-        run("(call $reply (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 0x40000000))"),
-        Err(PluginError::ReplyTooLarge {
-            size: 1 << 30,
-            limit: 64
-        })
-    );
+    // A 1 GiB claim is past the end of memory (Abi on both engines).
+    assert!(abi(run(
+        "(call $reply (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 0x40000000))"
+    )));
     assert_eq!(
         run("(call $reply (i32.const 0) (i32.const 1) (i32.const 0) (i32.const 65))"),
         Err(PluginError::ReplyTooLarge {
