@@ -13,7 +13,7 @@
 //! count, default 2000; the group run does 8x that).
 //! Without `--bench` (e.g. `cargo test --benches`) it runs a tiny smoke pass.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,7 +29,7 @@ fn record(i: usize) -> Vec<u8> {
     r
 }
 
-fn fresh_dir(root: &PathBuf, name: &str) -> PathBuf {
+fn fresh_dir(root: &Path, name: &str) -> PathBuf {
     let dir = root.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     dir
@@ -60,7 +60,7 @@ impl Run {
 }
 
 /// Append + fsync per record, on the calling thread: the floor.
-fn one_by_one(root: &PathBuf, n: usize) -> Run {
+fn one_by_one(root: &Path, n: usize) -> Run {
     let mut s = FileStorage::open(fresh_dir(root, "one-by-one")).expect("open");
     let start = Instant::now();
     for i in 0..n {
@@ -77,7 +77,7 @@ fn one_by_one(root: &PathBuf, n: usize) -> Run {
 }
 
 /// One submitter awaiting each ticket: the journal thread's overhead alone.
-fn journal_sequential(rt: &tokio::runtime::Runtime, root: &PathBuf, n: usize) -> Run {
+fn journal_sequential(rt: &tokio::runtime::Runtime, root: &Path, n: usize) -> Run {
     let journal = Journal::spawn(FileStorage::open(fresh_dir(root, "sequential")).expect("open"))
         .expect("spawn");
     let start = Instant::now();
@@ -98,7 +98,7 @@ fn journal_sequential(rt: &tokio::runtime::Runtime, root: &PathBuf, n: usize) ->
 
 /// 64 tasks, each submitting and awaiting its records one at a time, the
 /// way concurrent commands arrive at the runtime.
-fn journal_concurrent(rt: &tokio::runtime::Runtime, root: &PathBuf, n: usize) -> Run {
+fn journal_concurrent(rt: &tokio::runtime::Runtime, root: &Path, n: usize) -> Run {
     let journal = Arc::new(
         Journal::spawn(FileStorage::open(fresh_dir(root, "group")).expect("open")).expect("spawn"),
     );

@@ -28,10 +28,11 @@
 //! journal refuse everything afterwards (see the file backend's poisoning):
 //! the runtime must stop acknowledging and restart from a replay.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
 use relay_core::journal::{FrameError, Storage, MAX_RECORD_LEN};
@@ -204,9 +205,10 @@ fn validate(records: &[Vec<u8>]) -> Result<(), FrameError> {
     Ok(())
 }
 
-/// The promise that a submission becomes durable. Await it
-/// ([`Ticket::wait`] or `.await` directly) from async code, or block on it
-/// with [`Ticket::wait_blocking`] from a plain thread.
+/// The promise that a submission becomes durable: a `Future` (await it
+/// from any async runtime), or block on it with [`Ticket::wait_blocking`]
+/// from a plain thread, or poll it without waiting with
+/// [`Ticket::try_result`].
 #[must_use = "a journal write is only durable once its ticket resolves"]
 #[derive(Debug)]
 pub struct Ticket(TicketState);
@@ -226,12 +228,10 @@ impl Ticket {
         Ticket(TicketState::Pending(rx))
     }
 
-    /// Resolves once the submission is durable (or failed).
+    /// Resolves once the submission is durable (or failed). Same as
+    /// awaiting the ticket itself.
     pub async fn wait(self) -> Result<(), JournalError> {
-        match self.0 {
-            TicketState::Ready(result) => result.unwrap_or(Err(JournalError::Closed)),
-            TicketState::Pending(rx) => rx.await.unwrap_or(Err(JournalError::Closed)),
-        }
+        self.await
     }
 
     /// Blocks the calling thread until the submission is durable (or failed).
@@ -263,12 +263,18 @@ impl Ticket {
     }
 }
 
-impl IntoFuture for Ticket {
+impl Future for Ticket {
     type Output = Result<(), JournalError>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
 
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.wait())
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.0 {
+            TicketState::Ready(result) => {
+                Poll::Ready(result.take().unwrap_or(Err(JournalError::Closed)))
+            }
+            TicketState::Pending(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or(Err(JournalError::Closed))),
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 //! | [`file`] | [`FileStorage`]: the journal file (header, CRC frames, torn-tail repair at open, atomic compaction) |
 //! | [`group`] | [`Journal`] + [`Ticket`]: group commit on a dedicated thread, so N concurrent commands cost one fsync per batch and fsync never blocks a tokio worker |
 //! | [`kv`] | [`FileKv`]: a plugin's kv namespace as an atomically replaced snapshot file |
+//! | [`shared`] | [`SharedStorage`]: a storage the journal thread and a test share (crash simulation in runtime tests) |
 //! | [`fsutil`] | fsync of directories and the write-tmp/fsync/rename/fsync-dir dance both of the above use |
 //!
 //! # On-disk layout of a data dir
@@ -34,7 +35,9 @@ pub mod file;
 pub mod fsutil;
 pub mod group;
 pub mod kv;
+pub mod shared;
 
 pub use file::{FileStorage, Recovery, StoreError, JOURNAL_FILE};
 pub use group::{Journal, JournalError, JournalStats, Ticket};
 pub use kv::{FileKv, KvStoreError};
+pub use shared::SharedStorage;

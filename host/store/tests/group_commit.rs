@@ -207,3 +207,22 @@ fn dropping_the_journal_commits_what_was_submitted() -> Result<()> {
     assert_eq!(recs.len(), 100);
     Ok(())
 }
+
+#[test]
+fn shared_mem_storage_simulates_a_crash_under_the_journal() -> Result<()> {
+    use relay_store::SharedStorage;
+    let mem = SharedStorage::new(MemStorage::new());
+    let journal = Journal::spawn(mem.clone())?;
+    rt().block_on(async {
+        journal.append(vec![b"a".to_vec(), b"b".to_vec()]).await?;
+        journal.append_one(b"c".to_vec()).wait().await
+    })?;
+    assert!(mem.lock().sync_count() >= 1);
+    // Appended behind the journal's back and never synced: a crash loses it.
+    mem.lock().append(b"unsynced")?;
+    mem.lock().crash();
+    let (recs, _) = mem.lock().replay_all()?;
+    assert_eq!(recs, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    journal.close()?;
+    Ok(())
+}
