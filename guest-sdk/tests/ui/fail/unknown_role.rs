@@ -1,0 +1,10 @@
+use relay_guest::prelude::*;
+
+#[command(name = "reboot", roles(admin, root))]
+fn reboot(_ctx: &mut Ctx) -> Result<(), Error> {
+    Ok(())
+}
+
+relay_guest::plugin!(name = "system", commands = [reboot]);
+
+fn main() {}
