@@ -19,8 +19,11 @@ pub trait KvStore: Send {
     /// All entries, sorted by key.
     fn entries(&self) -> Vec<(String, Vec<u8>)>;
     /// Make previous writes durable. Called by the runtime after each call,
-    /// before the call's outcome is journaled.
-    fn flush(&mut self) {}
+    /// before the call's outcome is journaled; an error means the writes are
+    /// not durable (the runtime must not report the call as done).
+    fn flush(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Wall clock, unix milliseconds.
@@ -207,8 +210,9 @@ impl HostEnv {
         self.kv_used
     }
 
-    pub fn flush(&mut self) {
-        self.kv.flush();
+    /// Makes the plugin's kv writes durable (see [`KvStore::flush`]).
+    pub fn flush(&mut self) -> Result<(), String> {
+        self.kv.flush()
     }
 }
 

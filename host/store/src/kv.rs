@@ -162,10 +162,9 @@ impl KvStore for FileKv {
             .collect()
     }
 
-    fn flush(&mut self) {
-        if let Err(e) = self.try_flush() {
-            tracing::error!(error = %e, "kv: flush failed; the writes stay in memory and are retried");
-        }
+    /// On failure the writes stay in memory (dirty) and the next flush retries them.
+    fn flush(&mut self) -> Result<(), String> {
+        self.try_flush().map_err(|e| e.to_string())
     }
 }
 

@@ -30,13 +30,13 @@ fn flushed_writes_survive_reopen_unflushed_do_not() -> Result<()> {
 fn flush_writes_only_when_dirty() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let mut kv = FileKv::open(dir.path(), "p")?;
-    kv.flush();
+    kv.flush().unwrap();
     assert_eq!(kv.flush_count(), 0);
     kv.put("k", b"v");
     assert!(kv.is_dirty());
-    kv.flush();
+    kv.flush().unwrap();
     kv.put("k", b"v"); // same value: not a change
-    kv.flush();
+    kv.flush().unwrap();
     assert_eq!(kv.flush_count(), 1);
     Ok(())
 }
