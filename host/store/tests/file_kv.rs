@@ -127,7 +127,7 @@ fn quota_still_holds_after_reload() -> Result<()> {
     };
     let mut e = env(FileKv::open(dir.path(), "p")?);
     e.kv_set("a", &[1; 30])?;
-    e.flush();
+    e.flush().unwrap();
     drop(e);
 
     let mut e = env(FileKv::open(dir.path(), "p")?);
