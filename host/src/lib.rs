@@ -12,8 +12,10 @@
 //! [`testing`] is the plugin author's harness (both engines), used by
 //! `relay test` and by `cargo test` in plugin crates.
 
+pub mod broker;
 pub mod cli;
 pub mod engine;
 pub mod testing;
+pub mod transport;
 
 pub use relay_core as core;

@@ -1,0 +1,95 @@
+//! The device's link to the outside world: commands in, statuses and events out.
+//!
+//! This is step 0 of a command's data path: a command arrives here as an MQTT
+//! publish, goes up to the runtime as an [`Incoming`], and is acked (PUBACK)
+//! only when the runtime hands its [`AckToken`] back after journaling it. The
+//! runtime talks to the network only through the [`Transport`] trait, so its
+//! tests run against [`FakeTransport`] (channels, no sockets) and production
+//! against [`MqttTransport`] (rumqttc).
+//!
+//! # Layout
+//! - [`topics`]: the topic layout and role parsing.
+//! - [`ack_order`]: PUBACKs in arrival order, never on a newer connection.
+//! - [`backoff`]: exponential reconnect backoff with full jitter.
+//! - [`mqtt`]: the rumqttc transport (event loop task, reconnects, resubscribes).
+//! - [`fake`]: the in-memory transport for runtime tests.
+
+use std::future::Future;
+
+use relay_core::plugin::Role;
+
+pub mod ack_order;
+pub mod backoff;
+pub mod fake;
+pub mod mqtt;
+pub mod topics;
+
+pub use ack_order::{AckRefused, AckToken};
+pub use backoff::Backoff;
+pub use fake::{FakeRemote, FakeTransport};
+pub use mqtt::{LinkState, MqttConfig, MqttTransport};
+pub use topics::{TopicError, Topics};
+
+/// One command delivery, as received. Hand `token` back to
+/// [`Transport::ack`] once the command is durable (or once a rejection for it
+/// is durable): until then the broker keeps it and redelivers it after a
+/// reconnect.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The full topic it arrived on.
+    pub topic: String,
+    /// The role from the topic's last level; `Err(level)` when that level is
+    /// not a role (answer with a `rejected` status, then ack).
+    pub role: Result<Role, String>,
+    /// The raw envelope bytes (msgpack), not yet validated.
+    pub payload: Vec<u8>,
+    /// The broker flagged this as a redelivery (MQTT DUP). Informational only:
+    /// dedupe is by command id in the journal.
+    pub redelivered: bool,
+    /// Ack handle; see [`Transport::ack`].
+    pub token: AckToken,
+}
+
+/// Where an outgoing message goes, relative to the device's topics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    /// `<prefix>/<device>/status`
+    Status,
+    /// `<prefix>/<device>/event/<name>` (`name` follows the seed naming rule)
+    Event(String),
+}
+
+/// Errors at the transport boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    #[error("the transport is shut down")]
+    Closed,
+    #[error("invalid transport configuration: {0}")]
+    Config(String),
+}
+
+/// The seam between the runtime and the network.
+///
+/// All methods take `&self` so one transport (behind an `Arc`) can be shared
+/// by the runtime's receive loop, its journal task (acks) and its status
+/// publisher. Implementations never block in `ack`.
+pub trait Transport: Send + Sync + 'static {
+    /// The next command delivery; `None` once the transport is shut down.
+    /// Cancel-safe: dropping the future loses nothing.
+    fn recv(&self) -> impl Future<Output = Option<Incoming>> + Send;
+
+    /// The message behind `token` is durable: let its PUBACK go, after those of
+    /// every earlier arrival on the same connection. Tokens from a connection
+    /// that has since dropped are refused ([`AckRefused::Stale`]); the broker
+    /// redelivers those messages. Non-blocking.
+    fn ack(&self, token: AckToken) -> Result<(), AckRefused>;
+
+    /// Publishes a status or event at QoS 1. Resolves once the message is
+    /// queued for the connection (not when the broker acked it); while the
+    /// link is down messages queue up, and when the queue is full this waits.
+    /// Queued and in-flight messages survive reconnects, including a broker
+    /// that lost our session.
+    fn publish(&self, to: Outbound, payload: Vec<u8>) -> impl Future<Output = Result<(), TransportError>> + Send;
+}

@@ -1,0 +1,463 @@
+//! The production [`Transport`]: MQTT over rumqttc, with the delivery
+//! guarantees the journal relies on.
+//!
+//! # Protocol choice: MQTT 3.1.1 with `clean_session = false`
+//! A persistent session is what makes "the broker keeps a command until the
+//! device acked it" true across device and broker restarts. MQTT 5 would add
+//! session expiry and a maximum packet size the broker honours, but the
+//! embedded broker (rumqttd 0.20) treats v5 as experimental (its v5 link lacks
+//! parts of session handling) and rumqttc's v5 client is the less exercised
+//! of its two. Mosquitto supports both; with 3.1.1 it keeps a persistent
+//! session until `persistent_client_expiration` (default: forever). So: 3.1.1,
+//! `clean_session = false`, and a fixed, non-empty client id derived from the
+//! device id (rumqttc panics on an empty id with a persistent session, and a
+//! random id would orphan the session on every restart).
+//!
+//! # Guarantees and how they are kept
+//! - **Ack after durable.** `set_manual_acks(true)`: nothing is acked until the
+//!   runtime calls [`Transport::ack`].
+//! - **PUBACKs in arrival order, never stale.** Acks pass through
+//!   [`AckOrder`] (one epoch per connection). When the connection drops, under
+//!   the same lock that guards acks, the epoch is bumped, queued acks are
+//!   forgotten, rumqttc's request channel is drained of PUBACKs again
+//!   (`EventLoop::clean`, covering an ack that slipped in after rumqttc's own
+//!   clean) and publishes it had already buffered from the dead connection are
+//!   discarded (`state.events`): the broker redelivers all of them under new
+//!   packet ids, and an old packet id must never be acked on the new connection.
+//! - **No deadlock.** The `EventLoop` runs in its own task and is the only
+//!   thing that polls it; that task never awaits the request channel. Acks are
+//!   sent with `try_ack`; if the channel is full they wait in a queue that a
+//!   small pump task retries. Runtime publishes await channel space from their
+//!   own tasks.
+//! - **Outgoing messages survive reconnects.** rumqttc drops its pending
+//!   (unacked) publishes when the broker answers `session_present = false`. We
+//!   take them out of the event loop on every disconnect and queue them again
+//!   after the next `ConnAck`, with fresh packet ids (QoS 1 keeps no broker
+//!   state for client-to-broker publishes, so this is safe in both cases, and
+//!   it avoids the packet-id collision livelock after a broker lost the session).
+//! - **Resubscribe on every ConnAck**, also when the session was present (it
+//!   costs one SUBSCRIBE; a broker that lost our session gets it back).
+//! - **Reconnect** with exponential backoff and full jitter ([`Backoff`]),
+//!   reset on each successful `ConnAck`.
+//! - **TCP_NODELAY** on the socket: without it every hop can stall ~40 ms
+//!   (Nagle + delayed ACK).
+//! - **Flow control.** Deliveries go to the runtime through an unbounded
+//!   channel; it is bounded in practice by the broker's in-flight window
+//!   (Mosquitto `max_inflight_messages`, rumqttd `max_inflight_count`), since
+//!   nothing more is sent to us until we ack.
+//! - **Large packets.** A publish larger than `max_incoming_packet` makes
+//!   rumqttc drop the connection, and the broker would redeliver it forever.
+//!   The default (16 MiB) is far above any envelope limit so oversized commands
+//!   reach the runtime and get a `rejected`/`too_large` status; configure the
+//!   broker's own limit (Mosquitto `message_size_limit`) at or below it.
+//!
+//! Foreign topics (not `<prefix>/<device>/cmd/<level>`, e.g. left over from
+//! an old subscription of the persistent session) are acked in order and
+//! dropped with a warning; unknown role levels are handed up (see [`Topics`]).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, Request, Subscribe,
+    SubscribeReasonCode,
+};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle;
+
+use super::ack_order::AckOrder;
+use super::backoff::{Backoff, DEFAULT_BASE, DEFAULT_CAP};
+use super::topics::{CommandTopic, Topics, DEFAULT_PREFIX};
+use super::{AckRefused, AckToken, Incoming, Outbound, Transport, TransportError};
+
+/// Settings of the device's MQTT link. [`MqttConfig::new`] fills in defaults.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    /// Device id (seed naming rule); part of every topic.
+    pub device: String,
+    /// Topic prefix, default `relay`.
+    pub prefix: String,
+    /// MQTT client id; default `relay-<device>`. Must stay the same across
+    /// restarts for the persistent session to be found again.
+    pub client_id: Option<String>,
+    /// Username and password, if the broker wants them.
+    pub credentials: Option<(String, String)>,
+    pub keep_alive: Duration,
+    /// TCP connect + CONNACK timeout (rounded up to whole seconds by rumqttc).
+    pub connect_timeout: Duration,
+    /// Outgoing QoS 1 publishes awaiting the broker's PUBACK.
+    pub max_inflight: u16,
+    /// Requests (publishes, acks) queued for the event loop.
+    pub queue_capacity: usize,
+    pub max_incoming_packet: usize,
+    pub max_outgoing_packet: usize,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+}
+
+impl MqttConfig {
+    pub fn new(host: impl Into<String>, port: u16, device: impl Into<String>) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            device: device.into(),
+            prefix: DEFAULT_PREFIX.to_string(),
+            client_id: None,
+            credentials: None,
+            keep_alive: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            max_inflight: 100,
+            queue_capacity: 1024,
+            max_incoming_packet: 16 * 1024 * 1024,
+            max_outgoing_packet: 1024 * 1024,
+            backoff_base: DEFAULT_BASE,
+            backoff_cap: DEFAULT_CAP,
+        }
+    }
+
+    /// The client id actually used.
+    pub fn effective_client_id(&self) -> String {
+        self.client_id.clone().unwrap_or_else(|| format!("relay-{}", self.device))
+    }
+}
+
+/// What the link is doing, observable through [`MqttTransport::link`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkState {
+    /// A CONNACK was received and the connection has not failed since.
+    pub connected: bool,
+    /// The broker granted the command subscription on the current connection.
+    pub subscribed: bool,
+    /// The broker still had our session at the last CONNACK.
+    pub session_present: bool,
+    /// Successful connections so far (CONNACKs).
+    pub connects: u64,
+    /// Ack epoch of the current connection.
+    pub epoch: u64,
+    /// The last connection error, if any.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct AckState {
+    /// Item: the packet id to PUBACK, `None` for QoS 0 deliveries (nothing to send).
+    order: AckOrder<Option<u16>>,
+    /// Released PUBACKs that did not fit in the request channel yet.
+    queue: VecDeque<u16>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    acks: Mutex<AckState>,
+    client: AsyncClient,
+    topics: Topics,
+    ack_wake: Notify,
+    shutdown: AtomicBool,
+    shutdown_wake: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, AckState> {
+        self.acks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Completes `token` and pushes whatever it releases towards the wire.
+    fn complete(&self, state: &mut AckState, token: AckToken) -> Result<(), AckRefused> {
+        let released = state.order.complete(token)?;
+        state.queue.extend(released.into_iter().flatten());
+        if !self.flush(state) {
+            self.ack_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Moves queued PUBACKs into rumqttc's request channel without waiting.
+    /// Returns whether the queue is empty afterwards.
+    fn flush(&self, state: &mut AckState) -> bool {
+        while let Some(pkid) = state.queue.front().copied() {
+            let mut publish = Publish::new("", QoS::AtLeastOnce, Vec::new());
+            publish.pkid = pkid;
+            match self.client.try_ack(&publish) {
+                Ok(()) => {
+                    state.queue.pop_front();
+                }
+                // Channel full (retry later) or event loop gone (shutdown): stop here.
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// The MQTT transport. Dropping it stops its tasks; [`shutdown`](Self::shutdown)
+/// does so gracefully (queued publishes are written first).
+#[derive(Debug)]
+pub struct MqttTransport {
+    shared: Arc<Shared>,
+    incoming_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Incoming>>,
+    link_rx: watch::Receiver<LinkState>,
+    event_loop_task: Mutex<Option<JoinHandle<()>>>,
+    ack_pump_task: JoinHandle<()>,
+}
+
+impl MqttTransport {
+    /// Starts the link in the background (needs a tokio runtime). Returns at
+    /// once: a device must come up even when the broker is down; watch
+    /// [`link`](Self::link) or await [`wait_subscribed`](Self::wait_subscribed).
+    pub fn start(config: MqttConfig) -> Result<Self, TransportError> {
+        Self::start_with_backoff(config.clone(), Backoff::new(config.backoff_base, config.backoff_cap))
+    }
+
+    /// [`start`](Self::start) with an explicit (e.g. seeded) backoff.
+    pub fn start_with_backoff(config: MqttConfig, backoff: Backoff) -> Result<Self, TransportError> {
+        let topics = Topics::new(&config.prefix, &config.device)?;
+        if config.max_inflight == 0 || config.queue_capacity == 0 {
+            return Err(TransportError::Config("max_inflight and queue_capacity must be at least 1".into()));
+        }
+        let mut options = MqttOptions::new(config.effective_client_id(), config.host.clone(), config.port);
+        options
+            .set_clean_session(false)
+            .set_manual_acks(true)
+            .set_keep_alive(config.keep_alive.max(Duration::from_secs(1)))
+            .set_inflight(config.max_inflight)
+            .set_request_channel_capacity(config.queue_capacity)
+            .set_max_packet_size(config.max_incoming_packet, config.max_outgoing_packet);
+        if let Some((user, password)) = &config.credentials {
+            options.set_credentials(user.clone(), password.clone());
+        }
+        let (client, mut eventloop) = AsyncClient::new(options, config.queue_capacity);
+        eventloop.network_options.set_tcp_nodelay(true);
+        eventloop.network_options.set_connection_timeout(config.connect_timeout.as_secs().max(1));
+
+        let shared = Arc::new(Shared {
+            acks: Mutex::new(AckState::default()),
+            client,
+            topics,
+            ack_wake: Notify::new(),
+            shutdown: AtomicBool::new(false),
+            shutdown_wake: Notify::new(),
+        });
+        let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
+        let (link_tx, link_rx) = watch::channel(LinkState::default());
+        let driver = Driver { eventloop, shared: shared.clone(), incoming_tx, link_tx, backoff, saved: VecDeque::new() };
+        let event_loop_task = tokio::spawn(driver.run());
+        let ack_pump_task = tokio::spawn(ack_pump(shared.clone()));
+        Ok(Self {
+            shared,
+            incoming_rx: tokio::sync::Mutex::new(incoming_rx),
+            link_rx,
+            event_loop_task: Mutex::new(Some(event_loop_task)),
+            ack_pump_task,
+        })
+    }
+
+    /// The device's topics.
+    pub fn topics(&self) -> &Topics {
+        &self.shared.topics
+    }
+
+    /// A live view of the link.
+    pub fn link(&self) -> watch::Receiver<LinkState> {
+        self.link_rx.clone()
+    }
+
+    /// Waits until the command subscription is granted on a live connection,
+    /// at most `timeout`. Returns whether it happened.
+    pub async fn wait_subscribed(&self, timeout: Duration) -> bool {
+        let mut rx = self.link_rx.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|l| l.connected && l.subscribed)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Stops taking work: sends DISCONNECT after every publish already queued,
+    /// then ends the event loop (waiting at most `deadline`). Afterwards
+    /// [`recv`](Transport::recv) drains what was delivered and returns `None`.
+    pub async fn shutdown(&self, deadline: Duration) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.shared.shutdown_wake.notify_one();
+        let handle = self.event_loop_task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(mut handle) = handle else { return };
+        let graceful = async {
+            // Queued behind earlier publishes; fails only if the loop is already gone.
+            let _ = self.shared.client.disconnect().await;
+            let _ = (&mut handle).await;
+        };
+        if tokio::time::timeout(deadline, graceful).await.is_err() {
+            tracing::warn!("mqtt: shutdown deadline passed, stopping the event loop");
+            handle.abort();
+        }
+        self.ack_pump_task.abort();
+    }
+}
+
+impl Drop for MqttTransport {
+    fn drop(&mut self) {
+        if let Some(handle) = self.event_loop_task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            handle.abort();
+        }
+        self.ack_pump_task.abort();
+    }
+}
+
+impl Transport for MqttTransport {
+    async fn recv(&self) -> Option<Incoming> {
+        self.incoming_rx.lock().await.recv().await
+    }
+
+    fn ack(&self, token: AckToken) -> Result<(), AckRefused> {
+        let mut state = self.shared.lock();
+        self.shared.complete(&mut state, token)
+    }
+
+    async fn publish(&self, to: Outbound, payload: Vec<u8>) -> Result<(), TransportError> {
+        let topic = match &to {
+            Outbound::Status => self.shared.topics.status(),
+            Outbound::Event(name) => self.shared.topics.event(name)?,
+        };
+        self.shared.client.publish(topic, QoS::AtLeastOnce, false, payload).await.map_err(|_| TransportError::Closed)
+    }
+}
+
+/// Retries PUBACKs that did not fit in the request channel. Sleeps on a
+/// `Notify` while there is nothing to retry.
+async fn ack_pump(shared: Arc<Shared>) {
+    loop {
+        let idle = {
+            let mut state = shared.lock();
+            shared.flush(&mut state)
+        };
+        if idle {
+            shared.ack_wake.notified().await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// Owns the `EventLoop`; the only code that polls it.
+struct Driver {
+    eventloop: EventLoop,
+    shared: Arc<Shared>,
+    incoming_tx: mpsc::UnboundedSender<Incoming>,
+    link_tx: watch::Sender<LinkState>,
+    backoff: Backoff,
+    /// Publishes of a dead connection, sent again after the next CONNACK.
+    saved: VecDeque<Publish>,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        loop {
+            let event = self.eventloop.poll().await;
+            let stopping = self.shared.shutdown.load(Ordering::SeqCst);
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(connack))) => self.on_connack(connack.session_present),
+                Ok(Event::Incoming(Packet::Publish(publish))) => self.on_publish(publish),
+                Ok(Event::Incoming(Packet::SubAck(suback))) => {
+                    let granted = suback.return_codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_)));
+                    if !granted {
+                        tracing::error!(filter = %self.shared.topics.command_filter(), "mqtt: broker refused the command subscription");
+                    }
+                    self.link_tx.send_modify(|l| l.subscribed = granted);
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) if stopping => break,
+                Ok(_) => {}
+                Err(ConnectionError::RequestsDone) => break,
+                Err(error) => {
+                    self.on_connection_lost(&error);
+                    if stopping {
+                        break;
+                    }
+                    let delay = self.backoff.next_delay();
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "mqtt: connection lost");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.shared.shutdown_wake.notified() => break,
+                    }
+                }
+            }
+        }
+        self.link_tx.send_modify(|l| {
+            l.connected = false;
+            l.subscribed = false;
+        });
+        tracing::debug!("mqtt: event loop stopped");
+    }
+
+    fn on_connack(&mut self, session_present: bool) {
+        self.backoff.reset();
+        let epoch = self.shared.lock().order.epoch();
+        let filter = self.shared.topics.command_filter();
+        tracing::info!(session_present, %filter, resent = self.saved.len(), "mqtt: connected");
+        // Front of the queue: subscribe first, then what the last connection had
+        // not delivered, then anything rumqttc itself kept.
+        let mut front = VecDeque::with_capacity(self.saved.len() + 1);
+        front.push_back(Request::Subscribe(Subscribe::new(filter, QoS::AtLeastOnce)));
+        front.extend(self.saved.drain(..).map(Request::Publish));
+        front.append(&mut self.eventloop.pending);
+        self.eventloop.pending = front;
+        self.link_tx.send_modify(|l| {
+            l.connected = true;
+            l.subscribed = false;
+            l.session_present = session_present;
+            l.connects += 1;
+            l.epoch = epoch;
+        });
+    }
+
+    fn on_publish(&mut self, publish: Publish) {
+        let pkid = (publish.qos != QoS::AtMostOnce).then_some(publish.pkid);
+        let mut state = self.shared.lock();
+        let token = state.order.register(pkid);
+        match self.shared.topics.parse_command(&publish.topic) {
+            CommandTopic::Command(role) => {
+                let incoming = Incoming {
+                    topic: publish.topic,
+                    role,
+                    payload: publish.payload.to_vec(),
+                    redelivered: publish.dup,
+                    token,
+                };
+                if let Err(unsent) = self.incoming_tx.send(incoming) {
+                    // Nobody receives any more (runtime gone): leave it unacked, the broker keeps it.
+                    tracing::debug!(topic = %unsent.0.topic, "mqtt: delivery after the receiver was dropped");
+                }
+            }
+            CommandTopic::Foreign => {
+                tracing::warn!(topic = %publish.topic, "mqtt: message on a foreign topic, acked and dropped");
+                // Keeps arrival order: released only after every earlier delivery.
+                let _ = self.shared.complete(&mut state, token);
+            }
+        }
+    }
+
+    /// The connection is gone (or never came up). Everything tied to it is
+    /// dropped under the ack lock, so no ack of it can reach the next one.
+    fn on_connection_lost(&mut self, error: &ConnectionError) {
+        {
+            let mut state = self.shared.lock();
+            state.order.new_connection();
+            state.queue.clear();
+            // rumqttc already cleaned once inside `poll`; a PUBACK queued between
+            // that and the epoch bump above is removed here.
+            self.eventloop.clean();
+            self.eventloop.state.events.clear();
+        }
+        for request in self.eventloop.pending.drain(..) {
+            if let Request::Publish(mut publish) = request {
+                publish.pkid = 0;
+                publish.dup = false;
+                self.saved.push_back(publish);
+            }
+        }
+        let message = error.to_string();
+        self.link_tx.send_modify(|l| {
+            l.connected = false;
+            l.subscribed = false;
+            l.last_error = Some(message);
+        });
+    }
+}

@@ -1,0 +1,210 @@
+//! The MQTT topic layout of one device, in one place.
+//!
+//! ```text
+//! <prefix>/<device>/cmd/<role>     app -> device, role = admin | primary | secondary
+//! <prefix>/<device>/status         device -> app, one message per status transition
+//! <prefix>/<device>/event/<name>   device -> app, events emitted by handlers
+//! ```
+//!
+//! The role comes from the topic, never from the payload: the broker's ACL
+//! decides who may publish where. The device subscribes to `cmd/+`, so a
+//! publish on `cmd/<anything else>` reaches it too; [`Topics::parse_command`]
+//! reports that level as `Err(level)` and the runtime answers it with a
+//! `rejected` status (and acks it, so it is not redelivered forever).
+
+use relay_core::name::validate_name;
+use relay_core::plugin::Role;
+
+/// Default topic prefix.
+pub const DEFAULT_PREFIX: &str = "relay";
+
+/// Longest accepted prefix, in bytes.
+pub const MAX_PREFIX_LEN: usize = 128;
+
+/// A prefix, device id or event name that cannot be a topic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicError {
+    #[error("invalid device id {device:?}: {reason}")]
+    Device { device: String, reason: String },
+    #[error("invalid topic prefix {prefix:?}: {reason}")]
+    Prefix { prefix: String, reason: &'static str },
+    #[error("invalid event name {name:?}: {reason}")]
+    EventName { name: String, reason: String },
+}
+
+/// Checks a topic prefix: one or more non-empty levels separated by `/`, no
+/// MQTT wildcards, no NUL, not a `$`-reserved topic.
+pub fn validate_prefix(prefix: &str) -> Result<(), TopicError> {
+    let fail = |reason| Err(TopicError::Prefix { prefix: prefix.into(), reason });
+    if prefix.is_empty() {
+        return fail("it is empty");
+    }
+    if prefix.len() > MAX_PREFIX_LEN {
+        return fail("it is longer than 128 bytes");
+    }
+    if prefix.starts_with('$') {
+        return fail("topics starting with '$' are reserved by the broker");
+    }
+    if prefix.contains(['+', '#', '\0']) {
+        return fail("it contains an MQTT wildcard ('+', '#') or NUL");
+    }
+    if prefix.split('/').any(str::is_empty) {
+        return fail("it has an empty level (leading, trailing or double '/')");
+    }
+    Ok(())
+}
+
+/// Checks a device id: the seed naming rule (`[A-Za-z0-9_-]`, 1..=64), which
+/// also keeps it a single topic level.
+pub fn validate_device(device: &str) -> Result<(), TopicError> {
+    validate_name(device).map_err(|e| TopicError::Device { device: device.into(), reason: e.to_string() })
+}
+
+/// What a topic a device received means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandTopic {
+    /// `<prefix>/<device>/cmd/<level>`: `Ok(role)` or `Err(level)` for an unknown role.
+    Command(Result<Role, String>),
+    /// Not under this device's `cmd/` at all.
+    Foreign,
+}
+
+/// Topic names for one device under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    prefix: String,
+    device: String,
+    /// `<prefix>/<device>/`, precomputed for parsing.
+    base: String,
+}
+
+impl Topics {
+    pub fn new(prefix: &str, device: &str) -> Result<Self, TopicError> {
+        validate_prefix(prefix)?;
+        validate_device(device)?;
+        Ok(Self { prefix: prefix.into(), device: device.into(), base: format!("{prefix}/{device}/") })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// The device's subscription: `<prefix>/<device>/cmd/+`.
+    pub fn command_filter(&self) -> String {
+        format!("{}cmd/+", self.base)
+    }
+
+    /// Where an app sends a command for `role`.
+    pub fn command(&self, role: Role) -> String {
+        format!("{}cmd/{}", self.base, role.as_str())
+    }
+
+    /// Where the device publishes status messages.
+    pub fn status(&self) -> String {
+        format!("{}status", self.base)
+    }
+
+    /// Where the device publishes the event `name` (seed naming rule).
+    pub fn event(&self, name: &str) -> Result<String, TopicError> {
+        validate_name(name).map_err(|e| TopicError::EventName { name: name.into(), reason: e.to_string() })?;
+        Ok(format!("{}event/{name}", self.base))
+    }
+
+    /// An app's subscription to every event of the device.
+    pub fn event_filter(&self) -> String {
+        format!("{}event/+", self.base)
+    }
+
+    /// Classifies a topic the device received.
+    pub fn parse_command(&self, topic: &str) -> CommandTopic {
+        let Some(level) = topic.strip_prefix(self.base.as_str()).and_then(|rest| rest.strip_prefix("cmd/"))
+        else {
+            return CommandTopic::Foreign;
+        };
+        if level.contains('/') {
+            return CommandTopic::Foreign;
+        }
+        CommandTopic::Command(Role::parse(level).ok_or_else(|| level.to_string()))
+    }
+
+    /// For an app: if `topic` is this device's `event/<name>`, the name.
+    pub fn parse_event<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        topic.strip_prefix(self.base.as_str())?.strip_prefix("event/").filter(|n| !n.contains('/'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics() -> Topics {
+        Topics::new("relay", "dev-1").unwrap()
+    }
+
+    #[test]
+    fn builds_the_documented_topics() {
+        let t = topics();
+        assert_eq!(t.command_filter(), "relay/dev-1/cmd/+");
+        assert_eq!(t.command(Role::Admin), "relay/dev-1/cmd/admin");
+        assert_eq!(t.status(), "relay/dev-1/status");
+        assert_eq!(t.event("door_open").unwrap(), "relay/dev-1/event/door_open");
+        assert_eq!(t.event_filter(), "relay/dev-1/event/+");
+        let nested = Topics::new("acme/site-3", "d").unwrap();
+        assert_eq!(nested.status(), "acme/site-3/d/status");
+    }
+
+    #[test]
+    fn parses_every_role() {
+        let t = topics();
+        for role in Role::ALL {
+            assert_eq!(t.parse_command(&t.command(role)), CommandTopic::Command(Ok(role)));
+        }
+    }
+
+    #[test]
+    fn unknown_role_is_reported_not_dropped() {
+        let t = topics();
+        assert_eq!(t.parse_command("relay/dev-1/cmd/root"), CommandTopic::Command(Err("root".into())));
+        assert_eq!(t.parse_command("relay/dev-1/cmd/Admin"), CommandTopic::Command(Err("Admin".into())));
+        assert_eq!(t.parse_command("relay/dev-1/cmd/"), CommandTopic::Command(Err(String::new())));
+    }
+
+    #[test]
+    fn other_topics_are_foreign() {
+        let t = topics();
+        for topic in [
+            "relay/dev-1/status",
+            "relay/dev-2/cmd/admin",
+            "relay/dev-1/cmd/admin/extra",
+            "other/dev-1/cmd/admin",
+            "relay/dev-1cmd/admin",
+            "",
+        ] {
+            assert_eq!(t.parse_command(topic), CommandTopic::Foreign, "{topic}");
+        }
+    }
+
+    #[test]
+    fn parses_events_for_apps() {
+        let t = topics();
+        assert_eq!(t.parse_event("relay/dev-1/event/boot"), Some("boot"));
+        assert_eq!(t.parse_event("relay/dev-1/status"), None);
+        assert_eq!(t.parse_event("relay/dev-1/event/a/b"), None);
+    }
+
+    #[test]
+    fn refuses_names_that_would_break_topics() {
+        for prefix in ["", "/relay", "relay/", "a//b", "re+lay", "#", "$SYS", "a\0b"] {
+            assert!(Topics::new(prefix, "d").is_err(), "{prefix:?}");
+        }
+        for device in ["", "a/b", "+", "#", "dév", &"x".repeat(65)] {
+            assert!(Topics::new("relay", device).is_err(), "{device:?}");
+        }
+        assert!(topics().event("a/b").is_err());
+        assert!(topics().event("").is_err());
+    }
+}
