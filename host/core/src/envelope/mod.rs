@@ -46,6 +46,8 @@ use crate::name::{validate_name, NameError};
 use crate::plugin::{Invocation, Role};
 use crate::status::{Code, State, Status};
 
+#[cfg(test)]
+mod protocol_doc;
 mod rejection;
 #[cfg(test)]
 mod tests;
