@@ -566,8 +566,7 @@ mod tests {
         );
         // The unbounded scan walks it with O(1) memory.
         assert_eq!(skip_value_unbounded(&deep, 0), Ok(deep.len()));
-        let maps: Vec<u8> = core::iter::repeat([0x81, 0x00])
-            .take(10_000)
+        let maps: Vec<u8> = core::iter::repeat_n([0x81, 0x00], 10_000)
             .flatten()
             .chain([0xc0])
             .collect();

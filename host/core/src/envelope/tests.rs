@@ -477,7 +477,7 @@ proptest! {
         match Envelope::from_msgpack(&bytes) {
             Ok(d) => prop_assert_eq!(Envelope::from_msgpack(&d.to_msgpack()), Ok(d)),
             Err(r) => {
-                let id_ok = r.id.as_deref().map_or(true, |id| validate_id(id).is_ok());
+                let id_ok = r.id.as_deref().is_none_or(|id| validate_id(id).is_ok());
                 prop_assert!(id_ok);
             }
         }
