@@ -138,14 +138,22 @@ impl ResourceLimiter for GuestLimiter {
     }
 }
 
-/// Checks `Limits::max_functions` when it is below the cap of
-/// [`EnforcedLimits::strict`] (whose fields cannot be set one by one). Reads
-/// only section headers; anything malformed is left for the validator to
-/// report, so this never rejects a module on its own parsing.
-pub(super) fn check_function_count(wasm: &[u8], max_functions: u32) -> Result<(), u32> {
-    match declared_function_count(wasm) {
-        Some(count) if count > max_functions => Err(count),
-        _ => Ok(()),
+/// Checks `Limits::max_functions` (imported plus defined functions, as the
+/// wasmtime engine counts them) when it is below the cap of
+/// [`EnforcedLimits::strict`], whose fields cannot be set one by one. Reads
+/// only section headers; anything malformed was already reported by the
+/// validator, so this never rejects a module on its own parsing.
+pub(super) fn check_function_count(
+    wasm: &[u8],
+    imported: usize,
+    max_functions: u32,
+) -> Result<(), usize> {
+    let defined = declared_function_count(wasm).map_or(0, |n| n as usize);
+    let total = defined.saturating_add(imported);
+    if total > max_functions as usize {
+        Err(total)
+    } else {
+        Ok(())
     }
 }
 
@@ -187,8 +195,9 @@ mod tests {
         assert_eq!(read_leb_u32(&[0x80, 0x80]), None);
         let wasm = wat::parse_str("(module (func) (func) (func))").unwrap();
         assert_eq!(declared_function_count(&wasm), Some(3));
-        assert_eq!(check_function_count(&wasm, 3), Ok(()));
-        assert_eq!(check_function_count(&wasm, 2), Err(3));
+        assert_eq!(check_function_count(&wasm, 0, 3), Ok(()));
+        assert_eq!(check_function_count(&wasm, 0, 2), Err(3));
+        assert_eq!(check_function_count(&wasm, 2, 4), Err(5));
         assert_eq!(declared_function_count(b"\0asm\x01\0\0\0\x03\xff"), None);
         assert_eq!(declared_function_count(b"junk"), None);
     }

@@ -38,7 +38,7 @@ mod tests;
 
 use alloc::{boxed::Box, format};
 
-use wasmi::{Linker, Module, Store};
+use wasmi::{ExternType, Linker, Module, Store};
 
 use self::guest::Exports;
 use self::state::{new_store, GuestState};
@@ -100,15 +100,19 @@ impl super::Engine for WasmiEngine {
                 limit: limits.max_module_bytes,
             });
         }
-        limits::check_function_count(wasm, limits.max_functions).map_err(|count| {
+        let engine = wasmi::Engine::new(&limits::engine_config(limits));
+        let module =
+            Module::new(&engine, wasm).map_err(|e| PluginError::InvalidModule(format!("{e}")))?;
+        let imported = module
+            .imports()
+            .filter(|i| matches!(i.ty(), ExternType::Func(_)))
+            .count();
+        limits::check_function_count(wasm, imported, limits.max_functions).map_err(|count| {
             PluginError::InvalidModule(format!(
                 "{count} functions, the limit is {}",
                 limits.max_functions
             ))
         })?;
-        let engine = wasmi::Engine::new(&limits::engine_config(limits));
-        let module =
-            Module::new(&engine, wasm).map_err(|e| PluginError::InvalidModule(format!("{e}")))?;
         guest::check_exports(&module)?;
         imports::check_imports(&module)?;
         let mut linker = Linker::new(&engine);

@@ -610,3 +610,73 @@ fn plugin_is_send() {
     let p = load(&guest("", ECHO));
     send(&p);
 }
+
+/// Not a test but the measurement behind the default [`InstancePolicy`] and
+/// the wasmi figures in `docs/engines.md` (no assertion on time):
+/// `cargo test --release -p relay-core --lib engine::wasmi::tests::timing -- --ignored --nocapture`
+/// (build the echo plugin first to time the real wit-bindgen artifact).
+#[test]
+#[ignore]
+fn timing() {
+    use std::hint::black_box;
+    use std::time::Instant;
+
+    /// Median nanoseconds per operation over `batches` batches of `per_batch`.
+    fn median_ns(batches: usize, per_batch: usize, mut op: impl FnMut()) -> f64 {
+        let mut samples: Vec<f64> = (0..batches)
+            .map(|_| {
+                let t = Instant::now();
+                for _ in 0..per_batch {
+                    op();
+                }
+                t.elapsed().as_nanos() as f64 / per_batch as f64
+            })
+            .collect();
+        samples.sort_by(|a, b| a.total_cmp(b));
+        samples[samples.len() / 2]
+    }
+
+    let (what, wasm) = match echo_artifact() {
+        Some(wasm) => ("echo plugin (wit-bindgen)", wasm),
+        None => ("WAT echo guest", guest("", ECHO)),
+    };
+    let payload: Vec<u8> = (0..1024).map(|i| i as u8).collect();
+    let command = cmd(&payload);
+    std::println!("{what}, {} bytes", wasm.len());
+
+    let load_ns = median_ns(21, 20, || drop(black_box(load(&wasm))));
+    std::println!(
+        "cold load (new engine, validate, instantiate, describe): {:.1} us",
+        load_ns / 1e3
+    );
+
+    let native_ns = median_ns(21, 20_000, || {
+        let c = black_box(&command);
+        black_box(Ok::<_, ()>(Some(c.payload.clone())));
+    });
+    std::println!("native echo 1 KiB (clone the payload): {native_ns:.0} ns");
+
+    for policy in [
+        InstancePolicy::ReuseUntilError,
+        InstancePolicy::FreshPerCall,
+    ] {
+        let engine = WasmiEngine::with_config(WasmiConfig {
+            instance_policy: policy,
+        });
+        let mut p = load_on(&engine, &wasm, &Limits::default(), &Lines::default()).unwrap();
+        let per_batch = if policy == InstancePolicy::FreshPerCall {
+            200
+        } else {
+            5_000
+        };
+        let ns = median_ns(21, per_batch, || {
+            drop(black_box(p.handle(&command).unwrap()))
+        });
+        std::println!(
+            "echo 1 KiB, {policy:?}: {:.2} us ({:.0}x native, +{:.2} us)",
+            ns / 1e3,
+            ns / native_ns,
+            (ns - native_ns) / 1e3
+        );
+    }
+}
