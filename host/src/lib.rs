@@ -14,6 +14,7 @@
 
 pub mod broker;
 pub mod cli;
+pub mod client;
 pub mod engine;
 pub mod testing;
 pub mod transport;

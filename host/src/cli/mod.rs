@@ -3,7 +3,10 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod broker;
+pub mod send;
 pub mod test;
+pub mod watch;
 
 /// Relay: durable remote commands for IoT devices, handled by sandboxed WebAssembly plugins.
 #[derive(Debug, Parser)]
@@ -17,6 +20,12 @@ pub struct Cli {
 pub enum Command {
     /// Run a plugin against a scenario file on one or both engines.
     Test(test::TestArgs),
+    /// Send a command to a device; print its id (and with --wait, its statuses).
+    Send(send::SendArgs),
+    /// Stream a device's status messages and events.
+    Watch(watch::WatchArgs),
+    /// Run only the embedded MQTT broker.
+    Broker(broker::BrokerArgs),
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`).
@@ -29,5 +38,8 @@ pub fn init_tracing() {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Test(args) => test::run(args),
+        Command::Send(args) => send::run(args),
+        Command::Watch(args) => watch::run(args),
+        Command::Broker(args) => broker::run(args),
     }
 }
