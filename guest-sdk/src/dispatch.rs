@@ -136,8 +136,8 @@ pub const fn is_valid_name(name: &str) -> bool {
     true
 }
 
-/// `MAJOR.MINOR.PATCH` (digits) with an optional `-pre`/`+build` tail of
-/// `[0-9A-Za-z.-]`.
+/// `MAJOR.MINOR.PATCH` (digits, no leading zeros) with an optional
+/// `-pre`/`+build` tail of `[0-9A-Za-z.+-]`, as the host's `is_semver`.
 pub const fn is_semver(version: &str) -> bool {
     let bytes = version.as_bytes();
     let mut i = 0;
@@ -147,7 +147,8 @@ pub const fn is_semver(version: &str) -> bool {
         while i < bytes.len() && bytes[i].is_ascii_digit() {
             i += 1;
         }
-        if i == start {
+        // Empty parts and leading zeros are not semver (the host refuses them).
+        if i == start || (i - start > 1 && bytes[start] == b'0') {
             return false;
         }
         part += 1;
@@ -222,7 +223,7 @@ mod tests {
         for good in ["0.1.0", "1.2.3", "10.20.30-rc.1", "1.0.0+build.5", "1.0.0-alpha+001"] {
             assert!(is_semver(good), "{good}");
         }
-        for bad in ["", "1", "1.2", "1.2.x", "v1.2.3", "1.2.3-", "1.2.3 ", "1..3"] {
+        for bad in ["", "1", "1.2", "1.2.x", "v1.2.3", "1.2.3-", "1.2.3 ", "1..3", "01.2.3", "1.02.3"] {
             assert!(!is_semver(bad), "{bad}");
         }
     }

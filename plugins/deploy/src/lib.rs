@@ -110,7 +110,7 @@ fn check_range(field: &str, value: i64, range: RangeInclusive<i64>) -> Result<()
     )))
 }
 
-/// `MAJOR.MINOR.PATCH` of digits, then optionally `-` or `+` and
+/// `MAJOR.MINOR.PATCH` of digits without leading zeros, then optionally `-` or `+` and
 /// `[0-9A-Za-z.+-]+`.
 fn is_semver(version: &str) -> bool {
     if version.len() > MAX_VERSION_LEN {
@@ -121,7 +121,9 @@ fn is_semver(version: &str) -> bool {
         None => (version, None),
     };
     let numbers_ok = core.split('.').count() == 3
-        && core.split('.').all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()));
+        && core.split('.').all(|part| {
+            !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) && (part == "0" || !part.starts_with('0'))
+        });
     let tail_ok = tail.is_none_or(|tail| {
         !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
     });
@@ -211,7 +213,7 @@ mod tests {
         for good in ["0.0.1", "1.2.3", "1.2.3-rc.1", "1.2.3+build.7", "10.0.0-alpha-2"] {
             assert!(is_semver(good), "{good}");
         }
-        for bad in ["", "1.2", "1.2.3.4", "1..3", "a.b.c", "1.2.3-", "1.2.3 ", "v1.2.3", &"1".repeat(65)] {
+        for bad in ["", "1.2", "1.2.3.4", "1..3", "a.b.c", "1.2.3-", "1.2.3 ", "v1.2.3", "1.02.3", &"1".repeat(65)] {
             assert!(!is_semver(bad), "{bad}");
         }
     }
