@@ -16,6 +16,7 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod engine;
+pub mod runtime;
 pub mod testing;
 pub mod transport;
 

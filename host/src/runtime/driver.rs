@@ -1,0 +1,496 @@
+//! The main loop: the one task that owns the sans-IO core (scheduler) and
+//! the only place that awaits. Each turn takes one event (a message, a
+//! journal ticket, a finished call, a timer, a control request), feeds it to
+//! the core, carries out the resulting actions, then submits the records the
+//! turn produced as one group-commit append.
+//!
+//! ```text
+//! transport.recv ─> envelope::decode ─> scheduler.accept ─> Journal(Accepted) ─┐
+//!                                        scheduler.poll ─> Journal(Started) ──┤ one append
+//!                                                           Start ─> executor  │ per turn
+//! ticket resolves ─> pipeline.release ─> PUBACK, statuses, careful starts <────┘
+//! executor done ─> scheduler.finish ─> Journal(Finished) + final status
+//! ```
+//!
+//! Nothing here awaits an fsync: tickets are queued and awaited as events,
+//! so messages keep flowing in while a batch is being synced (pipelining),
+//! and the group-commit thread merges whatever piled up meanwhile.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use relay_core::envelope::{self, Envelope};
+use relay_core::journal::record::Record;
+use relay_core::registry::is_reserved;
+use relay_core::scheduler::{Action, Scheduler, Start};
+use relay_core::status::{Code, State, Status};
+use relay_store::{Journal, JournalError};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::builtins::{self, BuiltinAccess, BuiltinAnswer};
+use super::clock::Clock;
+use super::executor::{Done, Executor};
+use super::handlers::Handlers;
+use super::pipeline::{Gated, Pipeline};
+use super::publisher::Outgoing;
+use super::shutdown::Link;
+use super::{RuntimeError, RuntimeOptions, RuntimeState, ShutdownReport, Stats};
+use crate::transport::Incoming;
+
+type TicketFuture = Pin<Box<dyn Future<Output = Result<(), JournalError>> + Send>>;
+
+/// Requests from the [`super::RuntimeHandle`].
+#[derive(Debug)]
+pub enum Control {
+    Shutdown,
+    StatusOf(String, oneshot::Sender<Option<Status>>),
+    State(oneshot::Sender<RuntimeState>),
+}
+
+/// One thing that happened.
+enum Event {
+    Durable(u64, Result<(), JournalError>),
+    Done(Option<Done>),
+    Incoming(Option<Incoming>),
+    Timer,
+    Control(Option<Control>),
+    Deadline,
+}
+
+/// The driver's state. See the module doc.
+pub struct Driver<T: Link> {
+    pub(super) transport: Arc<T>,
+    pub(super) scheduler: Scheduler,
+    pub(super) journal: Option<Journal>,
+    pub(super) tickets: VecDeque<(u64, TicketFuture)>,
+    pub(super) pipeline: Pipeline,
+    pub(super) executor: Option<Executor>,
+    pub(super) done_rx: UnboundedReceiver<Done>,
+    pub(super) publisher: Option<UnboundedSender<Outgoing>>,
+    pub(super) publisher_task: Option<JoinHandle<()>>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) options: RuntimeOptions,
+    pub(super) access: BuiltinAccess,
+    pub(super) handlers: Handlers,
+    pub(super) control: UnboundedReceiver<Control>,
+    pub(super) stats: Arc<Stats>,
+    /// Records appended since the last compaction.
+    pub(super) since_compaction: u64,
+    /// Set once a shutdown began: when the running handler must be done.
+    pub(super) stopping: Option<Instant>,
+    /// The transport's receive side ended.
+    pub(super) link_closed: bool,
+    /// Every [`super::RuntimeHandle`] was dropped.
+    pub(super) control_closed: bool,
+}
+
+impl<T: Link> Driver<T> {
+    /// Runs until a shutdown completes (or the journal fails).
+    pub async fn run(mut self, startup: Vec<Action>) -> Result<ShutdownReport, RuntimeError> {
+        self.apply(startup);
+        self.after_event()?;
+        loop {
+            if let Some(deadline) = self.stopping {
+                let idle = self.scheduler.running().is_none();
+                if idle || Instant::now() >= deadline {
+                    break;
+                }
+            }
+            match self.next_event().await {
+                Event::Durable(covered, result) => self.on_durable(covered, result)?,
+                Event::Done(Some(done)) => self.on_done(done),
+                Event::Done(None) => return Err(RuntimeError::HandlerThread),
+                Event::Incoming(Some(msg)) => self.on_incoming(msg),
+                Event::Incoming(None) => {
+                    tracing::info!("the link closed: shutting down");
+                    self.link_closed = true;
+                    self.begin_stop();
+                }
+                Event::Timer | Event::Deadline => {}
+                Event::Control(Some(Control::Shutdown)) => self.begin_stop(),
+                Event::Control(None) => {
+                    // Every handle is gone: nobody can stop us later, so stop now.
+                    self.control_closed = true;
+                    self.begin_stop();
+                }
+                Event::Control(Some(Control::StatusOf(id, reply))) => {
+                    let _ = reply.send(self.scheduler.status_of(&id));
+                }
+                Event::Control(Some(Control::State(reply))) => {
+                    let _ = reply.send(self.state());
+                }
+            }
+            self.after_event()?;
+        }
+        self.finish().await
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    fn accepting(&self) -> bool {
+        self.stopping.is_none()
+            && !self.link_closed
+            && self.scheduler.pending_len() < self.options.max_pending
+    }
+
+    async fn next_event(&mut self) -> Event {
+        let accepting = self.accepting();
+        let timer = match (self.stopping, self.scheduler.next_wakeup()) {
+            (None, Some(at)) => Some(Duration::from_millis(at.saturating_sub(self.now()))),
+            _ => None,
+        };
+        let deadline = self.stopping;
+        let transport = &self.transport;
+        let ticket = self.tickets.front_mut();
+        tokio::select! {
+            biased;
+            control = self.control.recv(), if !self.control_closed => Event::Control(control),
+            (covered, result) = async move {
+                match ticket {
+                    Some((covered, fut)) => (*covered, fut.as_mut().await),
+                    None => std::future::pending().await,
+                }
+            } => Event::Durable(covered, result),
+            done = self.done_rx.recv() => Event::Done(done),
+            msg = transport.recv(), if accepting => Event::Incoming(msg),
+            _ = sleep_opt(timer) => Event::Timer,
+            _ = sleep_until_opt(deadline) => Event::Deadline,
+        }
+    }
+
+    /// Work that follows any event: start what can start, then submit the
+    /// turn's records as one append (or a compaction).
+    fn after_event(&mut self) -> Result<(), RuntimeError> {
+        if self.stopping.is_none() {
+            let now = self.now();
+            let actions = self.scheduler.poll(now);
+            self.apply(actions);
+        }
+        self.submit();
+        Ok(())
+    }
+
+    fn submit(&mut self) {
+        let Some(journal) = &self.journal else { return };
+        if self.since_compaction >= self.options.compact_after_records
+            && self.options.compact_after_records > 0
+        {
+            let covered = self.pipeline.supersede_outbox();
+            let records: Vec<Vec<u8>> = self
+                .scheduler
+                .retained_records()
+                .iter()
+                .map(Record::encode)
+                .collect();
+            tracing::debug!(records = records.len(), "compacting the journal");
+            self.stats.compactions.fetch_add(1, Ordering::Relaxed);
+            self.since_compaction = 0;
+            self.tickets
+                .push_back((covered, Box::pin(journal.rewrite(records).wait())));
+            return;
+        }
+        if let Some((batch, covered)) = self.pipeline.take_batch() {
+            self.tickets
+                .push_back((covered, Box::pin(journal.append(batch).wait())));
+        }
+    }
+
+    fn on_durable(
+        &mut self,
+        covered: u64,
+        result: Result<(), JournalError>,
+    ) -> Result<(), RuntimeError> {
+        self.tickets.pop_front();
+        if let Err(error) = result {
+            tracing::error!(%error, "journal failed: no more acks; stopping (restart to recover from the journal)");
+            return Err(RuntimeError::Journal(error));
+        }
+        self.pipeline.durable_up_to(covered);
+        if let Some(journal) = &self.journal {
+            let j = journal.stats();
+            self.stats
+                .journal_records
+                .store(j.records, Ordering::Relaxed);
+            self.stats.journal_syncs.store(j.syncs, Ordering::Relaxed);
+        }
+        self.release();
+        Ok(())
+    }
+
+    /// Carries out the scheduler's actions in order (see the pipeline doc
+    /// for what waits for durability).
+    fn apply(&mut self, actions: Vec<Action>) {
+        let mut finished_id: Option<String> = None;
+        for action in actions {
+            match action {
+                Action::Journal(record) => {
+                    finished_id = match &record {
+                        Record::Finished(s) => Some(s.id.clone()),
+                        _ => None,
+                    };
+                    self.pipeline.record(record.encode());
+                    self.since_compaction += 1;
+                }
+                Action::Publish(status) => {
+                    let mut after = self.pipeline.emitted();
+                    // A final status waits for the records before its own
+                    // `Finished`, not for it: a crash before it is durable
+                    // re-runs the command, which was in flight (docs/architecture.md).
+                    if status.is_final() && finished_id.as_deref() == Some(status.id.as_str()) {
+                        after -= 1;
+                    }
+                    self.pipeline.gate(after, Gated::Publish(status));
+                    finished_id = None;
+                }
+                Action::Start(start) => {
+                    finished_id = None;
+                    if start.persist_first {
+                        self.pipeline
+                            .gate(self.pipeline.emitted(), Gated::Start(start));
+                    } else {
+                        self.start(start);
+                    }
+                }
+            }
+        }
+        self.release();
+    }
+
+    fn release(&mut self) {
+        for gated in self.pipeline.release() {
+            match gated {
+                Gated::Ack(token) => match self.transport.ack(token) {
+                    Ok(()) => {
+                        self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(refused) => tracing::debug!(%refused, "ack refused; the broker redelivers"),
+                },
+                Gated::Publish(status) => self.publish(Outgoing::Status(status)),
+                Gated::Event { name, payload } => self.publish(Outgoing::Event { name, payload }),
+                Gated::Start(start) => self.start(start),
+            }
+        }
+    }
+
+    fn publish(&self, message: Outgoing) {
+        if let Some(tx) = &self.publisher {
+            let _ = tx.send(message);
+        }
+    }
+
+    fn start(&mut self, start: Start) {
+        let Start { invocation, .. } = start;
+        tracing::debug!(id = %invocation.id, name = %invocation.name, attempt = invocation.attempt, "starting");
+        self.stats.started.fetch_add(1, Ordering::Relaxed);
+        let submitted = self.executor.as_ref().is_some_and(|e| e.submit(invocation));
+        if !submitted {
+            tracing::error!("the handler thread is gone");
+        }
+    }
+
+    fn on_done(&mut self, done: Done) {
+        let Done {
+            invocation,
+            result,
+            events,
+            elapsed,
+        } = done;
+        tracing::debug!(id = %invocation.id, attempt = invocation.attempt, ?elapsed, ?result, "attempt ended");
+        self.stats.finished.fetch_add(1, Ordering::Relaxed);
+        // Events leave with the call's final status: after the records
+        // before its `Finished`.
+        let after = self.pipeline.emitted();
+        for event in events {
+            self.pipeline.gate(
+                after,
+                Gated::Event {
+                    name: event.name,
+                    payload: event.payload,
+                },
+            );
+        }
+        let now = self.now();
+        match self.scheduler.finish(&invocation.id, result, now) {
+            Ok(actions) => self.apply(actions),
+            Err(error) => tracing::error!(%error, "scheduler refused an attempt result"),
+        }
+    }
+
+    fn on_incoming(&mut self, msg: Incoming) {
+        let now = self.now();
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        let Incoming {
+            role,
+            payload,
+            token,
+            redelivered,
+            ..
+        } = msg;
+        let decoded = envelope::decode(&payload, &self.options.envelope_limits);
+        let actions = match (role, decoded) {
+            (Err(level), decoded) => {
+                let (id, name) = match decoded {
+                    Ok(env) => (Some(env.id), Some(env.name)),
+                    Err(rejection) => (rejection.id, rejection.name),
+                };
+                let message =
+                    format!("topic level {level:?} is not a role (admin, primary, secondary)");
+                self.reject(id, name, Code::NotPermitted, message, now)
+            }
+            (Ok(_), Err(rejection)) => {
+                tracing::warn!(%rejection, "invalid command envelope");
+                let (message, code) = (rejection.error.to_string(), rejection.code());
+                self.reject(rejection.id, rejection.name, code, message, now)
+            }
+            (Ok(role), Ok(env)) if is_reserved(&env.name) => {
+                let handlers = &self.handlers;
+                match builtins::answer(
+                    &env,
+                    role,
+                    &self.access,
+                    &self.scheduler,
+                    || handlers.plugins(),
+                    now,
+                ) {
+                    BuiltinAnswer::Publish(status) => vec![Action::Publish(status)],
+                    BuiltinAnswer::Reject { code, message } => {
+                        self.reject(Some(env.id), Some(env.name), code, message, now)
+                    }
+                }
+            }
+            (Ok(role), Ok(env)) => {
+                tracing::debug!(id = %env.id, name = %env.name, %role, redelivered, "command received");
+                self.scheduler.accept(env, role, now)
+            }
+        };
+        self.apply(actions);
+        // The PUBACK waits for every record this message produced (its
+        // `Accepted`, or its rejection's `Finished`).
+        self.pipeline
+            .gate(self.pipeline.emitted(), Gated::Ack(token));
+        self.release();
+    }
+
+    /// A `rejected` status: journaled and deduped when the id is known,
+    /// published as is (empty id) otherwise.
+    fn reject(
+        &mut self,
+        id: Option<String>,
+        name: Option<String>,
+        code: Code,
+        message: String,
+        now: u64,
+    ) -> Vec<Action> {
+        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        let name = name.unwrap_or_default();
+        match id {
+            Some(id) => self
+                .scheduler
+                .reject(&Envelope::new(id, name, 0), code, message, now),
+            None => vec![Action::Publish(
+                Status::new("", name, State::Rejected, 0, now).with_code(code, message),
+            )],
+        }
+    }
+
+    fn begin_stop(&mut self) {
+        if self.stopping.is_none() {
+            let deadline = Instant::now() + self.options.shutdown_deadline;
+            if let Some((cmd, attempt)) = self.scheduler.running() {
+                tracing::info!(id = %cmd.id, attempt, deadline = ?self.options.shutdown_deadline, "waiting for the running handler");
+            }
+            self.stopping = Some(deadline);
+        }
+    }
+
+    /// Makes everything durable, releases what it gates, closes the journal,
+    /// the publisher and the link.
+    async fn finish(mut self) -> Result<ShutdownReport, RuntimeError> {
+        let abandoned = self
+            .scheduler
+            .running()
+            .map(|(cmd, attempt)| (cmd.id.clone(), attempt));
+        if let Some((id, attempt)) = &abandoned {
+            tracing::warn!(%id, attempt, "handler still running at the shutdown deadline; it re-runs after restart");
+        }
+        self.submit();
+        while let Some((covered, ticket)) = self.tickets.pop_front() {
+            if let Err(error) = ticket.await {
+                tracing::error!(%error, "journal failed during shutdown");
+                return Err(RuntimeError::Journal(error));
+            }
+            self.pipeline.durable_up_to(covered);
+            // Starts released now are dropped: we are stopping.
+            for gated in self.pipeline.release() {
+                match gated {
+                    Gated::Ack(token) => {
+                        if self.transport.ack(token).is_ok() {
+                            self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Gated::Publish(status) => self.publish(Outgoing::Status(status)),
+                    Gated::Event { name, payload } => {
+                        self.publish(Outgoing::Event { name, payload })
+                    }
+                    Gated::Start(_) => {}
+                }
+            }
+        }
+        let pending = self.scheduler.pending_len();
+        if let Some(journal) = self.journal.take() {
+            match tokio::task::spawn_blocking(move || journal.close()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(RuntimeError::Journal(error)),
+                Err(_) => return Err(RuntimeError::Journal(JournalError::Closed)),
+            }
+        }
+        match self.executor.take() {
+            Some(executor) if abandoned.is_some() => executor.detach(),
+            other => drop(other),
+        }
+        let deadline = self.options.shutdown_deadline;
+        drop(self.publisher.take());
+        if let Some(task) = self.publisher_task.take() {
+            if tokio::time::timeout(deadline, task).await.is_err() {
+                tracing::warn!("statuses still queued at the shutdown deadline were dropped");
+            }
+        }
+        self.transport.close(deadline).await;
+        tracing::info!(pending, "stopped");
+        Ok(ShutdownReport { pending, abandoned })
+    }
+
+    fn state(&self) -> RuntimeState {
+        RuntimeState {
+            pending: self.scheduler.pending_len(),
+            remembered: self.scheduler.remembered_len(),
+            running: self.scheduler.running().map(|(c, a)| (c.id.clone(), a)),
+            records_emitted: self.pipeline.emitted(),
+            records_durable: self.pipeline.durable(),
+            next_wakeup: self.scheduler.next_wakeup(),
+        }
+    }
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,167 @@
+//! Step 5 seen from the runtime: one dedicated thread that runs handler
+//! calls, so a plugin (wasm, possibly seconds of CPU) or a blocking native
+//! handler never stalls the async driver, which keeps reading, journaling
+//! and acking while a call runs.
+//!
+//! One thread, one call at a time: the scheduler starts at most one attempt
+//! (strict FIFO), so a pool would only add locking. Each call:
+//! 1. goes through [`Registry::dispatch`](relay_core::registry::Registry::dispatch),
+//!    which checks the name (`unknown_command`) and the role (`not_permitted`)
+//!    *now*, at start time, so a plugin installed by an earlier command is
+//!    visible to later ones;
+//! 2. runs under `catch_unwind`, so a panicking native handler is a failed
+//!    (retryable, code `trap`) attempt, not a dead runtime;
+//! 3. flushes the owning plugin's kv before the result is reported, so the
+//!    call's `Finished` record never refers to kv writes a crash could undo
+//!    (a failed flush makes the attempt a retryable `handler_error`);
+//! 4. is classified into an [`AttemptResult`] for the scheduler.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use relay_core::plugin::{Event, Invocation};
+use relay_core::registry::{DispatchError, Owner};
+use relay_core::scheduler::AttemptResult;
+use relay_core::status::Code;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use super::handlers::Handlers;
+
+/// A finished call.
+#[derive(Debug)]
+pub struct Done {
+    pub invocation: Invocation,
+    pub result: AttemptResult,
+    /// Events the call emitted (published after the call).
+    pub events: Vec<Event>,
+    /// Wall time of the call (logs, stats).
+    pub elapsed: Duration,
+}
+
+/// The handler thread's front.
+#[derive(Debug)]
+pub struct Executor {
+    jobs: Option<mpsc::Sender<Invocation>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Executor {
+    /// Starts the thread; finished calls arrive on the returned receiver.
+    pub fn spawn(handlers: Handlers) -> std::io::Result<(Executor, UnboundedReceiver<Done>)> {
+        let (jobs, rx) = mpsc::channel::<Invocation>();
+        let (done_tx, done_rx) = unbounded_channel();
+        let thread = std::thread::Builder::new()
+            .name("relay-handler".into())
+            .spawn(move || run(handlers, rx, done_tx))?;
+        Ok((
+            Executor {
+                jobs: Some(jobs),
+                thread: Some(thread),
+            },
+            done_rx,
+        ))
+    }
+
+    /// Hands one call to the thread. Returns false if the thread is gone.
+    pub fn submit(&self, invocation: Invocation) -> bool {
+        self.jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(invocation).is_ok())
+    }
+
+    /// Lets the thread finish its current call and exit, without waiting
+    /// for it (a handler past the shutdown deadline must not hold the
+    /// process; the engines bound wasm calls anyway).
+    pub fn detach(mut self) {
+        self.jobs.take();
+        self.thread.take();
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        // Closing the channel ends the loop after the current call.
+        self.jobs.take();
+    }
+}
+
+fn run(handlers: Handlers, jobs: mpsc::Receiver<Invocation>, done: UnboundedSender<Done>) {
+    while let Ok(invocation) = jobs.recv() {
+        let started = Instant::now();
+        let (result, events) = call(&handlers, &invocation);
+        let elapsed = started.elapsed();
+        if done
+            .send(Done {
+                invocation,
+                result,
+                events,
+                elapsed,
+            })
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// Runs one call and classifies its end.
+fn call(handlers: &Handlers, invocation: &Invocation) -> (AttemptResult, Vec<Event>) {
+    let mut registry = handlers.lock();
+    let outcome = catch_unwind(AssertUnwindSafe(|| registry.dispatch(invocation)));
+    // Make the plugin's kv writes durable before the outcome is journaled.
+    let owner = registry
+        .resolve(&invocation.name, invocation.role)
+        .ok()
+        .map(|(_, owner)| owner.clone());
+    let mut flushed = Ok(());
+    if let Some(Owner::Plugin(name)) = owner {
+        if let Some(plugin) = registry.plugin_mut(&name) {
+            flushed = plugin.env_mut().flush();
+        }
+    }
+    drop(registry);
+    if let Err(error) = flushed {
+        // Not done: its state is not durable. Retry (the kv keeps the writes
+        // in memory and the next flush tries again).
+        tracing::error!(id = %invocation.id, %error, "plugin kv flush failed");
+        let message = format!("the plugin's state could not be saved: {error}");
+        return (
+            AttemptResult::Failed {
+                code: Code::HandlerError,
+                message,
+                retryable: true,
+            },
+            Vec::new(),
+        );
+    }
+    match outcome {
+        Ok(Ok(call)) => (AttemptResult::from_handler(call.result), call.events),
+        Ok(Err(DispatchError::Plugin(e))) => (AttemptResult::from_plugin_error(&e), Vec::new()),
+        Ok(Err(e)) => (
+            AttemptResult::Rejected {
+                code: Code::parse(e.code()),
+                message: e.to_string(),
+            },
+            Vec::new(),
+        ),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "handler panicked".into());
+            tracing::error!(id = %invocation.id, name = %invocation.name, %message, "native handler panicked");
+            let message = format!("handler panicked: {message}");
+            (
+                AttemptResult::Failed {
+                    code: Code::Trap,
+                    message,
+                    retryable: true,
+                },
+                Vec::new(),
+            )
+        }
+    }
+}

@@ -1,0 +1,502 @@
+//! The device runtime: ties one command's data path together with tokio.
+//!
+//! ```text
+//! transport (MQTT, manual acks) -> relay_core::envelope decode
+//!   -> journal (group commit, fsync) -> relay_core::scheduler
+//!   -> relay_core::registry -> engine -> status publish / PUBACK
+//! ```
+//!
+//! # Layout
+//!
+//! | module | role |
+//! |--------|------|
+//! | [`config`] | `relay.toml`: broker, device, dirs, engine, retry policy, limits |
+//! | [`loader`] | plugin dir -> registry (each `*.wasm`, persistent kv per plugin) |
+//! | [`handlers`] | the registry shared by the handler thread and the app (`listen` / `off`) |
+//! | [`driver`] | the main loop: the one task that owns the scheduler and awaits |
+//! | [`pipeline`] | durability gates: PUBACKs, statuses and careful starts wait for their records |
+//! | [`executor`] | the handler thread: dispatch, classify, flush kv |
+//! | [`publisher`] | statuses and events out, coalescing intermediate statuses under load |
+//! | [`builtins`] | `_status` and `_plugins`, the host's reserved commands |
+//! | [`clock`] | unix-ms time, virtual in tests |
+//! | [`shutdown`] | signals and the order of a graceful stop |
+//! | [`start`] | from a [`Config`] to a running device on MQTT (`relay run`, `relay dev`) |
+//!
+//! # Use from Rust
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use relay_host::runtime::Runtime;
+//! use relay_host::transport::FakeTransport;
+//! let (transport, _remote) = FakeTransport::new("dev-1")?;
+//! let runtime = Runtime::builder().listen("ping", |_: &relay_host::core::plugin::Invocation| Ok(None))?;
+//! let handle = runtime.open_dir("/tmp/relay-data")?.start(std::sync::Arc::new(transport))?;
+//! handle.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! See `docs/architecture.md` for the durability and latency reasoning.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use relay_core::engine::Plugin;
+use relay_core::envelope::EnvelopeLimits;
+use relay_core::journal::record::Record;
+use relay_core::journal::Storage;
+use relay_core::plugin::{CommandSpec, PluginInfo};
+use relay_core::registry::{ListenError, NativeHandler, Registry};
+use relay_core::scheduler::{Action, Policy, Scheduler};
+use relay_core::status::Status;
+use relay_store::{FileStorage, Journal, JournalError, StoreError};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub mod builtins;
+pub mod clock;
+pub mod config;
+pub mod driver;
+pub mod executor;
+pub mod handlers;
+pub mod loader;
+pub mod pipeline;
+pub mod publisher;
+pub mod shutdown;
+pub mod start;
+
+pub use builtins::BuiltinAccess;
+pub use clock::{Clock, SystemClock, TokioClock};
+pub use config::{Config, ConfigError};
+pub use handlers::Handlers;
+pub use shutdown::Link;
+pub use start::{start_device, DeviceRuntime};
+
+/// Default graceful-shutdown deadline for the running handler.
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+/// Default journal size (records appended) that triggers a compaction.
+pub const DEFAULT_COMPACT_AFTER_RECORDS: u64 = 20_000;
+/// Default cap on pending commands before the runtime stops reading.
+pub const DEFAULT_MAX_PENDING: usize = 10_000;
+
+/// Knobs of the runtime (what `relay.toml` sets besides the link and plugins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeOptions {
+    /// Retry delay, attempts, remembered outcomes.
+    pub policy: Policy,
+    pub envelope_limits: EnvelopeLimits,
+    /// How long a shutdown waits for the running handler.
+    pub shutdown_deadline: Duration,
+    /// Compact the journal after this many appended records (0: never).
+    pub compact_after_records: u64,
+    /// Stop reading new messages while this many commands are pending (the
+    /// broker keeps the rest; nothing is acked that is not journaled).
+    pub max_pending: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            policy: Policy::default(),
+            envelope_limits: EnvelopeLimits::default(),
+            shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
+            compact_after_records: DEFAULT_COMPACT_AFTER_RECORDS,
+            max_pending: DEFAULT_MAX_PENDING,
+        }
+    }
+}
+
+/// Why the runtime could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot open the journal: {0}")]
+    Open(#[from] StoreError),
+    #[error("cannot replay the journal: {0}")]
+    Replay(String),
+    #[error("cannot start a runtime thread: {0}")]
+    Thread(#[from] std::io::Error),
+    #[error("journal failed: {0}")]
+    Journal(#[source] JournalError),
+    #[error("the handler thread stopped unexpectedly")]
+    HandlerThread,
+    #[error("the runtime task panicked or was cancelled")]
+    Task,
+}
+
+/// What a finished shutdown left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Commands journaled and not final: they resume on restart.
+    pub pending: usize,
+    /// `(id, attempt)` of a handler still running at the deadline; it runs
+    /// again (next attempt) after a restart.
+    pub abandoned: Option<(String, u32)>,
+}
+
+/// A snapshot of the driver's state (tests, diagnostics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeState {
+    pub pending: usize,
+    pub remembered: usize,
+    pub running: Option<(String, u32)>,
+    pub records_emitted: u64,
+    pub records_durable: u64,
+    pub next_wakeup: Option<u64>,
+}
+
+/// Counters since start.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub received: AtomicU64,
+    pub rejected: AtomicU64,
+    pub acked: AtomicU64,
+    pub started: AtomicU64,
+    pub finished: AtomicU64,
+    pub compactions: AtomicU64,
+    /// The journal's own counters, copied by the driver after each batch.
+    pub journal_records: AtomicU64,
+    pub journal_syncs: AtomicU64,
+    pub publish: Arc<publisher::PublishCounters>,
+}
+
+/// [`Stats`] read at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatsSnapshot {
+    /// Messages taken from the transport.
+    pub received: u64,
+    /// Of those, refused (`rejected`) before or instead of queuing.
+    pub rejected: u64,
+    /// PUBACKs handed to the transport.
+    pub acked: u64,
+    /// Attempts started.
+    pub started: u64,
+    /// Attempts ended.
+    pub finished: u64,
+    pub compactions: u64,
+    pub statuses_published: u64,
+    pub statuses_coalesced: u64,
+    pub events_published: u64,
+    pub journal_records: u64,
+    pub journal_syncs: u64,
+}
+
+/// Entry point: `Runtime::builder()`.
+#[derive(Debug)]
+pub struct Runtime;
+
+impl Runtime {
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::new()
+    }
+}
+
+/// Configures a runtime before it opens its journal.
+pub struct RuntimeBuilder {
+    options: RuntimeOptions,
+    handlers: Handlers,
+    clock: Arc<dyn Clock>,
+    access: BuiltinAccess,
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RuntimeBuilder {
+    pub fn new() -> Self {
+        RuntimeBuilder {
+            options: RuntimeOptions::default(),
+            handlers: Handlers::new(Registry::new()),
+            clock: Arc::new(SystemClock),
+            access: BuiltinAccess::default(),
+        }
+    }
+
+    pub fn options(mut self, options: RuntimeOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.options.policy = policy;
+        self
+    }
+
+    /// The time source (default [`SystemClock`]; [`TokioClock`] for tests
+    /// on paused time).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    pub fn builtin_access(mut self, access: BuiltinAccess) -> Self {
+        self.access = access;
+        self
+    }
+
+    /// Use an existing registry handle (e.g. filled by [`loader::load_dir`]).
+    pub fn handlers(mut self, handlers: Handlers) -> Self {
+        self.handlers = handlers;
+        self
+    }
+
+    /// The registry handle, to `listen` / `install` before start.
+    pub fn registry(&self) -> &Handlers {
+        &self.handlers
+    }
+
+    /// Registers a native handler (all roles).
+    pub fn listen(
+        self,
+        name: &str,
+        handler: impl NativeHandler + 'static,
+    ) -> Result<Self, ListenError> {
+        self.handlers.listen(name, handler)?;
+        Ok(self)
+    }
+
+    /// Installs a loaded plugin.
+    pub fn install(self, plugin: Box<dyn Plugin>) -> Result<Self, ListenError> {
+        self.handlers.install(plugin)?;
+        Ok(self)
+    }
+
+    /// Opens (or creates) the journal file in `data_dir` and replays it.
+    pub fn open_dir(self, data_dir: impl AsRef<Path>) -> Result<Prepared, RuntimeError> {
+        let storage = FileStorage::open(data_dir.as_ref())?;
+        let recovery = storage.recovery().clone();
+        if let Some(discarded) = recovery.discarded {
+            let corrupt = discarded.is_corruption();
+            tracing::warn!(?discarded, corrupt, preserved = ?recovery.preserved, "journal: dropped an invalid tail");
+        }
+        self.open(storage)
+    }
+
+    /// Replays `storage` into the scheduler and starts its group-commit
+    /// writer. Records that do not decode are skipped with a warning.
+    pub fn open<S>(self, mut storage: S) -> Result<Prepared, RuntimeError>
+    where
+        S: Storage + Send + 'static,
+        S::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let mut records = Vec::new();
+        let mut undecodable = 0usize;
+        let report = storage
+            .replay(&mut |bytes| match Record::decode(bytes) {
+                Ok(record) => records.push(record),
+                Err(error) => {
+                    undecodable += 1;
+                    tracing::warn!(%error, "journal: skipping a record that does not decode");
+                }
+            })
+            .map_err(|e| RuntimeError::Replay(e.to_string()))?;
+        let replayed = records.len();
+        let now = self.clock.now_ms();
+        let (scheduler, startup) = Scheduler::restore(self.options.policy.clone(), records, now);
+        tracing::info!(
+            records = replayed,
+            undecodable,
+            discarded = ?report.discarded,
+            pending = scheduler.pending_len(),
+            remembered = scheduler.remembered_len(),
+            "journal replayed"
+        );
+        let journal = Journal::spawn(storage)?;
+        Ok(Prepared {
+            builder: self,
+            scheduler,
+            startup,
+            journal,
+            replayed: replayed as u64,
+        })
+    }
+}
+
+/// A runtime whose journal is replayed, ready to connect. Splitting this
+/// from [`RuntimeBuilder::open`] lets `relay run` restore the state before
+/// the MQTT link connects and subscribes.
+pub struct Prepared {
+    builder: RuntimeBuilder,
+    scheduler: Scheduler,
+    startup: Vec<Action>,
+    journal: Journal,
+    replayed: u64,
+}
+
+impl Prepared {
+    /// Commands restored from the journal and not final.
+    pub fn pending(&self) -> usize {
+        self.scheduler.pending_len()
+    }
+
+    /// Starts the driver, publisher and handler thread on the current tokio
+    /// runtime.
+    pub fn start<T: Link>(self, transport: Arc<T>) -> Result<RuntimeHandle, RuntimeError> {
+        let Prepared {
+            builder,
+            scheduler,
+            startup,
+            journal,
+            replayed,
+        } = self;
+        let RuntimeBuilder {
+            options,
+            handlers,
+            clock,
+            access,
+        } = builder;
+        let stats = Arc::new(Stats::default());
+        let (executor, done_rx) = executor::Executor::spawn(handlers.clone())?;
+        let (publisher, publisher_task) =
+            publisher::spawn(transport.clone(), stats.publish.clone());
+        let (control_tx, control) = mpsc::unbounded_channel();
+        let driver = driver::Driver {
+            transport,
+            scheduler,
+            journal: Some(journal),
+            tickets: Default::default(),
+            pipeline: pipeline::Pipeline::new(),
+            executor: Some(executor),
+            done_rx,
+            publisher: Some(publisher),
+            publisher_task: Some(publisher_task),
+            clock,
+            options,
+            access,
+            handlers: handlers.clone(),
+            control,
+            stats: stats.clone(),
+            // Replayed records count towards the next compaction.
+            since_compaction: replayed,
+            stopping: None,
+            link_closed: false,
+            control_closed: false,
+        };
+        let task = tokio::spawn(driver.run(startup));
+        Ok(RuntimeHandle {
+            control: control_tx,
+            task: Some(task),
+            handlers,
+            stats,
+        })
+    }
+}
+
+/// The running runtime: the seed SDK's Command API (`listen` / `off`),
+/// queries, and `shutdown`.
+pub struct RuntimeHandle {
+    control: mpsc::UnboundedSender<driver::Control>,
+    task: Option<JoinHandle<Result<ShutdownReport, RuntimeError>>>,
+    handlers: Handlers,
+    stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for RuntimeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeHandle")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl RuntimeHandle {
+    /// `listen(name, handler)`: registers a native handler for every role.
+    /// Errors as in the seed SDK: duplicate listener, invalid name.
+    pub fn listen(
+        &self,
+        name: &str,
+        handler: impl NativeHandler + 'static,
+    ) -> Result<(), ListenError> {
+        self.handlers.listen(name, handler)
+    }
+
+    /// A native handler with explicit roles.
+    pub fn listen_with(
+        &self,
+        spec: CommandSpec,
+        handler: impl NativeHandler + 'static,
+    ) -> Result<(), ListenError> {
+        self.handlers.listen_with(spec, handler)
+    }
+
+    /// `off(name)`: true if a handler was removed; safe when absent.
+    pub fn off(&self, name: &str) -> bool {
+        self.handlers.off(name)
+    }
+
+    /// Installs or atomically replaces a plugin (visible to the next start).
+    pub fn install(&self, plugin: Box<dyn Plugin>) -> Result<Option<Box<dyn Plugin>>, ListenError> {
+        self.handlers.install(plugin)
+    }
+
+    /// The loaded plugins.
+    pub fn plugins(&self) -> Vec<PluginInfo> {
+        self.handlers.plugins()
+    }
+
+    /// The registry handle (shared with the handler thread).
+    pub fn registry(&self) -> &Handlers {
+        &self.handlers
+    }
+
+    /// The last known status of a request (what `_status` answers).
+    pub async fn status_of(&self, id: &str) -> Option<Status> {
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(driver::Control::StatusOf(id.into(), tx))
+            .ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// A snapshot of the driver's state; `None` once it stopped.
+    pub async fn state(&self) -> Option<RuntimeState> {
+        let (tx, rx) = oneshot::channel();
+        self.control.send(driver::Control::State(tx)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> StatsSnapshot {
+        let s = &self.stats;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            received: get(&s.received),
+            rejected: get(&s.rejected),
+            acked: get(&s.acked),
+            started: get(&s.started),
+            finished: get(&s.finished),
+            compactions: get(&s.compactions),
+            statuses_published: get(&s.publish.statuses),
+            statuses_coalesced: get(&s.publish.coalesced),
+            events_published: get(&s.publish.events),
+            journal_records: get(&s.journal_records),
+            journal_syncs: get(&s.journal_syncs),
+        }
+    }
+
+    /// Graceful shutdown (see [`shutdown`]): waits until it completed.
+    pub async fn shutdown(mut self) -> Result<ShutdownReport, RuntimeError> {
+        let _ = self.control.send(driver::Control::Shutdown);
+        self.stopped().await
+    }
+
+    /// Waits until the runtime stops by itself (link closed, journal
+    /// failure) or through [`RuntimeHandle::request_shutdown`].
+    /// Cancel-safe: it can be raced against a signal.
+    pub async fn stopped(&mut self) -> Result<ShutdownReport, RuntimeError> {
+        let Some(task) = self.task.as_mut() else {
+            return Err(RuntimeError::Task);
+        };
+        let result = task.await;
+        self.task = None;
+        result.map_err(|_| RuntimeError::Task)?
+    }
+
+    /// Asks for a graceful shutdown without waiting for it.
+    pub fn request_shutdown(&self) {
+        let _ = self.control.send(driver::Control::Shutdown);
+    }
+}

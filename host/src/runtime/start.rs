@@ -1,0 +1,96 @@
+//! From a [`Config`] to a running device on MQTT: what `relay run` and
+//! `relay dev` do, and what broker-backed tests call.
+//!
+//! Order matters: load the plugins, replay the journal into the scheduler,
+//! and only then connect and subscribe, so a redelivered command is deduped
+//! against the restored state and pending commands resume in journal order
+//! before anything new. Exactly one `ready` line is logged (at info level,
+//! target `relay::ready`) once the command subscription is granted; tests
+//! and scripts wait for it. An unreachable broker does not stop the start:
+//! the transport keeps retrying with exponential backoff and logs each try.
+
+use std::sync::Arc;
+
+use relay_core::plugin::PluginInfo;
+use relay_core::registry::Registry;
+
+use super::config::{Config, ConfigError};
+use super::handlers::Handlers;
+use super::loader::{self, LoadError};
+use super::{Runtime, RuntimeError, RuntimeHandle};
+use crate::transport::{MqttTransport, TransportError};
+
+/// Why a device could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot build the {kind} engine: {message}")]
+    Engine {
+        kind: relay_core::engine::EngineKind,
+        message: String,
+    },
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot start the MQTT link: {0}")]
+    Transport(#[from] TransportError),
+}
+
+/// A device running on MQTT.
+#[derive(Debug)]
+pub struct DeviceRuntime {
+    pub handle: RuntimeHandle,
+    /// The link (its [`MqttTransport::link`] state, e.g. to wait for the subscription).
+    pub transport: Arc<MqttTransport>,
+    /// Plugins loaded from the plugin dir.
+    pub plugins: Vec<PluginInfo>,
+}
+
+/// Loads plugins, replays the journal, connects (see the module doc).
+/// Needs a tokio runtime.
+pub fn start_device(config: &Config) -> Result<DeviceRuntime, StartError> {
+    config.validate()?;
+    let limits = config.plugin_limits()?;
+    let engine = crate::engine::build(config.engine).map_err(|e| StartError::Engine {
+        kind: config.engine,
+        message: format!("{e:#}"),
+    })?;
+    let handlers = Handlers::new(Registry::new());
+    let plugins = loader::load_dir(
+        &*engine,
+        &config.plugin_dir,
+        &limits,
+        &config.data_dir,
+        &handlers,
+    )?;
+    if plugins.is_empty() {
+        tracing::warn!(dir = %config.plugin_dir.display(), "no plugins (*.wasm) found: only built-in commands will run");
+    }
+    let prepared = Runtime::builder()
+        .options(config.runtime_options()?)
+        .handlers(handlers)
+        .open_dir(&config.data_dir)?;
+    let mqtt = config.mqtt();
+    let broker = format!("{}:{}", mqtt.host, mqtt.port);
+    let transport = Arc::new(MqttTransport::start(mqtt)?);
+    let handle = prepared.start(transport.clone())?;
+    log_ready_once(&transport, broker, config.device.clone());
+    Ok(DeviceRuntime {
+        handle,
+        transport,
+        plugins,
+    })
+}
+
+/// Logs `ready` the first time the command subscription is granted.
+fn log_ready_once(transport: &MqttTransport, broker: String, device: String) {
+    let mut link = transport.link();
+    let filter = transport.topics().command_filter();
+    tokio::spawn(async move {
+        if link.wait_for(|l| l.connected && l.subscribed).await.is_ok() {
+            tracing::info!(target: "relay::ready", %broker, %device, subscribed = %filter, "ready");
+        }
+    });
+}
