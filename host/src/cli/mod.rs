@@ -3,6 +3,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod dev;
+pub mod run;
 pub mod broker;
 pub mod send;
 pub mod test;
@@ -26,6 +28,10 @@ pub enum Command {
     Watch(watch::WatchArgs),
     /// Run only the embedded MQTT broker.
     Broker(broker::BrokerArgs),
+    /// Run a device host against an MQTT broker, configured by relay.toml.
+    Run(run::RunArgs),
+    /// Embedded broker + host + bundled plugins in one process, for trying Relay.
+    Dev(dev::DevArgs),
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`).
@@ -41,5 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => send::run(args),
         Command::Watch(args) => watch::run(args),
         Command::Broker(args) => broker::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Dev(args) => dev::run(args),
     }
 }
