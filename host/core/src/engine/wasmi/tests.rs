@@ -618,6 +618,15 @@ fn plugin_is_send() {
 #[test]
 #[ignore]
 fn timing() {
+    let mut guests = vec![("WAT echo guest (bump allocator)", guest("", ECHO))];
+    guests.extend(echo_artifact().map(|wasm| ("echo plugin (wit-bindgen)", wasm)));
+    for (what, wasm) in guests {
+        time_guest(what, &wasm);
+    }
+}
+
+#[cfg(test)]
+fn time_guest(what: &str, wasm: &[u8]) {
     use std::hint::black_box;
     use std::time::Instant;
 
@@ -636,23 +645,50 @@ fn timing() {
         samples[samples.len() / 2]
     }
 
-    let (what, wasm) = match echo_artifact() {
-        Some(wasm) => ("echo plugin (wit-bindgen)", wasm),
-        None => ("WAT echo guest", guest("", ECHO)),
-    };
     let payload: Vec<u8> = (0..1024).map(|i| i as u8).collect();
     let command = cmd(&payload);
     std::println!("{what}, {} bytes", wasm.len());
 
-    let load_ns = median_ns(21, 20, || drop(black_box(load(&wasm))));
+    let load_ns = median_ns(21, 20, || drop(black_box(load(wasm))));
     std::println!(
         "cold load (new engine, validate, instantiate, describe): {:.1} us",
         load_ns / 1e3
     );
+    // Where a cold load goes.
+    let limits = Limits::default();
+    let config = super::limits::engine_config(&limits);
+    let engine_ns = median_ns(21, 20, || drop(black_box(wasmi::Engine::new(&config))));
+    let engine = wasmi::Engine::new(&config);
+    let module_ns = median_ns(21, 20, || {
+        drop(black_box(wasmi::Module::new(&engine, wasm).unwrap()))
+    });
+    let module = wasmi::Module::new(&engine, wasm).unwrap();
+    let mut linker = wasmi::Linker::new(&engine);
+    super::imports::define(&mut linker).unwrap();
+    let fresh = || {
+        let env = HostEnv::detached(&limits);
+        super::state::new_store(&engine, super::state::GuestState::new(env, &limits))
+    };
+    let instantiate_ns = median_ns(21, 20, || {
+        let mut store = fresh();
+        black_box(super::guest::instantiate(&linker, &module, &mut store, &limits).unwrap());
+    });
+    let mut store = fresh();
+    let exports = super::guest::instantiate(&linker, &module, &mut store, &limits).unwrap();
+    let describe_ns = median_ns(21, 20, || {
+        black_box(super::guest::describe(&mut store, &exports, &limits).unwrap());
+    });
+    std::println!(
+        "  of which: engine {:.1} us, module (parse, validate) {:.1} us, store + instantiate {:.1} us, describe {:.1} us (warm)",
+        engine_ns / 1e3,
+        module_ns / 1e3,
+        instantiate_ns / 1e3,
+        describe_ns / 1e3
+    );
 
     let native_ns = median_ns(21, 20_000, || {
         let c = black_box(&command);
-        black_box(Ok::<_, ()>(Some(c.payload.clone())));
+        let _ = black_box(Ok::<_, ()>(Some(c.payload.clone())));
     });
     std::println!("native echo 1 KiB (clone the payload): {native_ns:.0} ns");
 
@@ -663,7 +699,7 @@ fn timing() {
         let engine = WasmiEngine::with_config(WasmiConfig {
             instance_policy: policy,
         });
-        let mut p = load_on(&engine, &wasm, &Limits::default(), &Lines::default()).unwrap();
+        let mut p = load_on(&engine, wasm, &Limits::default(), &Lines::default()).unwrap();
         let per_batch = if policy == InstancePolicy::FreshPerCall {
             200
         } else {
