@@ -59,7 +59,8 @@ pub(super) fn range(mem: &[u8], ptr: u32, len: usize) -> Result<Range<usize>, Pl
 
 /// The range of `count` elements of `layout` at `ptr`, aligned.
 fn array(mem: &[u8], ptr: u32, count: u32, layout: Layout) -> Result<Range<usize>, PluginError> {
-    if ptr % layout.align != 0 {
+    // Alignments are powers of two.
+    if ptr & (layout.align - 1) != 0 {
         return Err(abi(format!(
             "pointer {ptr:#x} is not {}-byte aligned",
             layout.align

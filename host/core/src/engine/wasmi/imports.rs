@@ -107,7 +107,7 @@ pub(super) fn guest_alloc(
     let mut ctx = ctx;
     let len32 = u32::try_from(len).map_err(|_| abi::abi("value does not fit a 32-bit guest"))?;
     let ptr = realloc.call(&mut ctx, (0, 0, align, len32))?;
-    if ptr % align != 0 {
+    if ptr & (align.max(1) - 1) != 0 {
         return Err(abi::abi(format!(
             "cabi_realloc returned {ptr:#x}, not {align}-byte aligned"
         ))

@@ -315,20 +315,21 @@ fn recursion_is_stack_overflow() {
 
 #[test]
 fn traps_and_abi_violations() {
-    let trap = |e: &PluginError| matches!(e, PluginError::Trap(_));
-    let abi = |e: &PluginError| matches!(e, PluginError::Abi(_));
-    let utf8 = |e: &PluginError| matches!(e, PluginError::Abi(m) if m.contains("UTF-8"));
-    let cases: [(&str, &dyn Fn(&PluginError) -> bool); 8] = [
-        ("unreachable", &trap),
-        ("(drop (i32.div_u (i32.const 1) (i32.const 0))) (i32.const 128)", &trap),
-        ("(drop (i32.load (i32.const -1))) (i32.const 128)", &trap),
+    type Check = fn(&PluginError) -> bool;
+    let trap: Check = |e| matches!(e, PluginError::Trap(_));
+    let abi: Check = |e| matches!(e, PluginError::Abi(_));
+    let utf8: Check = |e| matches!(e, PluginError::Abi(m) if m.contains("UTF-8"));
+    let cases: [(&str, Check); 8] = [
+        ("unreachable", trap),
+        ("(drop (i32.div_u (i32.const 1) (i32.const 0))) (i32.const 128)", trap),
+        ("(drop (i32.load (i32.const -1))) (i32.const 128)", trap),
         // log: bad level, message out of bounds, message not UTF-8.
-        ("(call $log (i32.const 9) (i32.const 16) (i32.const 4)) (i32.const 128)", &abi),
-        ("(call $log (i32.const 0) (i32.const 65530) (i32.const 7)) (i32.const 128)", &abi),
-        ("(i32.store (i32.const 256) (i32.const -1)) (call $log (i32.const 0) (i32.const 256) (i32.const 4)) (i32.const 128)", &utf8),
+        ("(call $log (i32.const 9) (i32.const 16) (i32.const 4)) (i32.const 128)", abi),
+        ("(call $log (i32.const 0) (i32.const 65530) (i32.const 7)) (i32.const 128)", abi),
+        ("(i32.store (i32.const 256) (i32.const -1)) (call $log (i32.const 0) (i32.const 256) (i32.const 4)) (i32.const 128)", utf8),
         // kv-set with a value past the end; kv-get with a misaligned return area.
-        ("(call $kv_set (i32.const 16) (i32.const 4) (i32.const -16) (i32.const 32) (i32.const 160)) (i32.const 128)", &abi),
-        ("(call $kv_get (i32.const 16) (i32.const 4) (i32.const 146)) (i32.const 128)", &abi),
+        ("(call $kv_set (i32.const 16) (i32.const 4) (i32.const -16) (i32.const 32) (i32.const 160)) (i32.const 128)", abi),
+        ("(call $kv_get (i32.const 16) (i32.const 4) (i32.const 146)) (i32.const 128)", abi),
     ];
     for (body, expected) in cases {
         let mut p = load(&guest("", body));
