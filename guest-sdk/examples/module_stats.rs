@@ -34,7 +34,10 @@ fn main() -> ExitCode {
     }
     let mut ok = true;
     for path in &paths {
-        match std::fs::read(path).map_err(|err| err.to_string()).and_then(|bytes| stats(&bytes)) {
+        match std::fs::read(path)
+            .map_err(|err| err.to_string())
+            .and_then(|bytes| stats(&bytes))
+        {
             Ok(stats) => {
                 let fits = stats.initial_pages <= MAX_START_PAGES;
                 ok &= fits;
@@ -42,8 +45,14 @@ fn main() -> ExitCode {
                     "{path}: {} bytes, {} initial page(s){}, stack {} bytes",
                     stats.bytes,
                     stats.initial_pages,
-                    if fits { "" } else { " (OVER the 2-page budget)" },
-                    stats.stack_pointer.map_or("?".to_string(), |sp| sp.to_string()),
+                    if fits {
+                        ""
+                    } else {
+                        " (OVER the 2-page budget)"
+                    },
+                    stats
+                        .stack_pointer
+                        .map_or("?".to_string(), |sp| sp.to_string()),
                 );
                 println!("  imports: {}", stats.imports.join(", "));
                 println!("  exports: {}", stats.exports.join(", "));
@@ -81,7 +90,9 @@ fn stats(bytes: &[u8]) -> Result<Stats, String> {
                     if let TypeRef::Memory(memory) = import.ty {
                         stats.initial_pages = memory.initial;
                     }
-                    stats.imports.push(format!("{}#{}", import.module, import.name));
+                    stats
+                        .imports
+                        .push(format!("{}#{}", import.module, import.name));
                 }
             }
             Payload::MemorySection(reader) => {

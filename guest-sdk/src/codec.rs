@@ -84,7 +84,11 @@ impl<T: Serialize> Reply for T {
 
 impl Reply for Raw {
     fn into_reply(self) -> Result<Option<Vec<u8>>, Error> {
-        Ok(if self.0.is_empty() { None } else { Some(self.0) })
+        Ok(if self.0.is_empty() {
+            None
+        } else {
+            Some(self.0)
+        })
     }
 }
 
@@ -183,7 +187,13 @@ mod tests {
     fn decodes_a_map_payload_into_the_struct() {
         let bytes = msgpack(json!({"version": "1.2.0", "replicas": 3}));
         let config = Config::from_payload(&bytes).expect("decodes");
-        assert_eq!(config, Config { version: "1.2.0".into(), replicas: 3 });
+        assert_eq!(
+            config,
+            Config {
+                version: "1.2.0".into(),
+                replicas: 3
+            }
+        );
     }
 
     #[test]
@@ -191,11 +201,19 @@ mod tests {
         let err = Config::from_payload(&msgpack(json!({"version": "1.2.0"})))
             .expect_err("replicas missing");
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
-        assert!(err.message().contains("missing field `replicas`"), "{}", err.message());
+        assert!(
+            err.message().contains("missing field `replicas`"),
+            "{}",
+            err.message()
+        );
 
         let err = Config::from_payload(&[0xc1]).expect_err("0xc1 is never valid msgpack");
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
-        assert!(err.message().starts_with("invalid payload: "), "{}", err.message());
+        assert!(
+            err.message().starts_with("invalid payload: "),
+            "{}",
+            err.message()
+        );
     }
 
     #[test]
@@ -204,16 +222,30 @@ mod tests {
         bytes.push(0x01);
         let err = u32::from_payload(&bytes).expect_err("trailing byte");
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
-        assert!(err.message().contains("trailing bytes"), "{}", err.message());
+        assert!(
+            err.message().contains("trailing bytes"),
+            "{}",
+            err.message()
+        );
     }
 
     #[test]
     fn empty_payload_reads_as_nil_then_as_empty_map() {
-        assert_eq!(Option::<Config>::from_payload(&[]).expect("nil -> None"), None);
-        assert_eq!(AllDefaults::from_payload(&[]).expect("{} -> defaults"), AllDefaults::default());
+        assert_eq!(
+            Option::<Config>::from_payload(&[]).expect("nil -> None"),
+            None
+        );
+        assert_eq!(
+            AllDefaults::from_payload(&[]).expect("{} -> defaults"),
+            AllDefaults::default()
+        );
         let err = Config::from_payload(&[]).expect_err("required fields");
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
-        assert!(err.message().starts_with("missing payload: "), "{}", err.message());
+        assert!(
+            err.message().starts_with("missing payload: "),
+            "{}",
+            err.message()
+        );
     }
 
     #[test]
@@ -232,7 +264,10 @@ mod tests {
 
     #[test]
     fn replies_are_named_maps() {
-        let bytes = Value { value: 42 }.into_reply().expect("encodes").expect("some");
+        let bytes = Value { value: 42 }
+            .into_reply()
+            .expect("encodes")
+            .expect("some");
         // fixmap(1), fixstr(5) "value", positive fixint 42
         assert_eq!(bytes, [&[0x81, 0xa5][..], b"value", &[42]].concat());
     }
@@ -242,6 +277,12 @@ mod tests {
         let input = [0x93, 0x01, 0xa1, b'x', 0xc0];
         let raw = Raw::from_payload(&input).expect("raw never fails");
         assert_eq!(raw.into_reply().expect("ok"), Some(input.to_vec()));
-        assert_eq!(Raw::from_payload(&[]).expect("ok").into_reply().expect("ok"), None);
+        assert_eq!(
+            Raw::from_payload(&[])
+                .expect("ok")
+                .into_reply()
+                .expect("ok"),
+            None
+        );
     }
 }

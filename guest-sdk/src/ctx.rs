@@ -24,7 +24,13 @@ pub struct Ctx {
 
 impl Ctx {
     pub(crate) fn new(id: String, command: String, attempt: u32, role: Role, host: Host) -> Self {
-        Ctx { id, command, attempt, role, host }
+        Ctx {
+            id,
+            command,
+            attempt,
+            role,
+            host,
+        }
     }
 
     /// The command's id (unique per command, the same on every retry).
@@ -114,7 +120,13 @@ impl Ctx {
 impl Ctx {
     /// A first-attempt delivery of `command` by `role` on an empty mock host.
     pub fn for_test(command: &str, role: Role) -> Self {
-        Ctx::new("test-command".into(), command.into(), 1, role, Host::default())
+        Ctx::new(
+            "test-command".into(),
+            command.into(),
+            1,
+            role,
+            Host::default(),
+        )
     }
 
     /// The same delivery as attempt number `attempt`.
@@ -163,15 +175,19 @@ mod tests {
     fn undecodable_kv_value_is_a_permanent_error_naming_the_key() {
         let mut ctx = Ctx::for_test("t", Role::Admin);
         ctx.kv_set("count", b"\xa3abc").expect("stored");
-        let err = ctx.kv_get_as::<i64>("count").expect_err("a string is no i64");
+        let err = ctx
+            .kv_get_as::<i64>("count")
+            .expect_err("a string is no i64");
         assert_eq!(err.kind(), ErrorKind::Permanent);
         assert!(err.message().contains("`count`"), "{}", err.message());
     }
 
     #[test]
     fn kv_limit_maps_to_a_permanent_error() {
-        let mut host = Host::default();
-        host.max_value_bytes = Some(4);
+        let host = Host {
+            max_value_bytes: Some(4),
+            ..Host::default()
+        };
         let mut ctx = Ctx::for_test("t", Role::Admin).with_host(host);
         let err = ctx.kv_set_as("big", "0123456789").expect_err("too large");
         assert_eq!(err.kind(), ErrorKind::Permanent);
@@ -185,7 +201,8 @@ mod tests {
         }
         let mut ctx = Ctx::for_test("reboot", Role::Admin).with_attempt(2);
         ctx.log(Level::Info, "going down");
-        ctx.emit("rebooting", &Rebooting { delay_ms: 100 }).expect("encodes");
+        ctx.emit("rebooting", &Rebooting { delay_ms: 100 })
+            .expect("encodes");
         assert_eq!(ctx.attempt(), 2);
         let host = ctx.into_host();
         assert_eq!(host.logs.borrow().len(), 1);

@@ -67,10 +67,14 @@ impl Plugin {
     /// Route one delivery (name and role from `ctx`) to its handler.
     pub fn handle(&self, ctx: &mut Ctx, payload: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         let Some(command) = self.command(ctx.command()) else {
-            return Err(Error::permanent(["unknown command `", ctx.command(), "`"].concat()));
+            return Err(Error::permanent(
+                ["unknown command `", ctx.command(), "`"].concat(),
+            ));
         };
         if !command.roles.contains(&ctx.role()) {
-            return Err(Error::permanent(["role not permitted for `", command.name, "`"].concat()));
+            return Err(Error::permanent(
+                ["role not permitted for `", command.name, "`"].concat(),
+            ));
         }
         (command.run)(ctx, payload)
     }
@@ -83,9 +87,20 @@ pub fn describe(plugin: &Plugin) -> PluginInfo {
 
 /// The world's `handle` export.
 pub fn handle(plugin: &Plugin, command: Command) -> Result<Option<Vec<u8>>, HandlerError> {
-    let Command { id, name, payload, attempt, role } = command;
-    let mut ctx = Ctx::new(id, name, attempt, role, Host::default());
-    plugin.handle(&mut ctx, &payload).map_err(HandlerError::from)
+    let Command {
+        id,
+        name,
+        payload,
+        attempt,
+        role,
+    } = command;
+    // `Host` is a unit struct on wasm32 and the `MockHost` elsewhere.
+    #[allow(clippy::default_constructed_unit_structs)]
+    let host = Host::default();
+    let mut ctx = Ctx::new(id, name, attempt, role, host);
+    plugin
+        .handle(&mut ctx, &payload)
+        .map_err(HandlerError::from)
 }
 
 /// Compile-time checks of a `plugin!` declaration (panics = build errors).
@@ -203,7 +218,12 @@ mod tests {
     const PLUGIN: Plugin = Plugin {
         name: "demo",
         version: "0.1.0",
-        commands: &[CommandDef { name: "ping", roles: &[Role::Admin], budget_ms: Some(5), run: ok }],
+        commands: &[CommandDef {
+            name: "ping",
+            roles: &[Role::Admin],
+            budget_ms: Some(5),
+            run: ok,
+        }],
     };
     const _: () = check_plugin(&PLUGIN);
 
@@ -220,10 +240,18 @@ mod tests {
 
     #[test]
     fn versions_are_semver() {
-        for good in ["0.1.0", "1.2.3", "10.20.30-rc.1", "1.0.0+build.5", "1.0.0-alpha+001"] {
+        for good in [
+            "0.1.0",
+            "1.2.3",
+            "10.20.30-rc.1",
+            "1.0.0+build.5",
+            "1.0.0-alpha+001",
+        ] {
             assert!(is_semver(good), "{good}");
         }
-        for bad in ["", "1", "1.2", "1.2.x", "v1.2.3", "1.2.3-", "1.2.3 ", "1..3", "01.2.3", "1.02.3"] {
+        for bad in [
+            "", "1", "1.2", "1.2.x", "v1.2.3", "1.2.3-", "1.2.3 ", "1..3", "01.2.3", "1.02.3",
+        ] {
             assert!(!is_semver(bad), "{bad}");
         }
     }

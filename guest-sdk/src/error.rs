@@ -30,7 +30,10 @@ pub struct Error {
 impl Error {
     /// A failure of the given kind.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into() }
+        Error {
+            kind,
+            message: message.into(),
+        }
     }
 
     /// Worth retrying: the host delivers the command again later.
@@ -93,7 +96,10 @@ impl From<ErrorKind> for WitErrorKind {
 
 impl From<Error> for HandlerError {
     fn from(err: Error) -> Self {
-        HandlerError { kind: err.kind.into(), message: err.message }
+        HandlerError {
+            kind: err.kind.into(),
+            message: err.message,
+        }
     }
 }
 
@@ -104,7 +110,10 @@ mod tests {
     #[test]
     fn constructors_set_the_kind_the_host_retries_on() {
         assert_eq!(Error::transient("busy").kind(), ErrorKind::Transient);
-        assert_eq!(Error::invalid_argument("x").kind(), ErrorKind::InvalidArgument);
+        assert_eq!(
+            Error::invalid_argument("x").kind(),
+            ErrorKind::InvalidArgument
+        );
         assert_eq!(Error::out_of_bounds("x").kind(), ErrorKind::OutOfBounds);
         assert_eq!(Error::permanent("x").kind(), ErrorKind::Permanent);
     }
@@ -121,6 +130,9 @@ mod tests {
     #[test]
     fn kv_errors_are_permanent() {
         assert_eq!(Error::from(KvError::TooLarge).kind(), ErrorKind::Permanent);
-        assert_eq!(Error::from(KvError::QuotaExceeded).kind(), ErrorKind::Permanent);
+        assert_eq!(
+            Error::from(KvError::QuotaExceeded).kind(),
+            ErrorKind::Permanent
+        );
     }
 }

@@ -6,10 +6,10 @@
 //! other target they go to an in-memory [`MockHost`](crate::testing::MockHost)
 //! so a plugin's handlers can be unit-tested natively with `cargo test`.
 
-#[cfg(target_arch = "wasm32")]
-pub use imports::Host;
 #[cfg(not(target_arch = "wasm32"))]
 pub use crate::testing::MockHost as Host;
+#[cfg(target_arch = "wasm32")]
+pub use imports::Host;
 
 #[cfg(target_arch = "wasm32")]
 mod imports {

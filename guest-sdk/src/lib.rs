@@ -59,6 +59,7 @@ pub mod testing;
 /// The wit-bindgen bindings of the `plugin` world, generated once for every
 /// plugin. Plugin authors normally never touch them: [`plugin!`] exports them.
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)] // generated code
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
@@ -70,18 +71,18 @@ pub mod bindings {
     });
 }
 
+/// Why the host refused a `kv_set`.
+pub use bindings::relay::plugin::types::KvError;
+/// Severity of a log line.
+pub use bindings::relay::plugin::types::LogLevel as Level;
+/// Who sent the command (taken from the MQTT topic by the host).
+pub use bindings::relay::plugin::types::Role;
+/// The identity and command table a plugin reports from `describe`.
+pub use bindings::relay::plugin::types::{CommandSpec, PluginInfo};
 pub use codec::{Payload, Raw, Reply};
 pub use ctx::Ctx;
 pub use dispatch::{CommandDef, Plugin};
 pub use error::{Error, ErrorKind};
-/// Who sent the command (taken from the MQTT topic by the host).
-pub use bindings::relay::plugin::types::Role;
-/// Severity of a log line.
-pub use bindings::relay::plugin::types::LogLevel as Level;
-/// Why the host refused a `kv_set`.
-pub use bindings::relay::plugin::types::KvError;
-/// The identity and command table a plugin reports from `describe`.
-pub use bindings::relay::plugin::types::{CommandSpec, PluginInfo};
 pub use relay_guest_macros::{command, plugin};
 
 /// `Result` with the SDK's [`Error`], the usual return type of a handler.

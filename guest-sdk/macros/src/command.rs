@@ -8,9 +8,11 @@
 use crate::rules::{check_name, role_variant, ROLES};
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
-use syn::spanned::Spanned;
 use syn::punctuated::Punctuated;
-use syn::{FnArg, GenericArgument, Ident, ItemFn, LitInt, LitStr, PathArguments, ReturnType, Token, Type};
+use syn::spanned::Spanned;
+use syn::{
+    FnArg, GenericArgument, Ident, ItemFn, LitInt, LitStr, PathArguments, ReturnType, Token, Type,
+};
 
 /// The parsed `#[command(...)]` arguments.
 struct Args {
@@ -49,7 +51,9 @@ pub fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             LitStr::new(&derived, fn_ident.span())
         }
     };
-    let roles = args.roles.unwrap_or_else(|| vec![("admin".into(), Span::call_site())]);
+    let roles = args
+        .roles
+        .unwrap_or_else(|| vec![("admin".into(), Span::call_site())]);
     let role_paths = roles.iter().map(|(role, span)| {
         let variant = format_ident!("{}", role_variant(role).unwrap_or("Admin"), span = *span);
         quote!(::relay_guest::Role::#variant)
@@ -93,7 +97,11 @@ pub fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
 }
 
 fn parse_args(args: TokenStream) -> syn::Result<Args> {
-    let mut parsed = Args { name: None, roles: None, budget_ms: None };
+    let mut parsed = Args {
+        name: None,
+        roles: None,
+        budget_ms: None,
+    };
     let parser = syn::meta::parser(|meta| {
         if meta.path.is_ident("name") {
             if parsed.name.is_some() {
@@ -109,7 +117,9 @@ fn parse_args(args: TokenStream) -> syn::Result<Args> {
             syn::parenthesized!(list in meta.input);
             let idents = Punctuated::<Ident, Token![,]>::parse_terminated(&list)?;
             if idents.is_empty() {
-                return Err(meta.error("`roles(..)` must name at least one role; nobody could call this command"));
+                return Err(meta.error(
+                    "`roles(..)` must name at least one role; nobody could call this command",
+                ));
             }
             let mut roles: Vec<(String, Span)> = Vec::new();
             for ident in &idents {
@@ -126,7 +136,10 @@ fn parse_args(args: TokenStream) -> syn::Result<Args> {
                         format!("unknown role `{name}`; expected `admin`, `primary`, `secondary` or `all`"),
                     ));
                 } else if roles.iter().any(|(have, _)| *have == name) {
-                    return Err(syn::Error::new(ident.span(), format!("role `{name}` is listed twice")));
+                    return Err(syn::Error::new(
+                        ident.span(),
+                        format!("role `{name}` is listed twice"),
+                    ));
                 } else {
                     roles.push((name, ident.span()));
                 }
@@ -139,10 +152,16 @@ fn parse_args(args: TokenStream) -> syn::Result<Args> {
             }
             let lit: LitInt = meta.value()?.parse()?;
             let ms: u32 = lit.base10_parse().map_err(|_| {
-                syn::Error::new(lit.span(), "`budget_ms` must be a whole number of milliseconds that fits in u32")
+                syn::Error::new(
+                    lit.span(),
+                    "`budget_ms` must be a whole number of milliseconds that fits in u32",
+                )
             })?;
             if ms == 0 {
-                return Err(syn::Error::new(lit.span(), "`budget_ms` must be at least 1"));
+                return Err(syn::Error::new(
+                    lit.span(),
+                    "`budget_ms` must be at least 1",
+                ));
             }
             parsed.budget_ms = Some(ms);
             Ok(())
@@ -159,10 +178,16 @@ const SHAPE: &str = "expected `fn(ctx: &mut Ctx, payload: T) -> Result<R, Error>
 fn check_signature(function: &ItemFn) -> syn::Result<Signature<'_>> {
     let sig = &function.sig;
     if let Some(token) = &sig.asyncness {
-        return Err(syn::Error::new(token.span(), "a command handler cannot be `async`; the host calls it synchronously"));
+        return Err(syn::Error::new(
+            token.span(),
+            "a command handler cannot be `async`; the host calls it synchronously",
+        ));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        return Err(syn::Error::new(sig.generics.span(), "a command handler cannot be generic: its payload and reply types must be concrete"));
+        return Err(syn::Error::new(
+            sig.generics.span(),
+            "a command handler cannot be generic: its payload and reply types must be concrete",
+        ));
     }
     if let Some(variadic) = &sig.variadic {
         return Err(syn::Error::new(variadic.span(), SHAPE));
@@ -170,16 +195,25 @@ fn check_signature(function: &ItemFn) -> syn::Result<Signature<'_>> {
 
     let mut inputs = sig.inputs.iter();
     let Some(first) = inputs.next() else {
-        return Err(syn::Error::new(sig.paren_token.span.join(), format!("a command handler takes the context first; {SHAPE}")));
+        return Err(syn::Error::new(
+            sig.paren_token.span.join(),
+            format!("a command handler takes the context first; {SHAPE}"),
+        ));
     };
     let ctx_type = match first {
         FnArg::Receiver(receiver) => {
-            return Err(syn::Error::new(receiver.span(), "a command handler is a free function, not a method"));
+            return Err(syn::Error::new(
+                receiver.span(),
+                "a command handler is a free function, not a method",
+            ));
         }
         FnArg::Typed(typed) => &*typed.ty,
     };
     if !matches!(ctx_type, Type::Reference(reference) if reference.mutability.is_some()) {
-        return Err(syn::Error::new(ctx_type.span(), format!("the first parameter must be `&mut Ctx`; {SHAPE}")));
+        return Err(syn::Error::new(
+            ctx_type.span(),
+            format!("the first parameter must be `&mut Ctx`; {SHAPE}"),
+        ));
     }
     let payload = match inputs.next() {
         None => None,
@@ -191,22 +225,36 @@ fn check_signature(function: &ItemFn) -> syn::Result<Signature<'_>> {
     }
 
     let ReturnType::Type(_, output) = &sig.output else {
-        return Err(syn::Error::new(sig.ident.span(), format!("a command handler must return `Result<R, Error>` (R = `()` for no reply); {SHAPE}")));
+        return Err(syn::Error::new(
+            sig.ident.span(),
+            format!(
+                "a command handler must return `Result<R, Error>` (R = `()` for no reply); {SHAPE}"
+            ),
+        ));
     };
     let reply = ok_type(output).ok_or_else(|| {
-        syn::Error::new(output.span(), format!("a command handler must return `Result<R, Error>` (R = `()` for no reply); {SHAPE}"))
+        syn::Error::new(
+            output.span(),
+            format!(
+                "a command handler must return `Result<R, Error>` (R = `()` for no reply); {SHAPE}"
+            ),
+        )
     })?;
     Ok(Signature { payload, reply })
 }
 
 /// `R` in `Result<R, E>` or `Result<R>` (any path ending in `Result`).
 fn ok_type(output: &Type) -> Option<&Type> {
-    let Type::Path(path) = output else { return None };
+    let Type::Path(path) = output else {
+        return None;
+    };
     let last = path.path.segments.last()?;
     if last.ident != "Result" {
         return None;
     }
-    let PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
     match args.args.first()? {
         GenericArgument::Type(ok) if args.args.len() <= 2 => Some(ok),
         _ => None,
@@ -220,7 +268,9 @@ mod tests {
     fn expand_str(args: &str, item: &str) -> Result<String, String> {
         let args: TokenStream = args.parse().expect("args tokens");
         let item: TokenStream = item.parse().expect("item tokens");
-        expand(args, item).map(|tokens| tokens.to_string()).map_err(|err| err.to_string())
+        expand(args, item)
+            .map(|tokens| tokens.to_string())
+            .map_err(|err| err.to_string())
     }
 
     #[test]
@@ -231,25 +281,45 @@ mod tests {
         )
         .expect("expands");
         assert!(out.contains("pub fn get_config"), "{out}");
-        assert!(out.contains("pub const __relay_command_get_config"), "{out}");
+        assert!(
+            out.contains("pub const __relay_command_get_config"),
+            "{out}"
+        );
         assert!(out.contains("\"get-config\""), "{out}");
-        assert!(out.contains("Role :: Admin , :: relay_guest :: Role :: Primary"), "{out}");
+        assert!(
+            out.contains("Role :: Admin , :: relay_guest :: Role :: Primary"),
+            "{out}"
+        );
         assert!(out.contains("Some (250u32)"), "{out}");
         assert!(out.contains("run_plain :: < Config >"), "{out}");
     }
 
     #[test]
     fn defaults_name_to_the_function_and_roles_to_admin() {
-        let out = expand_str("", "fn reset(ctx: &mut Ctx) -> Result<(), Error> { Ok(()) }").expect("expands");
+        let out = expand_str(
+            "",
+            "fn reset(ctx: &mut Ctx) -> Result<(), Error> { Ok(()) }",
+        )
+        .expect("expands");
         assert!(out.contains("name : \"reset\""), "{out}");
-        assert!(out.contains("roles : & [:: relay_guest :: Role :: Admin]"), "{out}");
+        assert!(
+            out.contains("roles : & [:: relay_guest :: Role :: Admin]"),
+            "{out}"
+        );
         assert!(out.contains("run_plain_unit"), "{out}");
     }
 
     #[test]
     fn all_expands_to_the_three_roles() {
-        let out = expand_str("roles(all)", "fn echo(ctx: &mut Ctx, p: Raw) -> Result<Raw, Error> { Ok(p) }").expect("expands");
-        assert!(out.contains("Admin") && out.contains("Primary") && out.contains("Secondary"), "{out}");
+        let out = expand_str(
+            "roles(all)",
+            "fn echo(ctx: &mut Ctx, p: Raw) -> Result<Raw, Error> { Ok(p) }",
+        )
+        .expect("expands");
+        assert!(
+            out.contains("Admin") && out.contains("Primary") && out.contains("Secondary"),
+            "{out}"
+        );
         assert!(out.contains("run_payload :: < Raw , Raw >"), "{out}");
     }
 
@@ -265,13 +335,41 @@ mod tests {
             ("budget_ms = 0", item, "at least 1"),
             ("budget_ms = 5000000000", item, "fits in u32"),
             ("colour = 1", item, "unknown #[command] argument"),
-            ("", "fn f() -> Result<(), Error> { Ok(()) }", "takes the context first"),
-            ("", "fn f(ctx: &Ctx) -> Result<(), Error> { Ok(()) }", "must be `&mut Ctx`"),
-            ("", "fn f(ctx: &mut Ctx, a: u8, b: u8) -> Result<(), Error> { Ok(()) }", "at most two parameters"),
-            ("", "fn f(ctx: &mut Ctx) { }", "must return `Result<R, Error>`"),
-            ("", "fn f(ctx: &mut Ctx) -> Option<u8> { None }", "must return `Result<R, Error>`"),
-            ("", "async fn f(ctx: &mut Ctx) -> Result<(), Error> { Ok(()) }", "cannot be `async`"),
-            ("", "fn f<T>(ctx: &mut Ctx, t: T) -> Result<(), Error> { Ok(()) }", "cannot be generic"),
+            (
+                "",
+                "fn f() -> Result<(), Error> { Ok(()) }",
+                "takes the context first",
+            ),
+            (
+                "",
+                "fn f(ctx: &Ctx) -> Result<(), Error> { Ok(()) }",
+                "must be `&mut Ctx`",
+            ),
+            (
+                "",
+                "fn f(ctx: &mut Ctx, a: u8, b: u8) -> Result<(), Error> { Ok(()) }",
+                "at most two parameters",
+            ),
+            (
+                "",
+                "fn f(ctx: &mut Ctx) { }",
+                "must return `Result<R, Error>`",
+            ),
+            (
+                "",
+                "fn f(ctx: &mut Ctx) -> Option<u8> { None }",
+                "must return `Result<R, Error>`",
+            ),
+            (
+                "",
+                "async fn f(ctx: &mut Ctx) -> Result<(), Error> { Ok(()) }",
+                "cannot be `async`",
+            ),
+            (
+                "",
+                "fn f<T>(ctx: &mut Ctx, t: T) -> Result<(), Error> { Ok(()) }",
+                "cannot be generic",
+            ),
             ("", "struct NotAFunction;", "goes on a free function"),
         ];
         for (args, item, expected) in cases {

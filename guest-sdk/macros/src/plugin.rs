@@ -37,7 +37,10 @@ impl Parse for PluginInput {
                     commands = Some(paths.into_iter().collect());
                 }
                 "name" | "version" | "commands" => {
-                    return Err(syn::Error::new(key.span(), format!("`{key}` is given twice")));
+                    return Err(syn::Error::new(
+                        key.span(),
+                        format!("`{key}` is given twice"),
+                    ));
                 }
                 _ => {
                     return Err(syn::Error::new(
@@ -57,21 +60,39 @@ impl Parse for PluginInput {
         let Some(commands) = commands else {
             return Err(input.error("plugin! needs `commands = [handler, ...]`"));
         };
-        Ok(PluginInput { name, version, commands })
+        Ok(PluginInput {
+            name,
+            version,
+            commands,
+        })
     }
 }
 
 pub fn expand(input: TokenStream) -> syn::Result<TokenStream> {
-    let PluginInput { name, version, commands } = syn::parse2(input)?;
+    let PluginInput {
+        name,
+        version,
+        commands,
+    } = syn::parse2(input)?;
 
-    if let Expr::Lit(ExprLit { lit: Lit::Str(lit), .. }) = &name {
-        check_name(&lit.value())
-            .map_err(|reason| syn::Error::new(lit.span(), format!("invalid plugin name: {reason}")))?;
+    if let Expr::Lit(ExprLit {
+        lit: Lit::Str(lit), ..
+    }) = &name
+    {
+        check_name(&lit.value()).map_err(|reason| {
+            syn::Error::new(lit.span(), format!("invalid plugin name: {reason}"))
+        })?;
     }
     if commands.is_empty() {
-        return Err(syn::Error::new(proc_macro2::Span::call_site(), "plugin! must list at least one command"));
+        return Err(syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "plugin! must list at least one command",
+        ));
     }
-    let shown: Vec<String> = commands.iter().map(|path| quote!(#path).to_string().replace(' ', "")).collect();
+    let shown: Vec<String> = commands
+        .iter()
+        .map(|path| quote!(#path).to_string().replace(' ', ""))
+        .collect();
     for (i, command) in commands.iter().enumerate() {
         if shown[..i].contains(&shown[i]) {
             let shown = &shown[i];

@@ -9,9 +9,15 @@ pub fn check_name(name: &str) -> Result<(), String> {
         return Err("name must not be empty".into());
     }
     if name.len() > 64 {
-        return Err(format!("name is {} bytes long; at most 64 are allowed", name.len()));
+        return Err(format!(
+            "name is {} bytes long; at most 64 are allowed",
+            name.len()
+        ));
     }
-    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
         return Err(format!(
             "name `{name}` contains {bad:?}; only A-Z, a-z, 0-9, `_` and `-` are allowed"
         ));
@@ -45,7 +51,9 @@ mod tests {
     #[test]
     fn rejects_empty_long_and_foreign_characters_with_a_reason() {
         assert_eq!(check_name(""), Err("name must not be empty".into()));
-        assert!(check_name(&"x".repeat(65)).unwrap_err().contains("at most 64"));
+        assert!(check_name(&"x".repeat(65))
+            .unwrap_err()
+            .contains("at most 64"));
         let err = check_name("re boot").unwrap_err();
         assert!(err.contains("' '"), "{err}");
         assert!(check_name("dé").is_err());

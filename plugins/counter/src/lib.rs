@@ -40,7 +40,9 @@ pub fn increment(ctx: &mut Ctx, req: Increment) -> Result<Value, Error> {
 /// The current value (0 before the first increment).
 #[command(name = "get", roles(all))]
 pub fn get(ctx: &mut Ctx) -> Result<Value, Error> {
-    Ok(Value { value: current(ctx)? })
+    Ok(Value {
+        value: current(ctx)?,
+    })
 }
 
 /// Back to 0 (the key is removed). No reply.
@@ -64,8 +66,16 @@ mod tests {
     use relay_guest::ErrorKind;
     use serde_json::{json, Value as Json};
 
-    fn call(host: MockHost, command: &str, payload: Json) -> (Result<Option<Json>, Error>, MockHost) {
-        let bytes = if payload.is_null() { Vec::new() } else { msgpack(&payload).expect("encodes") };
+    fn call(
+        host: MockHost,
+        command: &str,
+        payload: Json,
+    ) -> (Result<Option<Json>, Error>, MockHost) {
+        let bytes = if payload.is_null() {
+            Vec::new()
+        } else {
+            msgpack(&payload).expect("encodes")
+        };
         let mut ctx = Ctx::for_test(command, Role::Admin).with_host(host);
         let reply = PLUGIN
             .handle(&mut ctx, &bytes)
@@ -90,7 +100,8 @@ mod tests {
     #[test]
     fn overflow_is_out_of_bounds_and_leaves_the_value() {
         let mut host = MockHost::default();
-        host.kv.insert(COUNT_KEY.into(), msgpack(&i64::MAX).expect("encodes"));
+        host.kv
+            .insert(COUNT_KEY.into(), msgpack(&i64::MAX).expect("encodes"));
         let (reply, host) = call(host, "increment", Json::Null);
         assert_eq!(reply.expect_err("overflow").kind(), ErrorKind::OutOfBounds);
         let (reply, _) = call(host, "get", Json::Null);
@@ -101,7 +112,11 @@ mod tests {
     fn a_wrong_payload_is_invalid_argument() {
         for payload in [json!({"by": "two"}), json!({"step": 2}), json!("two")] {
             let (reply, _) = call(MockHost::default(), "increment", payload.clone());
-            assert_eq!(reply.expect_err("bad payload").kind(), ErrorKind::InvalidArgument, "{payload}");
+            assert_eq!(
+                reply.expect_err("bad payload").kind(),
+                ErrorKind::InvalidArgument,
+                "{payload}"
+            );
         }
     }
 }

@@ -67,7 +67,11 @@ pub fn deploy(ctx: &mut Ctx, config: Config) -> Result<Stored, Error> {
     validate(&config)?;
     if let Some(fail_times) = config.fail_times {
         if ctx.attempt() <= fail_times {
-            relay_guest::log::warn!(ctx, "deploy: simulated transient failure on attempt {}", ctx.attempt());
+            relay_guest::log::warn!(
+                ctx,
+                "deploy: simulated transient failure on attempt {}",
+                ctx.attempt()
+            );
             return Err(Error::transient(format!(
                 "simulated transient failure on attempt {} of {fail_times} planned",
                 ctx.attempt()
@@ -75,16 +79,28 @@ pub fn deploy(ctx: &mut Ctx, config: Config) -> Result<Stored, Error> {
         }
     }
     ctx.kv_set_as(CONFIG_KEY, &config)?;
-    ctx.emit("deployed", &Deployed { version: &config.version, replicas: config.replicas })?;
+    ctx.emit(
+        "deployed",
+        &Deployed {
+            version: &config.version,
+            replicas: config.replicas,
+        },
+    )?;
     relay_guest::log::info!(ctx, "deployed {} x{}", config.version, config.replicas);
-    Ok(Stored { stored: true, version: config.version })
+    Ok(Stored {
+        stored: true,
+        version: config.version,
+    })
 }
 
 /// The last stored config, if any. Read-only, so every role may ask.
 #[command(name = "get-config", roles(all))]
 pub fn get_config(ctx: &mut Ctx) -> Result<CurrentConfig, Error> {
     let config = ctx.kv_get_as::<Config>(CONFIG_KEY)?;
-    Ok(CurrentConfig { deployed: config.is_some(), config })
+    Ok(CurrentConfig {
+        deployed: config.is_some(),
+        config,
+    })
 }
 
 /// Bounds and syntax checks, in field order so the first problem is named.
@@ -122,10 +138,15 @@ fn is_semver(version: &str) -> bool {
     };
     let numbers_ok = core.split('.').count() == 3
         && core.split('.').all(|part| {
-            !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) && (part == "0" || !part.starts_with('0'))
+            !part.is_empty()
+                && part.bytes().all(|b| b.is_ascii_digit())
+                && (part == "0" || !part.starts_with('0'))
         });
     let tail_ok = tail.is_none_or(|tail| {
-        !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        !tail.is_empty()
+            && tail
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
     });
     numbers_ok && tail_ok
 }
@@ -139,9 +160,16 @@ mod tests {
     use relay_guest::ErrorKind;
     use serde_json::{json, Value as Json};
 
-    fn call(host: MockHost, command: &str, attempt: u32, payload: Json) -> (Result<Option<Json>, Error>, MockHost) {
+    fn call(
+        host: MockHost,
+        command: &str,
+        attempt: u32,
+        payload: Json,
+    ) -> (Result<Option<Json>, Error>, MockHost) {
         let bytes = msgpack(&payload).expect("encodes");
-        let mut ctx = Ctx::for_test(command, Role::Primary).with_attempt(attempt).with_host(host);
+        let mut ctx = Ctx::for_test(command, Role::Primary)
+            .with_attempt(attempt)
+            .with_host(host);
         let reply = PLUGIN
             .handle(&mut ctx, &bytes)
             .map(|reply| reply.map(|bytes| decode::<Json>(&bytes).expect("reply decodes")));
@@ -150,25 +178,47 @@ mod tests {
 
     #[test]
     fn stores_a_valid_config_and_announces_it() {
-        let (reply, host) = call(MockHost::default(), "deploy", 1, json!({"version": "1.4.0", "replicas": 3, "timeout_s": 60}));
+        let (reply, host) = call(
+            MockHost::default(),
+            "deploy",
+            1,
+            json!({"version": "1.4.0", "replicas": 3, "timeout_s": 60}),
+        );
         assert_eq!(reply, Ok(Some(json!({"stored": true, "version": "1.4.0"}))));
         assert_eq!(host.events.len(), 1);
         assert_eq!(host.events[0].0, "deployed");
-        assert_eq!(decode::<Json>(&host.events[0].1), Ok(json!({"version": "1.4.0", "replicas": 3})));
+        assert_eq!(
+            decode::<Json>(&host.events[0].1),
+            Ok(json!({"version": "1.4.0", "replicas": 3}))
+        );
         let (reply, _) = call(host, "get-config", 1, Json::Null);
         assert_eq!(
             reply,
-            Ok(Some(json!({"deployed": true, "config": {"version": "1.4.0", "replicas": 3, "timeout_s": 60}})))
+            Ok(Some(
+                json!({"deployed": true, "config": {"version": "1.4.0", "replicas": 3, "timeout_s": 60}})
+            ))
         );
     }
 
     #[test]
     fn out_of_range_numbers_are_out_of_bounds_naming_the_field() {
         for (payload, field) in [
-            (json!({"version": "1.0.0", "replicas": 0, "timeout_s": 60}), "replicas = 0 is outside 1..=16"),
-            (json!({"version": "1.0.0", "replicas": 17, "timeout_s": 60}), "replicas = 17"),
-            (json!({"version": "1.0.0", "replicas": 1, "timeout_s": 3601}), "timeout_s = 3601"),
-            (json!({"version": "1.0.0", "replicas": -4, "timeout_s": 1}), "replicas = -4"),
+            (
+                json!({"version": "1.0.0", "replicas": 0, "timeout_s": 60}),
+                "replicas = 0 is outside 1..=16",
+            ),
+            (
+                json!({"version": "1.0.0", "replicas": 17, "timeout_s": 60}),
+                "replicas = 17",
+            ),
+            (
+                json!({"version": "1.0.0", "replicas": 1, "timeout_s": 3601}),
+                "timeout_s = 3601",
+            ),
+            (
+                json!({"version": "1.0.0", "replicas": -4, "timeout_s": 1}),
+                "replicas = -4",
+            ),
         ] {
             let (reply, host) = call(MockHost::default(), "deploy", 1, payload);
             let err = reply.expect_err(field);
@@ -189,31 +239,59 @@ mod tests {
             json!("1.0.0"),
         ] {
             let (reply, _) = call(MockHost::default(), "deploy", 1, payload.clone());
-            assert_eq!(reply.expect_err("malformed").kind(), ErrorKind::InvalidArgument, "{payload}");
+            assert_eq!(
+                reply.expect_err("malformed").kind(),
+                ErrorKind::InvalidArgument,
+                "{payload}"
+            );
         }
     }
 
     #[test]
     fn fail_times_fails_transiently_until_the_attempt_after() {
-        let payload = json!({"version": "2.0.0-rc.1", "replicas": 2, "timeout_s": 30, "fail_times": 2});
+        let payload =
+            json!({"version": "2.0.0-rc.1", "replicas": 2, "timeout_s": 30, "fail_times": 2});
         let mut host = MockHost::default();
         for attempt in 1..=2 {
             let (reply, next) = call(host, "deploy", attempt, payload.clone());
-            assert_eq!(reply.expect_err("planned failure").kind(), ErrorKind::Transient);
+            assert_eq!(
+                reply.expect_err("planned failure").kind(),
+                ErrorKind::Transient
+            );
             assert!(next.kv.is_empty());
             host = next;
         }
         let (reply, host) = call(host, "deploy", 3, payload);
-        assert_eq!(reply, Ok(Some(json!({"stored": true, "version": "2.0.0-rc.1"}))));
+        assert_eq!(
+            reply,
+            Ok(Some(json!({"stored": true, "version": "2.0.0-rc.1"})))
+        );
         assert!(host.kv.contains_key(CONFIG_KEY));
     }
 
     #[test]
     fn semver_check() {
-        for good in ["0.0.1", "1.2.3", "1.2.3-rc.1", "1.2.3+build.7", "10.0.0-alpha-2"] {
+        for good in [
+            "0.0.1",
+            "1.2.3",
+            "1.2.3-rc.1",
+            "1.2.3+build.7",
+            "10.0.0-alpha-2",
+        ] {
             assert!(is_semver(good), "{good}");
         }
-        for bad in ["", "1.2", "1.2.3.4", "1..3", "a.b.c", "1.2.3-", "1.2.3 ", "v1.2.3", "1.02.3", &"1".repeat(65)] {
+        for bad in [
+            "",
+            "1.2",
+            "1.2.3.4",
+            "1..3",
+            "a.b.c",
+            "1.2.3-",
+            "1.2.3 ",
+            "v1.2.3",
+            "1.02.3",
+            &"1".repeat(65),
+        ] {
             assert!(!is_semver(bad), "{bad}");
         }
     }

@@ -78,7 +78,10 @@ pub fn reboot(ctx: &mut Ctx, req: Reboot) -> Result<(), Error> {
             "delay_ms = {delay_ms} is outside 0..={MAX_REBOOT_DELAY_MS}"
         )));
     }
-    let reboots = ctx.kv_get_as::<u64>(REBOOTS_KEY)?.unwrap_or(0).saturating_add(1);
+    let reboots = ctx
+        .kv_get_as::<u64>(REBOOTS_KEY)?
+        .unwrap_or(0)
+        .saturating_add(1);
     let now_ms = ctx.now_ms();
     ctx.kv_set_as(REBOOTS_KEY, &reboots)?;
     ctx.kv_set_as(LAST_REBOOT_KEY, &now_ms)?;
@@ -92,7 +95,9 @@ pub fn reboot(ctx: &mut Ctx, req: Reboot) -> Result<(), Error> {
 pub fn identify(ctx: &mut Ctx, req: Identify) -> Result<Identity, Error> {
     let blink = req.blink.unwrap_or(DEFAULT_BLINKS);
     if !(1..=MAX_BLINKS).contains(&blink) {
-        return Err(Error::out_of_bounds(format!("blink = {blink} is outside 1..={MAX_BLINKS}")));
+        return Err(Error::out_of_bounds(format!(
+            "blink = {blink} is outside 1..={MAX_BLINKS}"
+        )));
     }
     ctx.emit("identify", &Blink { blink })?;
     Ok(Identity {
@@ -119,7 +124,10 @@ pub fn factory_reset(ctx: &mut Ctx) -> Result<Cleared, Error> {
     Ok(Cleared { cleared })
 }
 
-relay_guest::plugin!(name = "system", commands = [reboot, identify, factory_reset]);
+relay_guest::plugin!(
+    name = "system",
+    commands = [reboot, identify, factory_reset]
+);
 
 #[cfg(test)]
 mod tests {
@@ -128,8 +136,17 @@ mod tests {
     use relay_guest::ErrorKind;
     use serde_json::{json, Value as Json};
 
-    fn call(host: MockHost, command: &str, role: Role, payload: Json) -> (Result<Option<Json>, Error>, MockHost) {
-        let bytes = if payload.is_null() { Vec::new() } else { msgpack(&payload).expect("encodes") };
+    fn call(
+        host: MockHost,
+        command: &str,
+        role: Role,
+        payload: Json,
+    ) -> (Result<Option<Json>, Error>, MockHost) {
+        let bytes = if payload.is_null() {
+            Vec::new()
+        } else {
+            msgpack(&payload).expect("encodes")
+        };
         let mut ctx = Ctx::for_test(command, role).with_host(host);
         let reply = PLUGIN
             .handle(&mut ctx, &bytes)
@@ -140,23 +157,42 @@ mod tests {
     fn events(host: &MockHost) -> Vec<(String, Json)> {
         host.events
             .iter()
-            .map(|(name, payload)| (name.clone(), decode::<Json>(payload).expect("event decodes")))
+            .map(|(name, payload)| {
+                (
+                    name.clone(),
+                    decode::<Json>(payload).expect("event decodes"),
+                )
+            })
             .collect()
     }
 
     #[test]
     fn reboot_emits_and_records() {
-        let host = MockHost { now_ms: 1_700_000_000_000, ..MockHost::default() };
+        let host = MockHost {
+            now_ms: 1_700_000_000_000,
+            ..MockHost::default()
+        };
         let (reply, host) = call(host, "reboot", Role::Admin, json!({"delay_ms": 250}));
         assert_eq!(reply, Ok(None));
-        assert_eq!(events(&host), [("rebooting".to_string(), json!({"delay_ms": 250}))]);
-        assert_eq!(decode::<u64>(&host.kv[LAST_REBOOT_KEY]), Ok(1_700_000_000_000));
+        assert_eq!(
+            events(&host),
+            [("rebooting".to_string(), json!({"delay_ms": 250}))]
+        );
+        assert_eq!(
+            decode::<u64>(&host.kv[LAST_REBOOT_KEY]),
+            Ok(1_700_000_000_000)
+        );
         assert_eq!(decode::<u64>(&host.kv[REBOOTS_KEY]), Ok(1));
     }
 
     #[test]
     fn reboot_delay_is_bounded() {
-        let (reply, host) = call(MockHost::default(), "reboot", Role::Admin, json!({"delay_ms": 60_001}));
+        let (reply, host) = call(
+            MockHost::default(),
+            "reboot",
+            Role::Admin,
+            json!({"delay_ms": 60_001}),
+        );
         assert_eq!(reply.expect_err("too long").kind(), ErrorKind::OutOfBounds);
         assert!(host.events.is_empty() && host.kv.is_empty());
     }
@@ -165,24 +201,46 @@ mod tests {
     fn only_admin_reboots_or_resets_but_anyone_identifies() {
         for role in [Role::Primary, Role::Secondary] {
             let (reply, _) = call(MockHost::default(), "reboot", role, Json::Null);
-            assert_eq!(reply.expect_err("not permitted").kind(), ErrorKind::Permanent);
+            assert_eq!(
+                reply.expect_err("not permitted").kind(),
+                ErrorKind::Permanent
+            );
             let (reply, _) = call(MockHost::default(), "factory-reset", role, Json::Null);
-            assert_eq!(reply.expect_err("not permitted").kind(), ErrorKind::Permanent);
+            assert_eq!(
+                reply.expect_err("not permitted").kind(),
+                ErrorKind::Permanent
+            );
             let (reply, host) = call(MockHost::default(), "identify", role, Json::Null);
             assert_eq!(
                 reply,
-                Ok(Some(json!({"name": "system", "version": env!("CARGO_PKG_VERSION"), "now_ms": 0, "reboots": 0})))
+                Ok(Some(
+                    json!({"name": "system", "version": env!("CARGO_PKG_VERSION"), "now_ms": 0, "reboots": 0})
+                ))
             );
-            assert_eq!(events(&host), [("identify".to_string(), json!({"blink": 3}))]);
+            assert_eq!(
+                events(&host),
+                [("identify".to_string(), json!({"blink": 3}))]
+            );
         }
     }
 
     #[test]
     fn factory_reset_clears_the_owned_keys() {
         let (_, host) = call(MockHost::default(), "reboot", Role::Admin, Json::Null);
-        let (reply, host) = call(MockHost { events: Vec::new(), ..host }, "factory-reset", Role::Admin, Json::Null);
+        let (reply, host) = call(
+            MockHost {
+                events: Vec::new(),
+                ..host
+            },
+            "factory-reset",
+            Role::Admin,
+            Json::Null,
+        );
         assert_eq!(reply, Ok(Some(json!({"cleared": 2}))));
         assert!(host.kv.is_empty());
-        assert_eq!(events(&host), [("factory-reset".to_string(), json!({"cleared": 2}))]);
+        assert_eq!(
+            events(&host),
+            [("factory-reset".to_string(), json!({"cleared": 2}))]
+        );
     }
 }
