@@ -26,7 +26,9 @@ use relay_core::plugin::{Invocation, Role};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 const ENGINES: [EngineKind; 2] = [EngineKind::Wasmtime, EngineKind::Wasmi];
@@ -35,7 +37,10 @@ const ENGINES: [EngineKind; 2] = [EngineKind::Wasmtime, EngineKind::Wasmi];
 /// fast on an interpreter, and the reply/event/table limits the fixtures'
 /// headers assume spelled out.
 fn limits() -> Limits {
-    let limits = Limits { fuel_per_call: 2_000_000, ..Limits::default() };
+    let limits = Limits {
+        fuel_per_call: 2_000_000,
+        ..Limits::default()
+    };
     assert_eq!(limits.max_reply_bytes, 262_144);
     assert_eq!(limits.max_events_per_call, 16);
     assert_eq!(limits.max_table_elements, 10_000);
@@ -47,7 +52,13 @@ fn engine(kind: EngineKind) -> Box<dyn Engine> {
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests/fixtures/hostile", &format!("{name}.wat")].iter().collect();
+    let path: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "tests/fixtures/hostile",
+        &format!("{name}.wat"),
+    ]
+    .iter()
+    .collect();
     wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -71,27 +82,42 @@ fn call(plugin: &mut dyn Plugin, payload: &[u8]) -> Result<Option<Vec<u8>>, Plug
         attempt: 1,
         role: Role::Admin,
     };
-    plugin.handle(&cmd).map(|outcome| outcome.result.expect("the fixtures never return a handler error"))
+    plugin.handle(&cmd).map(|outcome| {
+        outcome
+            .result
+            .expect("the fixtures never return a handler error")
+    })
 }
 
 /// What a fixture's hostile call must end in.
 type Expect = fn(&PluginError) -> bool;
 
 /// Fixtures that load and fail when called, with their expected error.
-const AT_CALL: [(&str, Expect); 13] = [
+const AT_CALL: [(&str, Expect); 14] = [
     ("infinite_loop", |e| *e == PluginError::OutOfFuel),
     ("memory_grow_bomb", |e| *e == PluginError::MemoryLimit),
     ("deep_recursion", |e| *e == PluginError::StackOverflow),
     ("unreachable", |e| matches!(e, PluginError::Trap(_))),
     ("huge_reply_1gib", |e| matches!(e, PluginError::Abi(_))),
-    ("reply_over_limit", |e| *e == PluginError::ReplyTooLarge { size: 262_145, limit: 262_144 }),
+    ("reply_over_limit", |e| {
+        *e == PluginError::ReplyTooLarge {
+            size: 262_145,
+            limit: 262_144,
+        }
+    }),
     ("oob_log", |e| matches!(e, PluginError::Abi(_))),
     ("oob_kv_set", |e| matches!(e, PluginError::Abi(_))),
     ("oob_emit", |e| matches!(e, PluginError::Abi(_))),
     ("invalid_utf8_log", |e| matches!(e, PluginError::Abi(_))),
     ("bad_discriminant", |e| matches!(e, PluginError::Abi(_))),
-    ("emit_flood", |e| *e == PluginError::ReplyTooLarge { size: 17, limit: 16 }),
+    ("emit_flood", |e| {
+        *e == PluginError::ReplyTooLarge {
+            size: 17,
+            limit: 16,
+        }
+    }),
     ("table_grow_bomb", |e| matches!(e, PluginError::Trap(_))),
+    ("reentrant_realloc", |e| matches!(e, PluginError::Trap(_))),
 ];
 
 /// Contract point 12 lets wasmtime's own lifting report some ABI faults as
@@ -110,20 +136,36 @@ fn each_hostile_call_ends_in_its_typed_error_and_the_plugin_recovers() {
         let mut seen = Vec::new();
         for kind in ENGINES {
             let engine = engine(kind);
-            let mut plugin = load(&*engine, &wasm, &limits).unwrap_or_else(|e| panic!("{name} on {kind}: load: {e}"));
+            let mut plugin = load(&*engine, &wasm, &limits)
+                .unwrap_or_else(|e| panic!("{name} on {kind}: load: {e}"));
             assert_eq!(plugin.info().name, "hostile");
             // Healthy before, failing on the hostile input, healthy right after, twice.
-            assert_eq!(call(&mut *plugin, b"before"), Ok(Some(b"before".to_vec())), "{name} on {kind}");
+            assert_eq!(
+                call(&mut *plugin, b"before"),
+                Ok(Some(b"before".to_vec())),
+                "{name} on {kind}"
+            );
             for round in 0..2 {
-                let err = call(&mut *plugin, b"").expect_err(&format!("{name} on {kind} must fail"));
-                assert!(expected(&err), "{name} on {kind} (round {round}): unexpected {err:?}");
-                assert_eq!(call(&mut *plugin, b"after"), Ok(Some(b"after".to_vec())), "{name} on {kind}");
+                let err =
+                    call(&mut *plugin, b"").expect_err(&format!("{name} on {kind} must fail"));
+                assert!(
+                    expected(&err),
+                    "{name} on {kind} (round {round}): unexpected {err:?}"
+                );
+                assert_eq!(
+                    call(&mut *plugin, b"after"),
+                    Ok(Some(b"after".to_vec())),
+                    "{name} on {kind}"
+                );
                 seen.push((kind, err));
             }
         }
         let (first_kind, first) = &seen[0];
         for (kind, err) in &seen[1..] {
-            assert!(same_outcome(first, err), "{name}: {first_kind} gave {first:?}, {kind} gave {err:?}");
+            assert!(
+                same_outcome(first, err),
+                "{name}: {first_kind} gave {first:?}, {kind} gave {err:?}"
+            );
         }
     }
 }
@@ -134,34 +176,61 @@ fn hostile_modules_fail_to_load_with_typed_errors() {
     let limits = limits();
     let too_big = vec![0xA5u8; limits.max_module_bytes * 16];
     let cases: [(&str, Vec<u8>, Expect); 6] = [
-        ("invalid bytes", b"\0asm\x01\0\0\0\x01\xff\xff\xff\xff\x0f garbage".to_vec(), |e| {
+        (
+            "invalid bytes",
+            b"\0asm\x01\0\0\0\x01\xff\xff\xff\xff\x0f garbage".to_vec(),
+            |e| matches!(e, PluginError::InvalidModule(_)),
+        ),
+        ("not wasm at all", b"#!/bin/sh\nrm -rf /\n".to_vec(), |e| {
             matches!(e, PluginError::InvalidModule(_))
         }),
-        ("not wasm at all", b"#!/bin/sh\nrm -rf /\n".to_vec(), |e| matches!(e, PluginError::InvalidModule(_))),
         // 64 MiB of garbage: refused by size before any parsing would call it invalid.
         ("far over the size limit", too_big, |e| {
-            *e == PluginError::ModuleTooLarge { size: 16 * 4 * 1024 * 1024, limit: 4 * 1024 * 1024 }
+            *e == PluginError::ModuleTooLarge {
+                size: 16 * 4 * 1024 * 1024,
+                limit: 4 * 1024 * 1024,
+            }
         }),
-        ("missing export", fixture("missing_export"), |e| matches!(e, PluginError::InvalidModule(m) if m.contains("handle"))),
-        ("unexpected import", fixture("unexpected_import"), |e| matches!(e, PluginError::Link(m) if m.contains("foo"))),
-        ("looping start function", fixture("start_loops"), |e| matches!(e, PluginError::Instantiate(_))),
+        (
+            "missing export",
+            fixture("missing_export"),
+            |e| matches!(e, PluginError::InvalidModule(m) if m.contains("handle")),
+        ),
+        (
+            "unexpected import",
+            fixture("unexpected_import"),
+            |e| matches!(e, PluginError::Link(m) if m.contains("foo")),
+        ),
+        ("looping start function", fixture("start_loops"), |e| {
+            matches!(e, PluginError::Instantiate(_))
+        }),
     ];
     for kind in ENGINES {
         let engine = engine(kind);
         for (what, wasm, expected) in &cases {
-            let err = load(&*engine, wasm, &limits).err().unwrap_or_else(|| panic!("{what} on {kind} loaded"));
+            let err = load(&*engine, wasm, &limits)
+                .err()
+                .unwrap_or_else(|| panic!("{what} on {kind} loaded"));
             assert!(expected(&err), "{what} on {kind}: unexpected {err:?}");
         }
         // The engine still loads a good plugin afterwards.
         let mut plugin = load(&*engine, &fixture("unreachable"), &limits).unwrap();
-        assert_eq!(call(&mut *plugin, b"ok"), Ok(Some(b"ok".to_vec())), "{kind}");
+        assert_eq!(
+            call(&mut *plugin, b"ok"),
+            Ok(Some(b"ok".to_vec())),
+            "{kind}"
+        );
     }
 }
 
 /// Resident set size of this process, in bytes (Linux).
 fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
-    let pages: usize = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).expect("statm field 2");
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("statm field 2");
     pages * 4096
 }
 
@@ -175,27 +244,47 @@ fn a_thousand_hostile_calls_leave_memory_flat() {
     /// Allowance for allocator noise; a leak of one guest memory page per
     /// call would already be 64 MiB.
     const SLACK: usize = 8 * 1024 * 1024;
-    let limits = Limits { fuel_per_call: 200_000, ..limits() };
+    let limits = Limits {
+        fuel_per_call: 200_000,
+        ..limits()
+    };
     for kind in ENGINES {
         let engine = engine(kind);
         let mut plugins: Vec<Box<dyn Plugin>> = AT_CALL
             .iter()
-            .map(|(name, _)| load(&*engine, &fixture(name), &limits).unwrap_or_else(|e| panic!("{name}: {e}")))
+            .map(|(name, _)| {
+                load(&*engine, &fixture(name), &limits).unwrap_or_else(|e| panic!("{name}: {e}"))
+            })
             .collect();
         let mut hostile_calls = |n: usize| {
             for i in 0..n {
                 let plugin = &mut plugins[i % AT_CALL.len()];
-                assert!(call(&mut **plugin, b"").is_err(), "{kind}: {} succeeded", AT_CALL[i % AT_CALL.len()].0);
+                assert!(
+                    call(&mut **plugin, b"").is_err(),
+                    "{kind}: {} succeeded",
+                    AT_CALL[i % AT_CALL.len()].0
+                );
             }
         };
         hostile_calls(200);
         let before = rss_bytes();
         hostile_calls(1_000);
         let after = rss_bytes();
-        eprintln!("{kind}: RSS {} KiB -> {} KiB over 1,000 hostile calls", before / 1024, after / 1024);
-        assert!(after <= before + SLACK, "{kind}: RSS grew from {before} to {after} bytes");
+        eprintln!(
+            "{kind}: RSS {} KiB -> {} KiB over 1,000 hostile calls",
+            before / 1024,
+            after / 1024
+        );
+        assert!(
+            after <= before + SLACK,
+            "{kind}: RSS grew from {before} to {after} bytes"
+        );
         for plugin in &mut plugins {
-            assert_eq!(call(&mut **plugin, b"still here"), Ok(Some(b"still here".to_vec())), "{kind}");
+            assert_eq!(
+                call(&mut **plugin, b"still here"),
+                Ok(Some(b"still here".to_vec())),
+                "{kind}"
+            );
         }
     }
 }

@@ -10,7 +10,7 @@ use wasmi::{Extern, ExternType, Instance, Linker, Memory, Module, Store, TypedFu
 
 use super::abi;
 use super::imports::guest_alloc;
-use super::state::{GuestHandles, GuestState, Realloc};
+use super::state::{without_imports, GuestHandles, GuestState, Realloc};
 use super::trap::classify;
 use crate::engine::PluginError;
 use crate::limits::Limits;
@@ -137,7 +137,7 @@ pub(super) fn describe(
         .map_err(|e| fail(store, e))?;
     let info = abi::lift_plugin_info(ex.memory.data(&*store), ret)?;
     if let Some(post) = ex.post_describe {
-        post.call(&mut *store, ret).map_err(|e| fail(store, e))?;
+        without_imports(&mut *store, |store| post.call(store, ret)).map_err(|e| fail(store, e))?;
     }
     Ok(info)
 }
@@ -172,7 +172,7 @@ pub(super) fn handle(
         .map_err(|e| fail(store, e))?;
     let result = abi::lift_handle_result(ex.memory.data(&*store), ret, limits.max_reply_bytes)?;
     if let Some(post) = ex.post_handle {
-        post.call(&mut *store, ret).map_err(|e| fail(store, e))?;
+        without_imports(&mut *store, |store| post.call(store, ret)).map_err(|e| fail(store, e))?;
     }
     let events = core::mem::take(&mut store.data_mut().events);
     Ok(CallOutcome { result, events })

@@ -14,7 +14,7 @@ use wasmi::errors::LinkerError;
 use wasmi::{Caller, Extern, ExternType, Linker, Memory, Module, ValType};
 
 use super::abi;
-use super::state::{GuestState, Realloc};
+use super::state::{without_imports, GuestState, Realloc};
 use crate::engine::PluginError;
 use crate::plugin::Event;
 
@@ -73,6 +73,18 @@ pub(super) fn define(linker: &mut Linker<GuestState>) -> Result<(), LinkerError>
 
 type HostResult<T = ()> = Result<T, wasmi::Error>;
 
+/// Every host function starts here: imports are refused while the host
+/// itself is calling into the guest (`cabi_realloc`, post-returns).
+fn enter(caller: &Caller<'_, GuestState>) -> Result<(), PluginError> {
+    if caller.data().may_leave {
+        Ok(())
+    } else {
+        Err(PluginError::Trap(
+            "import called from cabi_realloc or a post-return function".into(),
+        ))
+    }
+}
+
 fn memory(caller: &Caller<'_, GuestState>) -> Result<Memory, PluginError> {
     if let Some(g) = caller.data().guest {
         return Ok(g.memory);
@@ -106,7 +118,7 @@ pub(super) fn guest_alloc(
 ) -> Result<u32, wasmi::Error> {
     let mut ctx = ctx;
     let len32 = u32::try_from(len).map_err(|_| abi::abi("value does not fit a 32-bit guest"))?;
-    let ptr = realloc.call(&mut ctx, (0, 0, align, len32))?;
+    let ptr = without_imports(&mut ctx, |ctx| realloc.call(ctx, (0, 0, align, len32)))?;
     if ptr & (align.max(1) - 1) != 0 {
         return Err(abi::abi(format!(
             "cabi_realloc returned {ptr:#x}, not {align}-byte aligned"
@@ -118,6 +130,7 @@ pub(super) fn guest_alloc(
 }
 
 fn log(mut caller: Caller<'_, GuestState>, level: u32, ptr: u32, len: u32) -> HostResult {
+    enter(&caller)?;
     let level = abi::log_level(level)?;
     let memory = memory(&caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
@@ -126,6 +139,7 @@ fn log(mut caller: Caller<'_, GuestState>, level: u32, ptr: u32, len: u32) -> Ho
 }
 
 fn kv_get(mut caller: Caller<'_, GuestState>, ptr: u32, len: u32, retptr: u32) -> HostResult {
+    enter(&caller)?;
     let memory = memory(&caller)?;
     let value = {
         let (mem, state) = memory.data_and_store_mut(&mut caller);
@@ -153,6 +167,7 @@ fn kv_set(
     vlen: u32,
     retptr: u32,
 ) -> HostResult {
+    enter(&caller)?;
     let memory = memory(&caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let result = state
@@ -163,6 +178,7 @@ fn kv_set(
 }
 
 fn kv_delete(mut caller: Caller<'_, GuestState>, ptr: u32, len: u32) -> HostResult {
+    enter(&caller)?;
     let memory = memory(&caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     state.env.kv_delete(abi::string(mem, ptr, len)?);
@@ -170,6 +186,7 @@ fn kv_delete(mut caller: Caller<'_, GuestState>, ptr: u32, len: u32) -> HostResu
 }
 
 fn now_ms(caller: Caller<'_, GuestState>) -> HostResult<u64> {
+    enter(&caller)?;
     Ok(caller.data().env.now_ms())
 }
 
@@ -180,6 +197,7 @@ fn emit(
     pptr: u32,
     plen: u32,
 ) -> HostResult {
+    enter(&caller)?;
     let memory = memory(&caller)?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let name = abi::string(mem, nptr, nlen)?;

@@ -5,7 +5,7 @@
 
 use alloc::vec::Vec;
 
-use wasmi::{Memory, Store, TypedFunc};
+use wasmi::{AsContextMut, Memory, Store, TypedFunc};
 
 use super::limits::GuestLimiter;
 use crate::host_env::HostEnv;
@@ -39,6 +39,12 @@ pub(super) struct GuestState {
     /// Set once the instance exists; `None` while its start function runs
     /// (host functions then look the exports up by name).
     pub guest: Option<GuestHandles>,
+    /// `false` while the host runs `cabi_realloc` or a post-return: the
+    /// canonical ABI forbids imports there (wasmtime traps the same way),
+    /// which also bounds host -> guest -> host re-entry to one level, so a
+    /// guest cannot recurse through `kv-get` and its allocator on the host
+    /// stack.
+    pub may_leave: bool,
 }
 
 impl GuestState {
@@ -52,6 +58,7 @@ impl GuestState {
             },
             events: Vec::new(),
             guest: None,
+            may_leave: true,
         }
     }
 
@@ -59,6 +66,7 @@ impl GuestState {
     pub fn begin_call(&mut self) {
         self.events.clear();
         self.limiter.exhausted = None;
+        self.may_leave = true;
     }
 }
 
@@ -67,4 +75,16 @@ pub(super) fn new_store(engine: &wasmi::Engine, state: GuestState) -> Store<Gues
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
     store
+}
+
+/// Runs `f`, a call of `cabi_realloc` or a post-return, with imports
+/// forbidden (see [`GuestState::may_leave`]).
+pub(super) fn without_imports<C, R>(mut ctx: C, f: impl FnOnce(&mut C) -> R) -> R
+where
+    C: AsContextMut<Data = GuestState>,
+{
+    ctx.as_context_mut().data_mut().may_leave = false;
+    let result = f(&mut ctx);
+    ctx.as_context_mut().data_mut().may_leave = true;
+    result
 }

@@ -568,6 +568,24 @@ fn start_and_describe_failures() {
 }
 
 #[test]
+fn no_imports_from_realloc_or_post_return() {
+    // The shared hostile fixture: cabi_realloc calls kv-get, which would call
+    // cabi_realloc... on the host stack if it were allowed.
+    let text = include_str!("../../../../tests/fixtures/hostile/reentrant_realloc.wat");
+    let mut p = load(&wat::parse_str(text).unwrap());
+    assert_eq!(reply(&mut p, b"seed"), Ok(Some(b"seed".to_vec())));
+    assert!(matches!(reply(&mut p, b""), Err(PluginError::Trap(m)) if m.contains("cabi_realloc")));
+    assert_eq!(reply(&mut p, b"again"), Ok(Some(b"again".to_vec())));
+    // A post-return that logs.
+    let wat = String::from_utf8(echo_text()).unwrap().replace(
+        r#"(func (export "cabi_post_handle") (param i32) (global.set $heap (i32.const 1024)))"#,
+        r#"(func (export "cabi_post_handle") (param i32) (call $log (i32.const 2) (i32.const 16) (i32.const 4)))"#,
+    );
+    let mut p = load(&wat::parse_str(&wat).unwrap());
+    assert!(matches!(reply(&mut p, b""), Err(PluginError::Trap(_))));
+}
+
+#[test]
 fn a_thousand_traps_leave_the_plugin_usable() {
     let body = r#"(if (i32.eqz (local.get $p_len)) (then unreachable)) (call $reply (i32.const 0) (i32.const 1) (local.get $p) (local.get $p_len))"#;
     let mut p = load(&guest("", body));
