@@ -1,0 +1,181 @@
+//! Step 5 on Linux: one loaded plugin and its calls. The instance is reused
+//! across successful calls (guest statics persist, exactly as on wasmi), and
+//! thrown away with its whole `Store` after any `Err` (contract point 13):
+//! the next call instantiates afresh from the pre-linked `PluginPre`, while
+//! the `HostEnv` (kv, logger, clock) moves over untouched.
+
+use std::sync::Arc;
+
+use relay_core::engine::{validate_info, EnvFactory, Plugin, PluginError};
+use relay_core::host_env::HostEnv;
+use relay_core::limits::Limits;
+use relay_core::plugin::{CallOutcome, HandlerError, HandlerResult, Invocation, PluginInfo};
+use wasmtime::Store;
+
+use super::bindings::{self, wit, State};
+use super::errors::classify;
+use super::ticker::deadline_ticks;
+use super::Runtime;
+
+/// A plugin loaded by [`super::WasmtimeEngine`].
+pub struct WasmtimePlugin {
+    info: PluginInfo,
+    limits: Limits,
+    runtime: Arc<Runtime>,
+    pre: bindings::PluginPre<State>,
+    store: Store<State>,
+    /// `None` after a failed call: the next call instantiates afresh.
+    live: Option<bindings::Plugin>,
+}
+
+impl WasmtimePlugin {
+    /// Load steps 5-6: instantiate, run `describe` in a detached env,
+    /// validate it, then attach the plugin's real env.
+    pub(super) fn boot(
+        runtime: Arc<Runtime>,
+        pre: bindings::PluginPre<State>,
+        limits: &Limits,
+        make_env: EnvFactory<'_>,
+    ) -> Result<Self, PluginError> {
+        let mut store = new_store(
+            &runtime.engine,
+            State::new(HostEnv::detached(limits), limits),
+        );
+        let (live, info) = {
+            let _active = runtime.ticker.enter();
+            arm(&mut store, limits, limits.time_budget_ms).map_err(boot_error)?;
+            let live = pre.instantiate(&mut store).map_err(boot_error)?;
+            arm(&mut store, limits, limits.time_budget_ms).map_err(boot_error)?;
+            let info = live.call_describe(&mut store).map_err(boot_error)?;
+            (live, PluginInfo::from(info))
+        };
+        validate_info(&info)?;
+        store.data_mut().env = make_env(&info);
+        Ok(WasmtimePlugin {
+            info,
+            limits: limits.clone(),
+            runtime,
+            pre,
+            store,
+            live: Some(live),
+        })
+    }
+
+    fn call(&mut self, cmd: &Invocation) -> Result<CallOutcome, PluginError> {
+        let budget_ms = self.budget_ms(&cmd.name);
+        let _active = self.runtime.ticker.enter();
+        let live = match self.live.take() {
+            Some(live) => live,
+            None => {
+                arm(&mut self.store, &self.limits, budget_ms).map_err(|e| classify(&e))?;
+                self.pre
+                    .instantiate(&mut self.store)
+                    .map_err(|e| classify(&e))?
+            }
+        };
+        self.store.data_mut().events.clear();
+        arm(&mut self.store, &self.limits, budget_ms).map_err(|e| classify(&e))?;
+        let returned = live
+            .call_handle(&mut self.store, bindings::command(cmd))
+            .map_err(|e| classify(&e))?;
+        let result = self.check_result(returned)?;
+        let events = std::mem::take(&mut self.store.data_mut().events);
+        self.live = Some(live);
+        Ok(CallOutcome { result, events })
+    }
+
+    /// Contract point 11 for the handler's own answer. (wasmtime has already
+    /// copied the list out of guest memory here — it runs the post-return
+    /// inside `call`, so the list cannot be inspected in place — but that
+    /// copy is bounded by `max_memory_bytes`.)
+    fn check_result(
+        &self,
+        returned: Result<Option<Vec<u8>>, wit::HandlerError>,
+    ) -> Result<HandlerResult, PluginError> {
+        let limit = self.limits.max_reply_bytes;
+        let size = match &returned {
+            Ok(Some(reply)) => reply.len(),
+            Ok(None) => 0,
+            Err(e) => e.message.len(),
+        };
+        if size > limit {
+            return Err(PluginError::ReplyTooLarge { size, limit });
+        }
+        Ok(returned.map_err(|e| HandlerError {
+            kind: e.kind.into(),
+            message: e.message,
+        }))
+    }
+
+    /// The plugin's wall-time budget, lowered by the command's `budget-ms`.
+    fn budget_ms(&self, command: &str) -> u32 {
+        let own = self
+            .info
+            .commands
+            .iter()
+            .find(|c| c.name == command)
+            .and_then(|c| c.budget_ms);
+        own.map_or(self.limits.time_budget_ms, |ms| {
+            ms.min(self.limits.time_budget_ms)
+        })
+    }
+
+    /// Drops the instance and its store (and so all guest memory), keeping the env.
+    fn recycle(&mut self) {
+        self.live = None;
+        let env = std::mem::replace(
+            &mut self.store.data_mut().env,
+            HostEnv::detached(&self.limits),
+        );
+        self.store = new_store(&self.runtime.engine, State::new(env, &self.limits));
+    }
+}
+
+impl Plugin for WasmtimePlugin {
+    fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    fn handle(&mut self, cmd: &Invocation) -> Result<CallOutcome, PluginError> {
+        let outcome = self.call(cmd);
+        if outcome.is_err() {
+            self.recycle();
+        }
+        outcome
+    }
+
+    fn env(&self) -> &HostEnv {
+        &self.store.data().env
+    }
+
+    fn env_mut(&mut self) -> &mut HostEnv {
+        &mut self.store.data_mut().env
+    }
+}
+
+/// A store with the plugin's limiter installed.
+pub(super) fn new_store(engine: &wasmtime::Engine, state: State) -> Store<State> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.limiter);
+    store
+}
+
+/// Refills the budgets of one entry into the guest: fuel and the epoch deadline.
+pub(super) fn arm(
+    store: &mut Store<State>,
+    limits: &Limits,
+    budget_ms: u32,
+) -> wasmtime::Result<()> {
+    store.set_fuel(limits.fuel_per_call)?;
+    store.set_epoch_deadline(deadline_ticks(budget_ms));
+    Ok(())
+}
+
+/// Contract point 5: anything going wrong while instantiating or describing.
+fn boot_error(e: wasmtime::Error) -> PluginError {
+    PluginError::Instantiate(match classify(&e) {
+        // Not a guest ABI fault at this stage: wasmtime's own message says more.
+        PluginError::Abi(_) => format!("{e:#}"),
+        typed => typed.to_string(),
+    })
+}
