@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use relay_core::engine::{Engine, EngineKind};
 use relay_core::plugin::PluginInfo;
 use relay_core::registry::Registry;
 
@@ -18,7 +19,11 @@ use super::config::{Config, ConfigError};
 use super::handlers::Handlers;
 use super::loader::{self, LoadError};
 use super::{Runtime, RuntimeError, RuntimeHandle};
+use crate::engine::wasmtime::WasmtimeEngine;
 use crate::transport::{MqttTransport, TransportError};
+
+/// Compiled-plugin cache inside the data dir (wasmtime only).
+pub const COMPILE_CACHE_DIR: &str = "compiled";
 
 /// Why a device could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,13 +44,23 @@ pub enum StartError {
 }
 
 /// A device running on MQTT.
-#[derive(Debug)]
 pub struct DeviceRuntime {
     pub handle: RuntimeHandle,
     /// The link (its [`MqttTransport::link`] state, e.g. to wait for the subscription).
     pub transport: Arc<MqttTransport>,
     /// Plugins loaded from the plugin dir.
     pub plugins: Vec<PluginInfo>,
+    /// The engine they run on (to load more, e.g. an install).
+    pub engine: Arc<dyn Engine>,
+}
+
+impl std::fmt::Debug for DeviceRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceRuntime")
+            .field("handle", &self.handle)
+            .field("plugins", &self.plugins)
+            .finish()
+    }
 }
 
 /// Loads plugins, replays the journal, connects (see the module doc).
@@ -53,10 +68,7 @@ pub struct DeviceRuntime {
 pub fn start_device(config: &Config) -> Result<DeviceRuntime, StartError> {
     config.validate()?;
     let limits = config.plugin_limits()?;
-    let engine = crate::engine::build(config.engine).map_err(|e| StartError::Engine {
-        kind: config.engine,
-        message: format!("{e:#}"),
-    })?;
+    let engine = build_engine(config)?;
     let handlers = Handlers::new(Registry::new());
     let plugins = loader::load_dir(
         &*engine,
@@ -81,7 +93,28 @@ pub fn start_device(config: &Config) -> Result<DeviceRuntime, StartError> {
         handle,
         transport,
         plugins,
+        engine,
     })
+}
+
+/// The configured engine. wasmtime keeps compiled plugins in
+/// `<data_dir>/compiled` so a restart (e.g. after a crash) does not pay the
+/// Cranelift compile again.
+fn build_engine(config: &Config) -> Result<Arc<dyn Engine>, StartError> {
+    let failed = |message: String| StartError::Engine {
+        kind: config.engine,
+        message,
+    };
+    match config.engine {
+        EngineKind::Wasmtime => {
+            WasmtimeEngine::with_cache_dir(config.data_dir.join(COMPILE_CACHE_DIR))
+                .map(|e| Arc::new(e) as Arc<dyn Engine>)
+                .map_err(|e| failed(e.to_string()))
+        }
+        kind => crate::engine::build(kind)
+            .map(Arc::from)
+            .map_err(|e| failed(format!("{e:#}"))),
+    }
 }
 
 /// Logs `ready` the first time the command subscription is granted.
