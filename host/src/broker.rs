@@ -39,10 +39,15 @@ pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("could not find a free port on {ip}: {source}")]
-    NoFreePort { ip: std::net::IpAddr, source: io::Error },
+    NoFreePort {
+        ip: std::net::IpAddr,
+        source: io::Error,
+    },
     #[error("could not start the broker thread: {0}")]
     Thread(io::Error),
-    #[error("the embedded broker did not accept connections on {addr} within {waited:?} (port taken?)")]
+    #[error(
+        "the embedded broker did not accept connections on {addr} within {waited:?} (port taken?)"
+    )]
     NotListening { addr: SocketAddr, waited: Duration },
 }
 
@@ -57,7 +62,11 @@ impl EmbeddedBroker {
     /// Starts a broker on `addr` (port 0 = pick a free one) and waits until
     /// it accepts connections.
     pub fn start(addr: SocketAddr) -> Result<Self, BrokerError> {
-        let addr = if addr.port() == 0 { free_port(addr)? } else { addr };
+        let addr = if addr.port() == 0 {
+            free_port(addr)?
+        } else {
+            addr
+        };
         let config = config(addr);
         thread::Builder::new()
             .name("relay-broker".into())
@@ -90,22 +99,38 @@ impl EmbeddedBroker {
 /// A port that was free a moment ago on `addr`'s IP (there is a small race
 /// before the broker binds it; on loopback in tests that is acceptable).
 pub fn free_port(addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
-    let listener =
-        TcpListener::bind(SocketAddr::new(addr.ip(), 0)).map_err(|source| BrokerError::NoFreePort { ip: addr.ip(), source })?;
-    listener.local_addr().map_err(|source| BrokerError::NoFreePort { ip: addr.ip(), source })
+    let listener = TcpListener::bind(SocketAddr::new(addr.ip(), 0)).map_err(|source| {
+        BrokerError::NoFreePort {
+            ip: addr.ip(),
+            source,
+        }
+    })?;
+    listener
+        .local_addr()
+        .map_err(|source| BrokerError::NoFreePort {
+            ip: addr.ip(),
+            source,
+        })
 }
 
 /// Polls until something accepts TCP connections on `addr`, at most `limit`.
 pub fn wait_listening(addr: SocketAddr, limit: Duration) -> Result<(), BrokerError> {
     let started = Instant::now();
-    let connect_to = if addr.ip().is_unspecified() { SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()) } else { addr };
+    let connect_to = if addr.ip().is_unspecified() {
+        SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
+    };
     while started.elapsed() < limit {
         if TcpStream::connect_timeout(&connect_to, Duration::from_millis(200)).is_ok() {
             return Ok(());
         }
         thread::sleep(Duration::from_millis(20));
     }
-    Err(BrokerError::NotListening { addr, waited: limit })
+    Err(BrokerError::NotListening {
+        addr,
+        waited: limit,
+    })
 }
 
 /// The rumqttd configuration: one anonymous v4 listener on `addr`.
@@ -134,5 +159,10 @@ fn config(addr: SocketAddr) -> Config {
         max_segment_count: 10,
         ..RouterConfig::default()
     };
-    Config { id: 0, router, v4: Some(HashMap::from([("1".to_string(), server)])), ..Config::default() }
+    Config {
+        id: 0,
+        router,
+        v4: Some(HashMap::from([("1".to_string(), server)])),
+        ..Config::default()
+    }
 }

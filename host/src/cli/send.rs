@@ -89,14 +89,18 @@ pub fn run(args: SendArgs) -> Result<()> {
         Some(text) => Payload::Msgpack(parse_json_payload(text).map_err(|e| anyhow!(e))?),
         None => Payload::None,
     };
-    let mut request = CommandRequest::new(args.name.clone()).role(args.role).rpc(args.rpc);
+    let mut request = CommandRequest::new(args.name.clone())
+        .role(args.role)
+        .rpc(args.rpc);
     request.payload = payload;
     request.ttl = args.ttl;
     request.id = args.id.clone();
     crate::client::build_envelope(&request, crate::client::unix_ms())?;
     crate::transport::topics::validate_device(&args.device)?;
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let final_state = runtime.block_on(send(&args, request))?;
     match final_state {
         Some(state) if state != State::Succeeded => {
@@ -110,10 +114,17 @@ pub fn run(args: SendArgs) -> Result<()> {
 /// Returns the final state when waiting.
 async fn send(args: &SendArgs, request: CommandRequest) -> Result<Option<State>> {
     let client = Client::connect(args.broker.options()).await?;
-    let id = client.send(&args.device, request).await.context("sending the command")?;
+    let id = client
+        .send(&args.device, request)
+        .await
+        .context("sending the command")?;
     let mut out = std::io::stdout().lock();
     if args.json_output {
-        writeln!(out, "{}", serde_json::json!({ "id": id, "device": args.device, "name": args.name }))?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "id": id, "device": args.device, "name": args.name })
+        )?;
     } else {
         writeln!(out, "{id}")?;
     }
@@ -129,12 +140,23 @@ async fn send(args: &SendArgs, request: CommandRequest) -> Result<Option<State>>
         let status = match client.next_status(&id, left).await {
             Ok(s) => s,
             Err(crate::client::ClientError::Timeout { .. }) => {
-                break Err(anyhow!("no final status for {id} within {:?} (is the device running?)", args.timeout))
+                break Err(anyhow!(
+                    "no final status for {id} within {:?} (is the device running?)",
+                    args.timeout
+                ))
             }
             Err(e) => break Err(e.into()),
         };
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", if args.json_output { status_json(&status).to_string() } else { status_line(&status) })?;
+        writeln!(
+            out,
+            "{}",
+            if args.json_output {
+                status_json(&status).to_string()
+            } else {
+                status_line(&status)
+            }
+        )?;
         out.flush()?;
         if status.is_final() {
             break Ok(Some(status.status));
@@ -189,7 +211,8 @@ pub fn status_line(status: &Status) -> String {
 
 /// `admin`, `primary` or `secondary`.
 pub fn parse_role(s: &str) -> Result<Role, String> {
-    Role::parse(s).ok_or_else(|| format!("unknown role {s:?}; expected admin, primary or secondary"))
+    Role::parse(s)
+        .ok_or_else(|| format!("unknown role {s:?}; expected admin, primary or secondary"))
 }
 
 /// `250ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
@@ -197,7 +220,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("invalid duration {s:?}; use e.g. 500ms, 30s, 5m, 1h"))?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}; use e.g. 500ms, 30s, 5m, 1h"))?;
     let millis = match unit {
         "ms" => Some(n),
         "" | "s" => n.checked_mul(1000),
@@ -205,7 +230,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n.checked_mul(3_600_000),
         _ => return Err(format!("invalid duration unit in {s:?}; use ms, s, m or h")),
     };
-    millis.map(Duration::from_millis).ok_or_else(|| format!("duration {s:?} is too long"))
+    millis
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
 }
 
 #[cfg(test)]
@@ -228,13 +255,19 @@ mod tests {
     #[test]
     fn roles() {
         assert_eq!(parse_role("secondary"), Ok(Role::Secondary));
-        assert!(parse_role("root").unwrap_err().contains("admin, primary or secondary"));
+        assert!(parse_role("root")
+            .unwrap_err()
+            .contains("admin, primary or secondary"));
     }
 
     #[test]
     fn status_rendering() {
-        let s = Status::new("id1", "echo", State::Failed, 5, 7).with_code(Code::HandlerError, "boom");
-        assert_eq!(status_line(&s), "failed attempt=5 code=handler_error message=\"boom\"");
+        let s =
+            Status::new("id1", "echo", State::Failed, 5, 7).with_code(Code::HandlerError, "boom");
+        assert_eq!(
+            status_line(&s),
+            "failed attempt=5 code=handler_error message=\"boom\""
+        );
         let json = status_json(&s);
         assert_eq!(json["code"], "handler_error");
         assert_eq!(json["attempt"], 5);

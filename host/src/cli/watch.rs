@@ -28,7 +28,9 @@ pub struct WatchArgs {
 
 pub fn run(args: WatchArgs) -> Result<()> {
     crate::transport::topics::validate_device(&args.device)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(watch(args))
 }
 
@@ -66,7 +68,9 @@ fn render(message: &DeviceMessage, json: bool) -> String {
             v["type"] = "status".into();
             v.to_string()
         }
-        (DeviceMessage::Status { status, .. }, false) => format!("{} {} {}", status.id, status.name, status_line(status)),
+        (DeviceMessage::Status { status, .. }, false) => {
+            format!("{} {} {}", status.id, status.name, status_line(status))
+        }
         (DeviceMessage::Event { name, payload, .. }, json) => {
             let value = msgpack_to_json(payload).unwrap_or_else(serde_json::Value::String);
             if json {
@@ -78,6 +82,8 @@ fn render(message: &DeviceMessage, json: bool) -> String {
         (DeviceMessage::Undecodable { topic, error }, true) => {
             serde_json::json!({ "type": "undecodable", "topic": topic, "error": error }).to_string()
         }
-        (DeviceMessage::Undecodable { topic, error }, false) => format!("undecodable message on {topic}: {error}"),
+        (DeviceMessage::Undecodable { topic, error }, false) => {
+            format!("undecodable message on {topic}: {error}")
+        }
     }
 }

@@ -15,8 +15,13 @@ pub fn json_to_msgpack(value: &Json) -> Vec<u8> {
 /// Parses `text` as JSON and encodes it as msgpack. The error says where the
 /// JSON went wrong (line and column).
 pub fn parse_json_payload(text: &str) -> Result<Vec<u8>, String> {
-    let value: Json = serde_json::from_str(text)
-        .map_err(|e| format!("invalid JSON payload at line {}, column {}: {e}", e.line(), e.column()))?;
+    let value: Json = serde_json::from_str(text).map_err(|e| {
+        format!(
+            "invalid JSON payload at line {}, column {}: {e}",
+            e.line(),
+            e.column()
+        )
+    })?;
     Ok(json_to_msgpack(&value))
 }
 
@@ -26,7 +31,8 @@ pub fn parse_json_payload(text: &str) -> Result<Vec<u8>, String> {
 pub fn msgpack_to_json(bytes: &[u8]) -> Result<Json, String> {
     validate(bytes, DEFAULT_MAX_DEPTH).map_err(|e| format!("invalid msgpack: {e}"))?;
     let mut reader = bytes;
-    let value = rmpv::decode::read_value(&mut reader).map_err(|e| format!("invalid msgpack: {e}"))?;
+    let value =
+        rmpv::decode::read_value(&mut reader).map_err(|e| format!("invalid msgpack: {e}"))?;
     Ok(to_json(value))
 }
 

@@ -42,8 +42,8 @@ use relay_core::name::validate_name;
 use relay_core::plugin::Role;
 use relay_core::status::Status;
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, Request, Subscribe,
-    SubscribeFilter, SubscribeReasonCode,
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, Request,
+    Subscribe, SubscribeFilter, SubscribeReasonCode,
 };
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
@@ -112,7 +112,14 @@ pub struct CommandRequest {
 impl CommandRequest {
     /// A command with no payload, role `admin`, no expiry.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), payload: Payload::None, role: Role::Admin, rpc: false, ttl: None, id: None }
+        Self {
+            name: name.into(),
+            payload: Payload::None,
+            role: Role::Admin,
+            rpc: false,
+            ttl: None,
+            id: None,
+        }
     }
 
     pub fn json(mut self, value: serde_json::Value) -> Self {
@@ -149,17 +156,31 @@ impl CommandRequest {
 /// Something a watched device published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceMessage {
-    Status { device: String, status: Status },
-    Event { device: String, name: String, payload: Vec<u8> },
+    Status {
+        device: String,
+        status: Status,
+    },
+    Event {
+        device: String,
+        name: String,
+        payload: Vec<u8>,
+    },
     /// A status that did not decode (a device speaking another version?).
-    Undecodable { topic: String, error: String },
+    Undecodable {
+        topic: String,
+        error: String,
+    },
 }
 
 /// Errors of the client library.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the MQTT broker at {host}:{port}: {reason}")]
-    Unreachable { host: String, port: u16, reason: String },
+    Unreachable {
+        host: String,
+        port: u16,
+        reason: String,
+    },
     #[error(transparent)]
     Topic(#[from] TopicError),
     #[error("invalid command name {name:?}: {reason}")]
@@ -230,7 +251,10 @@ impl Client {
     /// Connects, waiting at most `options.connect_timeout` for the CONNACK.
     pub async fn connect(options: ClientOptions) -> Result<Client, ClientError> {
         validate_prefix(&options.prefix)?;
-        let client_id = options.client_id.clone().unwrap_or_else(|| format!("relay-app-{:016x}", rand::random::<u64>()));
+        let client_id = options
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("relay-app-{:016x}", rand::random::<u64>()));
         let mut mqtt = MqttOptions::new(client_id, options.host.clone(), options.port);
         mqtt.set_clean_session(true)
             .set_keep_alive(options.keep_alive.max(Duration::from_secs(1)))
@@ -241,9 +265,15 @@ impl Client {
         }
         let (client, mut eventloop) = AsyncClient::new(mqtt, 256);
         eventloop.network_options.set_tcp_nodelay(true);
-        eventloop.network_options.set_connection_timeout(options.connect_timeout.as_secs().max(1));
+        eventloop
+            .network_options
+            .set_connection_timeout(options.connect_timeout.as_secs().max(1));
 
-        let unreachable = |reason: String| ClientError::Unreachable { host: options.host.clone(), port: options.port, reason };
+        let unreachable = |reason: String| ClientError::Unreachable {
+            host: options.host.clone(),
+            port: options.port,
+            reason,
+        };
         let first = tokio::time::timeout(options.connect_timeout, async {
             loop {
                 match eventloop.poll().await {
@@ -257,7 +287,12 @@ impl Client {
         match first {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(unreachable(describe_connection_error(&e))),
-            Err(_) => return Err(unreachable(format!("no answer within {:?}", options.connect_timeout))),
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "no answer within {:?}",
+                    options.connect_timeout
+                )))
+            }
         }
 
         let shared = Arc::new(Shared {
@@ -298,23 +333,41 @@ impl Client {
                 Some(t) if t.device != device => return Err(ClientError::DuplicateId(id)),
                 Some(_) => {}
                 None => {
-                    state.tracked.insert(id.clone(), Tracked { device: device.into(), statuses: VecDeque::new() });
+                    state.tracked.insert(
+                        id.clone(),
+                        Tracked {
+                            device: device.into(),
+                            statuses: VecDeque::new(),
+                        },
+                    );
                 }
             }
         }
         let topic = topics.command(request.role);
         let mut published = self.publish_lock.lock().await;
         self.client
-            .publish(topic.clone(), QoS::AtLeastOnce, false, envelope.to_msgpack())
+            .publish(
+                topic.clone(),
+                QoS::AtLeastOnce,
+                false,
+                envelope.to_msgpack(),
+            )
             .await
             .map_err(|_| ClientError::Closed)?;
         *published += 1;
         let mine = *published;
         // Brokers PUBACK QoS 1 publishes in order, so the n-th PUBACK is ours.
-        let acked = self.wait_until(self.options.ack_timeout, || self.shared.pubacks.load(Ordering::SeqCst) >= mine).await;
+        let acked = self
+            .wait_until(self.options.ack_timeout, || {
+                self.shared.pubacks.load(Ordering::SeqCst) >= mine
+            })
+            .await;
         drop(published);
         if !acked {
-            return Err(ClientError::NoAck { what: format!("command {id} on {topic}"), waited: self.options.ack_timeout });
+            return Err(ClientError::NoAck {
+                what: format!("command {id} on {topic}"),
+                waited: self.options.ack_timeout,
+            });
         }
         Ok(id)
     }
@@ -345,8 +398,13 @@ impl Client {
                 Ok(status)
             }
             Some(Err(e)) => Err(e),
-            None if !arrived && self.shared.closed.load(Ordering::SeqCst) => Err(ClientError::Closed),
-            None => Err(ClientError::Timeout { id: id.into(), waited: timeout }),
+            None if !arrived && self.shared.closed.load(Ordering::SeqCst) => {
+                Err(ClientError::Closed)
+            }
+            None => Err(ClientError::Timeout {
+                id: id.into(),
+                waited: timeout,
+            }),
         }
     }
 
@@ -359,7 +417,12 @@ impl Client {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let status = match self.next_status(id, left).await {
                 Ok(s) => s,
-                Err(ClientError::Timeout { .. }) => return Err(ClientError::Timeout { id: id.into(), waited: timeout }),
+                Err(ClientError::Timeout { .. }) => {
+                    return Err(ClientError::Timeout {
+                        id: id.into(),
+                        waited: timeout,
+                    })
+                }
                 Err(e) => return Err(e),
             };
             let done = status.is_final();
@@ -377,7 +440,10 @@ impl Client {
 
     /// Streams every status and event `device` publishes from now on. The
     /// stream ends when the client closes.
-    pub async fn watch(&self, device: &str) -> Result<mpsc::UnboundedReceiver<DeviceMessage>, ClientError> {
+    pub async fn watch(
+        &self,
+        device: &str,
+    ) -> Result<mpsc::UnboundedReceiver<DeviceMessage>, ClientError> {
         let topics = Topics::new(&self.shared.prefix, device)?;
         let (tx, rx) = mpsc::unbounded_channel();
         self.shared.lock().watchers.push((device.into(), tx));
@@ -391,7 +457,10 @@ impl Client {
         self.shared.closed.store(true, Ordering::SeqCst);
         let _ = self.client.disconnect().await;
         if let Some(mut task) = self.task.take() {
-            if tokio::time::timeout(self.options.ack_timeout, &mut task).await.is_err() {
+            if tokio::time::timeout(self.options.ack_timeout, &mut task)
+                .await
+                .is_err()
+            {
                 task.abort();
             }
         }
@@ -400,13 +469,21 @@ impl Client {
     async fn subscribe_device(&self, topics: &Topics) -> Result<(), ClientError> {
         let filters = [topics.status(), topics.event_filter()];
         let _one_at_a_time = self.subscribe_lock.lock().await;
-        if filters.iter().all(|f| self.shared.lock().filters.contains(f)) {
+        if filters
+            .iter()
+            .all(|f| self.shared.lock().filters.contains(f))
+        {
             return Ok(());
         }
         let (tx, rx) = oneshot::channel();
         self.shared.lock().suback = Some(tx);
-        let request = filters.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-        self.client.subscribe_many(request).await.map_err(|_| ClientError::Closed)?;
+        let request = filters
+            .iter()
+            .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+        self.client
+            .subscribe_many(request)
+            .await
+            .map_err(|_| ClientError::Closed)?;
         match tokio::time::timeout(self.options.ack_timeout, rx).await {
             Ok(Ok(true)) => {
                 self.shared.lock().filters.extend(filters);
@@ -414,7 +491,10 @@ impl Client {
             }
             Ok(Ok(false)) => Err(ClientError::SubscribeRefused(filters.join(", "))),
             Ok(Err(_)) => Err(ClientError::Closed),
-            Err(_) => Err(ClientError::NoAck { what: format!("the subscription to {}", filters.join(", ")), waited: self.options.ack_timeout }),
+            Err(_) => Err(ClientError::NoAck {
+                what: format!("the subscription to {}", filters.join(", ")),
+                waited: self.options.ack_timeout,
+            }),
         }
     }
 
@@ -428,7 +508,9 @@ impl Client {
             if ready() {
                 return true;
             }
-            if self.shared.closed.load(Ordering::SeqCst) && self.task.as_ref().is_none_or(|t| t.is_finished()) {
+            if self.shared.closed.load(Ordering::SeqCst)
+                && self.task.as_ref().is_none_or(|t| t.is_finished())
+            {
                 return false;
             }
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
@@ -448,8 +530,10 @@ impl Drop for Client {
 
 /// Builds and checks the envelope exactly as the device will decode it.
 pub fn build_envelope(request: &CommandRequest, now_ms: u64) -> Result<Envelope, ClientError> {
-    validate_name(&request.name)
-        .map_err(|e| ClientError::InvalidName { name: request.name.clone(), reason: e.to_string() })?;
+    validate_name(&request.name).map_err(|e| ClientError::InvalidName {
+        name: request.name.clone(),
+        reason: e.to_string(),
+    })?;
     let id = request.id.clone().unwrap_or_else(|| new_request_id(now_ms));
     validate_id(&id).map_err(|e| ClientError::InvalidCommand(format!("id {id:?}: {e}")))?;
     let payload = match &request.payload {
@@ -457,13 +541,21 @@ pub fn build_envelope(request: &CommandRequest, now_ms: u64) -> Result<Envelope,
         Payload::Json(value) => json::json_to_msgpack(value),
         Payload::Msgpack(bytes) => bytes.clone(),
     };
-    let kind = if request.rpc { Kind::Rpc } else { Kind::Command };
-    let mut envelope = Envelope::new(id, request.name.clone(), now_ms).with_payload(payload).with_kind(kind);
+    let kind = if request.rpc {
+        Kind::Rpc
+    } else {
+        Kind::Command
+    };
+    let mut envelope = Envelope::new(id, request.name.clone(), now_ms)
+        .with_payload(payload)
+        .with_kind(kind);
     if let Some(ttl) = request.ttl {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
         envelope = envelope.with_expires_at(now_ms.saturating_add(ttl_ms));
     }
-    envelope.check(&EnvelopeLimits::default()).map_err(|e| ClientError::InvalidCommand(e.to_string()))?;
+    envelope
+        .check(&EnvelopeLimits::default())
+        .map_err(|e| ClientError::InvalidCommand(e.to_string()))?;
     Ok(envelope)
 }
 
@@ -474,13 +566,17 @@ pub fn new_request_id(now_ms: u64) -> String {
 
 /// Unix time in milliseconds (0 if the clock is before 1970).
 pub fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn describe_connection_error(error: &ConnectionError) -> String {
     match error {
         ConnectionError::Io(e) => e.to_string(),
-        ConnectionError::ConnectionRefused(code) => format!("the broker refused the connection ({code:?})"),
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection ({code:?})")
+        }
         ConnectionError::NetworkTimeout => "connection timed out".into(),
         other => other.to_string(),
     }
@@ -498,15 +594,25 @@ async fn drive(mut eventloop: EventLoop, shared: Arc<Shared>, connected: watch::
     let mut failures: u32 = 0;
     // Publishes and subscribes of a dead connection, sent again after the next CONNACK.
     let mut saved: VecDeque<Request> = VecDeque::new();
+    // After our DISCONNECT, read until the broker closes: closing first with
+    // unread data would send a TCP RST that can make the broker drop what we sent last.
+    let mut disconnect_sent = false;
     loop {
         match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::Publish(publish))) => route(&shared, &publish.topic, publish.payload.to_vec()),
+            Err(_) if disconnect_sent => break,
+            Ok(_) if disconnect_sent => {}
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                route(&shared, &publish.topic, publish.payload.to_vec())
+            }
             Ok(Event::Incoming(Packet::PubAck(_))) => {
                 shared.pubacks.fetch_add(1, Ordering::SeqCst);
                 shared.changed.notify_waiters();
             }
             Ok(Event::Incoming(Packet::SubAck(suback))) => {
-                let granted = suback.return_codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_)));
+                let granted = suback
+                    .return_codes
+                    .iter()
+                    .all(|c| matches!(c, SubscribeReasonCode::Success(_)));
                 if let Some(tx) = shared.lock().suback.take() {
                     let _ = tx.send(granted);
                 }
@@ -514,8 +620,12 @@ async fn drive(mut eventloop: EventLoop, shared: Arc<Shared>, connected: watch::
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 failures = 0;
                 let _ = connected.send(true);
-                let filters: Vec<_> =
-                    shared.lock().filters.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)).collect();
+                let filters: Vec<_> = shared
+                    .lock()
+                    .filters
+                    .iter()
+                    .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
+                    .collect();
                 let mut front = VecDeque::new();
                 if !filters.is_empty() {
                     front.push_back(Request::Subscribe(Subscribe::new_many(filters)));
@@ -524,7 +634,7 @@ async fn drive(mut eventloop: EventLoop, shared: Arc<Shared>, connected: watch::
                 front.append(&mut eventloop.pending);
                 eventloop.pending = front;
             }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => disconnect_sent = true,
             Ok(_) => {}
             Err(ConnectionError::RequestsDone) => break,
             Err(error) => {
@@ -541,7 +651,9 @@ async fn drive(mut eventloop: EventLoop, shared: Arc<Shared>, connected: watch::
                             publish.dup = false;
                             saved.push_back(Request::Publish(publish));
                         }
-                        Request::Subscribe(subscribe) => saved.push_back(Request::Subscribe(subscribe)),
+                        Request::Subscribe(subscribe) => {
+                            saved.push_back(Request::Subscribe(subscribe))
+                        }
                         _ => {}
                     }
                 }
@@ -563,28 +675,53 @@ async fn drive(mut eventloop: EventLoop, shared: Arc<Shared>, connected: watch::
 
 /// Dispatches one message from `<prefix>/<device>/status` or `.../event/<name>`.
 fn route(shared: &Shared, topic: &str, payload: Vec<u8>) {
-    let Some(rest) = topic.strip_prefix(shared.prefix.as_str()).and_then(|r| r.strip_prefix('/')) else { return };
-    let Some((device, kind)) = rest.split_once('/') else { return };
+    let Some(rest) = topic
+        .strip_prefix(shared.prefix.as_str())
+        .and_then(|r| r.strip_prefix('/'))
+    else {
+        return;
+    };
+    let Some((device, kind)) = rest.split_once('/') else {
+        return;
+    };
     let message = if kind == "status" {
         match Status::from_msgpack(&payload) {
-            Ok(status) => DeviceMessage::Status { device: device.into(), status },
-            Err(e) => DeviceMessage::Undecodable { topic: topic.into(), error: e.to_string() },
+            Ok(status) => DeviceMessage::Status {
+                device: device.into(),
+                status,
+            },
+            Err(e) => DeviceMessage::Undecodable {
+                topic: topic.into(),
+                error: e.to_string(),
+            },
         }
     } else if let Some(name) = kind.strip_prefix("event/") {
-        DeviceMessage::Event { device: device.into(), name: name.into(), payload }
+        DeviceMessage::Event {
+            device: device.into(),
+            name: name.into(),
+            payload,
+        }
     } else {
         return;
     };
     let mut state = shared.lock();
     if let DeviceMessage::Status { device, status } = &message {
-        if let Some(tracked) = state.tracked.get_mut(&status.id).filter(|t| &t.device == device) {
+        if let Some(tracked) = state
+            .tracked
+            .get_mut(&status.id)
+            .filter(|t| &t.device == device)
+        {
             tracked.statuses.push_back(status.clone());
         }
     }
     state.watchers.retain(|(watched, tx)| {
         let mine = match &message {
-            DeviceMessage::Status { device, .. } | DeviceMessage::Event { device, .. } => device == watched,
-            DeviceMessage::Undecodable { topic, .. } => topic.starts_with(&format!("{}/{watched}/", shared.prefix)),
+            DeviceMessage::Status { device, .. } | DeviceMessage::Event { device, .. } => {
+                device == watched
+            }
+            DeviceMessage::Undecodable { topic, .. } => {
+                topic.starts_with(&format!("{}/{watched}/", shared.prefix))
+            }
         };
         !mine || tx.send(message.clone()).is_ok()
     });
@@ -598,12 +735,23 @@ mod tests {
 
     #[test]
     fn envelope_is_checked_before_sending() {
-        let ok = build_envelope(&CommandRequest::new("echo").json(serde_json::json!({"a": 1})).ttl(Duration::from_secs(30)), 1_000)
-            .unwrap();
+        let ok = build_envelope(
+            &CommandRequest::new("echo")
+                .json(serde_json::json!({"a": 1}))
+                .ttl(Duration::from_secs(30)),
+            1_000,
+        )
+        .unwrap();
         assert_eq!(ok.expires_at, Some(31_000));
         assert_eq!(ok.kind, Kind::Command);
-        assert!(matches!(build_envelope(&CommandRequest::new("bad name"), 0), Err(ClientError::InvalidName { .. })));
-        assert!(matches!(build_envelope(&CommandRequest::new("x").id("has space"), 0), Err(ClientError::InvalidCommand(_))));
+        assert!(matches!(
+            build_envelope(&CommandRequest::new("bad name"), 0),
+            Err(ClientError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            build_envelope(&CommandRequest::new("x").id("has space"), 0),
+            Err(ClientError::InvalidCommand(_))
+        ));
         let rpc = build_envelope(&CommandRequest::new("x").rpc(true).id("fixed"), 5).unwrap();
         assert_eq!((rpc.kind, rpc.id.as_str()), (Kind::Rpc, "fixed"));
         let decoded = Envelope::from_msgpack(&rpc.to_msgpack()).unwrap();

@@ -46,7 +46,10 @@ impl AckToken {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AckRefused {
     #[error("token belongs to connection {token_epoch}, now on {current_epoch}: the broker will redeliver")]
-    Stale { token_epoch: u64, current_epoch: u64 },
+    Stale {
+        token_epoch: u64,
+        current_epoch: u64,
+    },
     #[error("message {seq} was already acked")]
     AlreadyAcked { seq: u64 },
     #[error("message {seq} was never registered")]
@@ -79,7 +82,12 @@ impl<T> Default for AckOrder<T> {
 
 impl<T> AckOrder<T> {
     pub fn new() -> Self {
-        Self { epoch: 0, head: 0, next: 0, slots: VecDeque::new() }
+        Self {
+            epoch: 0,
+            head: 0,
+            next: 0,
+            slots: VecDeque::new(),
+        }
     }
 
     /// Current connection epoch.
@@ -97,20 +105,30 @@ impl<T> AckOrder<T> {
         let seq = self.next;
         self.next += 1;
         self.slots.push_back(Slot { item, done: false });
-        AckToken { epoch: self.epoch, seq }
+        AckToken {
+            epoch: self.epoch,
+            seq,
+        }
     }
 
     /// Marks a message durable and returns the acks that may now leave, in
     /// arrival order (possibly none, if an older message is still pending).
     pub fn complete(&mut self, token: AckToken) -> Result<Vec<T>, AckRefused> {
         if token.epoch != self.epoch {
-            return Err(AckRefused::Stale { token_epoch: token.epoch, current_epoch: self.epoch });
+            return Err(AckRefused::Stale {
+                token_epoch: token.epoch,
+                current_epoch: self.epoch,
+            });
         }
         if token.seq < self.head {
             return Err(AckRefused::AlreadyAcked { seq: token.seq });
         }
-        let index = usize::try_from(token.seq - self.head).map_err(|_| AckRefused::Unknown { seq: token.seq })?;
-        let slot = self.slots.get_mut(index).ok_or(AckRefused::Unknown { seq: token.seq })?;
+        let index = usize::try_from(token.seq - self.head)
+            .map_err(|_| AckRefused::Unknown { seq: token.seq })?;
+        let slot = self
+            .slots
+            .get_mut(index)
+            .ok_or(AckRefused::Unknown { seq: token.seq })?;
         if slot.done {
             return Err(AckRefused::AlreadyAcked { seq: token.seq });
         }
@@ -154,8 +172,13 @@ mod tests {
         let mut order = AckOrder::new();
         let tokens: Vec<_> = (10u16..15).map(|p| order.register(p)).collect();
         let mut it = tokens.into_iter();
-        let (t10, t11, t12, t13, t14) =
-            (it.next().unwrap(), it.next().unwrap(), it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+        let (t10, t11, t12, t13, t14) = (
+            it.next().unwrap(),
+            it.next().unwrap(),
+            it.next().unwrap(),
+            it.next().unwrap(),
+            it.next().unwrap(),
+        );
         assert_eq!(order.complete(t12), Ok(vec![]));
         assert_eq!(order.complete(t14), Ok(vec![]));
         assert_eq!(order.complete(t11), Ok(vec![]));
@@ -182,7 +205,8 @@ mod tests {
         }
         for perm in permutations(5) {
             let mut order = AckOrder::new();
-            let mut tokens: Vec<Option<AckToken>> = (0..5u16).map(|p| Some(order.register(p))).collect();
+            let mut tokens: Vec<Option<AckToken>> =
+                (0..5u16).map(|p| Some(order.register(p))).collect();
             let mut released = Vec::new();
             for i in &perm {
                 let token = tokens[*i].take().unwrap();
@@ -200,8 +224,20 @@ mod tests {
         assert_eq!(order.new_connection(), 1);
         assert_eq!(order.pending(), 0);
         let fresh = order.register(7u16); // the broker redelivers under a new packet id space
-        assert_eq!(order.complete(old), Err(AckRefused::Stale { token_epoch: 0, current_epoch: 1 }));
-        assert_eq!(order.complete(old_later), Err(AckRefused::Stale { token_epoch: 0, current_epoch: 1 }));
+        assert_eq!(
+            order.complete(old),
+            Err(AckRefused::Stale {
+                token_epoch: 0,
+                current_epoch: 1
+            })
+        );
+        assert_eq!(
+            order.complete(old_later),
+            Err(AckRefused::Stale {
+                token_epoch: 0,
+                current_epoch: 1
+            })
+        );
         assert_eq!(order.complete(fresh), Ok(vec![7]));
     }
 
@@ -219,12 +255,27 @@ mod tests {
         let mut order = AckOrder::new();
         let a = order.register(1u16);
         let b = order.register(2u16);
-        let forged_b = AckToken { epoch: b.epoch, seq: b.seq };
+        let forged_b = AckToken {
+            epoch: b.epoch,
+            seq: b.seq,
+        };
         assert_eq!(order.complete(b), Ok(vec![]));
-        assert_eq!(order.complete(forged_b), Err(AckRefused::AlreadyAcked { seq: 1 }));
-        let forged_a = AckToken { epoch: a.epoch, seq: a.seq };
+        assert_eq!(
+            order.complete(forged_b),
+            Err(AckRefused::AlreadyAcked { seq: 1 })
+        );
+        let forged_a = AckToken {
+            epoch: a.epoch,
+            seq: a.seq,
+        };
         assert_eq!(order.complete(a), Ok(vec![1, 2]));
-        assert_eq!(order.complete(forged_a), Err(AckRefused::AlreadyAcked { seq: 0 }));
-        assert_eq!(order.complete(AckToken { epoch: 0, seq: 99 }), Err(AckRefused::Unknown { seq: 99 }));
+        assert_eq!(
+            order.complete(forged_a),
+            Err(AckRefused::AlreadyAcked { seq: 0 })
+        );
+        assert_eq!(
+            order.complete(AckToken { epoch: 0, seq: 99 }),
+            Err(AckRefused::Unknown { seq: 99 })
+        );
     }
 }

@@ -51,14 +51,22 @@ impl Default for Backoff<StdRng> {
 impl<R: Rng> Backoff<R> {
     /// Builds a backoff over any random source. `cap` below `base` is raised to `base`.
     pub fn with_rng(base: Duration, cap: Duration, rng: R) -> Self {
-        Self { base, cap: cap.max(base), attempt: 0, rng }
+        Self {
+            base,
+            cap: cap.max(base),
+            attempt: 0,
+            rng,
+        }
     }
 
     /// The ceiling of the next wait, without jitter: `min(cap, base * 2^attempt)`.
     pub fn ceiling(&self) -> Duration {
         // 2^31 * base overflows long before it matters; saturate instead.
         let factor = 1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX);
-        self.base.checked_mul(factor).unwrap_or(self.cap).min(self.cap)
+        self.base
+            .checked_mul(factor)
+            .unwrap_or(self.cap)
+            .min(self.cap)
     }
 
     /// How long to wait before the next attempt; advances the attempt counter.
@@ -95,7 +103,10 @@ mod tests {
             ceilings.push(b.ceiling().as_millis());
             b.next_delay();
         }
-        assert_eq!(ceilings, [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]);
+        assert_eq!(
+            ceilings,
+            [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000]
+        );
     }
 
     #[test]

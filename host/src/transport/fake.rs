@@ -46,7 +46,9 @@ struct Shared(Mutex<State>);
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock is a test failure anyway; keep going with the data.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -84,8 +86,14 @@ impl FakeTransport {
             incoming_tx: Some(incoming_tx),
             published_tx: Some(published_tx),
         })));
-        let transport = FakeTransport { shared: shared.clone(), incoming_rx: tokio::sync::Mutex::new(incoming_rx) };
-        let remote = FakeRemote { shared, published_rx: Arc::new(tokio::sync::Mutex::new(published_rx)) };
+        let transport = FakeTransport {
+            shared: shared.clone(),
+            incoming_rx: tokio::sync::Mutex::new(incoming_rx),
+        };
+        let remote = FakeRemote {
+            shared,
+            published_rx: Arc::new(tokio::sync::Mutex::new(published_rx)),
+        };
         (transport, remote)
     }
 }
@@ -138,7 +146,9 @@ impl FakeRemote {
         let mut state = self.shared.lock();
         let id = state.next_msg;
         state.next_msg += 1;
-        state.unacked.insert(id, (topic.to_string(), payload.clone()));
+        state
+            .unacked
+            .insert(id, (topic.to_string(), payload.clone()));
         deliver(&mut state, id, topic, payload, false);
         id
     }
@@ -149,7 +159,11 @@ impl FakeRemote {
     pub fn reconnect(&self) {
         let mut state = self.shared.lock();
         state.order.new_connection();
-        let redeliver: Vec<_> = state.unacked.iter().map(|(id, (t, p))| (*id, t.clone(), p.clone())).collect();
+        let redeliver: Vec<_> = state
+            .unacked
+            .iter()
+            .map(|(id, (t, p))| (*id, t.clone(), p.clone()))
+            .collect();
         for (id, topic, payload) in redeliver {
             deliver(&mut state, id, &topic, payload, true);
         }
@@ -200,7 +214,13 @@ fn deliver(state: &mut State, id: u64, topic: &str, payload: Vec<u8>, redelivere
     };
     let token = state.order.register(id);
     if let Some(tx) = &state.incoming_tx {
-        let _ = tx.send(Incoming { topic: topic.to_string(), role, payload, redelivered, token });
+        let _ = tx.send(Incoming {
+            topic: topic.to_string(),
+            role,
+            payload,
+            redelivered,
+            token,
+        });
     }
 }
 
@@ -228,7 +248,10 @@ mod tests {
         assert_eq!(remote.acked(), vec![a]);
 
         remote.reconnect();
-        assert!(matches!(transport.ack(ib.token), Err(AckRefused::Stale { .. })));
+        assert!(matches!(
+            transport.ack(ib.token),
+            Err(AckRefused::Stale { .. })
+        ));
         let again = transport.recv().await.unwrap();
         assert!(again.redelivered);
         assert_eq!(again.payload, b"b");
@@ -246,14 +269,26 @@ mod tests {
     async fn publishes_are_observable_and_close_ends_the_stream() {
         let (transport, remote) = FakeTransport::new("dev").unwrap();
         transport.publish(Outbound::Status, vec![1]).await.unwrap();
-        transport.publish(Outbound::Event("boot".into()), vec![2]).await.unwrap();
-        assert!(transport.publish(Outbound::Event("a/b".into()), vec![3]).await.is_err());
+        transport
+            .publish(Outbound::Event("boot".into()), vec![2])
+            .await
+            .unwrap();
+        assert!(transport
+            .publish(Outbound::Event("a/b".into()), vec![3])
+            .await
+            .is_err());
         let first = remote.next_published().await.unwrap();
         assert_eq!(first.topic, "relay/dev/status");
-        assert_eq!(remote.next_published().await.unwrap().topic, "relay/dev/event/boot");
+        assert_eq!(
+            remote.next_published().await.unwrap().topic,
+            "relay/dev/event/boot"
+        );
         assert_eq!(remote.published().len(), 2);
         remote.close();
         assert!(transport.recv().await.is_none());
-        assert!(matches!(transport.publish(Outbound::Status, vec![]).await, Err(TransportError::Closed)));
+        assert!(matches!(
+            transport.publish(Outbound::Status, vec![]).await,
+            Err(TransportError::Closed)
+        ));
     }
 }

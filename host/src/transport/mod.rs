@@ -91,5 +91,9 @@ pub trait Transport: Send + Sync + 'static {
     /// link is down messages queue up, and when the queue is full this waits.
     /// Queued and in-flight messages survive reconnects, including a broker
     /// that lost our session.
-    fn publish(&self, to: Outbound, payload: Vec<u8>) -> impl Future<Output = Result<(), TransportError>> + Send;
+    fn publish(
+        &self,
+        to: Outbound,
+        payload: Vec<u8>,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
 }

@@ -61,8 +61,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, Request, Subscribe,
-    SubscribeReasonCode,
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
+    Request, Subscribe, SubscribeReasonCode,
 };
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
@@ -121,7 +121,9 @@ impl MqttConfig {
 
     /// The client id actually used.
     pub fn effective_client_id(&self) -> String {
-        self.client_id.clone().unwrap_or_else(|| format!("relay-{}", self.device))
+        self.client_id
+            .clone()
+            .unwrap_or_else(|| format!("relay-{}", self.device))
     }
 }
 
@@ -162,7 +164,9 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, AckState> {
-        self.acks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.acks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Completes `token` and pushes whatever it releases towards the wire.
@@ -209,16 +213,28 @@ impl MqttTransport {
     /// once: a device must come up even when the broker is down; watch
     /// [`link`](Self::link) or await [`wait_subscribed`](Self::wait_subscribed).
     pub fn start(config: MqttConfig) -> Result<Self, TransportError> {
-        Self::start_with_backoff(config.clone(), Backoff::new(config.backoff_base, config.backoff_cap))
+        Self::start_with_backoff(
+            config.clone(),
+            Backoff::new(config.backoff_base, config.backoff_cap),
+        )
     }
 
     /// [`start`](Self::start) with an explicit (e.g. seeded) backoff.
-    pub fn start_with_backoff(config: MqttConfig, backoff: Backoff) -> Result<Self, TransportError> {
+    pub fn start_with_backoff(
+        config: MqttConfig,
+        backoff: Backoff,
+    ) -> Result<Self, TransportError> {
         let topics = Topics::new(&config.prefix, &config.device)?;
         if config.max_inflight == 0 || config.queue_capacity == 0 {
-            return Err(TransportError::Config("max_inflight and queue_capacity must be at least 1".into()));
+            return Err(TransportError::Config(
+                "max_inflight and queue_capacity must be at least 1".into(),
+            ));
         }
-        let mut options = MqttOptions::new(config.effective_client_id(), config.host.clone(), config.port);
+        let mut options = MqttOptions::new(
+            config.effective_client_id(),
+            config.host.clone(),
+            config.port,
+        );
         options
             .set_clean_session(false)
             .set_manual_acks(true)
@@ -231,7 +247,9 @@ impl MqttTransport {
         }
         let (client, mut eventloop) = AsyncClient::new(options, config.queue_capacity);
         eventloop.network_options.set_tcp_nodelay(true);
-        eventloop.network_options.set_connection_timeout(config.connect_timeout.as_secs().max(1));
+        eventloop
+            .network_options
+            .set_connection_timeout(config.connect_timeout.as_secs().max(1));
 
         let shared = Arc::new(Shared {
             acks: Mutex::new(AckState::default()),
@@ -243,7 +261,14 @@ impl MqttTransport {
         });
         let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
         let (link_tx, link_rx) = watch::channel(LinkState::default());
-        let driver = Driver { eventloop, shared: shared.clone(), incoming_tx, link_tx, backoff, saved: VecDeque::new() };
+        let driver = Driver {
+            eventloop,
+            shared: shared.clone(),
+            incoming_tx,
+            link_tx,
+            backoff,
+            saved: VecDeque::new(),
+        };
         let event_loop_task = tokio::spawn(driver.run());
         let ack_pump_task = tokio::spawn(ack_pump(shared.clone()));
         Ok(Self {
@@ -269,19 +294,38 @@ impl MqttTransport {
     /// at most `timeout`. Returns whether it happened.
     pub async fn wait_subscribed(&self, timeout: Duration) -> bool {
         let mut rx = self.link_rx.clone();
-        tokio::time::timeout(timeout, rx.wait_for(|l| l.connected && l.subscribed)).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, rx.wait_for(|l| l.connected && l.subscribed))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
-    /// Stops taking work: sends DISCONNECT after every publish already queued,
-    /// then ends the event loop (waiting at most `deadline`). Afterwards
+    /// Stops taking work: sends DISCONNECT after every publish already queued
+    /// and every ack already released, then ends the event loop (waiting at
+    /// most `deadline` in all). Afterwards
     /// [`recv`](Transport::recv) drains what was delivered and returns `None`.
     pub async fn shutdown(&self, deadline: Duration) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
         self.shared.shutdown_wake.notify_one();
-        let handle = self.event_loop_task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let handle = self
+            .event_loop_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let Some(mut handle) = handle else { return };
         let graceful = async {
-            // Queued behind earlier publishes; fails only if the loop is already gone.
+            // Released acks still waiting for room in the request channel go first:
+            // DISCONNECT must queue behind every PUBACK (and publish) already due.
+            loop {
+                let drained = {
+                    let mut state = self.shared.lock();
+                    self.shared.flush(&mut state)
+                };
+                if drained || handle.is_finished() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            // Queued behind earlier publishes and acks; fails only if the loop is already gone.
             let _ = self.shared.client.disconnect().await;
             let _ = (&mut handle).await;
         };
@@ -295,7 +339,12 @@ impl MqttTransport {
 
 impl Drop for MqttTransport {
     fn drop(&mut self) {
-        if let Some(handle) = self.event_loop_task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(handle) = self
+            .event_loop_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             handle.abort();
         }
         self.ack_pump_task.abort();
@@ -317,7 +366,11 @@ impl Transport for MqttTransport {
             Outbound::Status => self.shared.topics.status(),
             Outbound::Event(name) => self.shared.topics.event(name)?,
         };
-        self.shared.client.publish(topic, QoS::AtLeastOnce, false, payload).await.map_err(|_| TransportError::Closed)
+        self.shared
+            .client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .map_err(|_| TransportError::Closed)
     }
 }
 
@@ -350,20 +403,32 @@ struct Driver {
 
 impl Driver {
     async fn run(mut self) {
+        // DISCONNECT written: wait for the broker to close the connection. Closing
+        // first, with unread deliveries in our receive buffer, would send a TCP RST,
+        // and the broker may then discard our last PUBACKs before reading them.
+        let mut disconnect_sent = false;
         loop {
             let event = self.eventloop.poll().await;
             let stopping = self.shared.shutdown.load(Ordering::SeqCst);
             match event {
-                Ok(Event::Incoming(Packet::ConnAck(connack))) => self.on_connack(connack.session_present),
+                Err(_) if disconnect_sent => break,
+                // Deliveries after our DISCONNECT stay unacked; the broker keeps them.
+                Ok(_) if disconnect_sent => {}
+                Ok(Event::Incoming(Packet::ConnAck(connack))) => {
+                    self.on_connack(connack.session_present)
+                }
                 Ok(Event::Incoming(Packet::Publish(publish))) => self.on_publish(publish),
                 Ok(Event::Incoming(Packet::SubAck(suback))) => {
-                    let granted = suback.return_codes.iter().all(|c| matches!(c, SubscribeReasonCode::Success(_)));
+                    let granted = suback
+                        .return_codes
+                        .iter()
+                        .all(|c| matches!(c, SubscribeReasonCode::Success(_)));
                     if !granted {
                         tracing::error!(filter = %self.shared.topics.command_filter(), "mqtt: broker refused the command subscription");
                     }
                     self.link_tx.send_modify(|l| l.subscribed = granted);
                 }
-                Ok(Event::Outgoing(Outgoing::Disconnect)) if stopping => break,
+                Ok(Event::Outgoing(Outgoing::Disconnect)) if stopping => disconnect_sent = true,
                 Ok(_) => {}
                 Err(ConnectionError::RequestsDone) => break,
                 Err(error) => {

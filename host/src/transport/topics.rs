@@ -27,7 +27,10 @@ pub enum TopicError {
     #[error("invalid device id {device:?}: {reason}")]
     Device { device: String, reason: String },
     #[error("invalid topic prefix {prefix:?}: {reason}")]
-    Prefix { prefix: String, reason: &'static str },
+    Prefix {
+        prefix: String,
+        reason: &'static str,
+    },
     #[error("invalid event name {name:?}: {reason}")]
     EventName { name: String, reason: String },
 }
@@ -35,7 +38,12 @@ pub enum TopicError {
 /// Checks a topic prefix: one or more non-empty levels separated by `/`, no
 /// MQTT wildcards, no NUL, not a `$`-reserved topic.
 pub fn validate_prefix(prefix: &str) -> Result<(), TopicError> {
-    let fail = |reason| Err(TopicError::Prefix { prefix: prefix.into(), reason });
+    let fail = |reason| {
+        Err(TopicError::Prefix {
+            prefix: prefix.into(),
+            reason,
+        })
+    };
     if prefix.is_empty() {
         return fail("it is empty");
     }
@@ -57,7 +65,10 @@ pub fn validate_prefix(prefix: &str) -> Result<(), TopicError> {
 /// Checks a device id: the seed naming rule (`[A-Za-z0-9_-]`, 1..=64), which
 /// also keeps it a single topic level.
 pub fn validate_device(device: &str) -> Result<(), TopicError> {
-    validate_name(device).map_err(|e| TopicError::Device { device: device.into(), reason: e.to_string() })
+    validate_name(device).map_err(|e| TopicError::Device {
+        device: device.into(),
+        reason: e.to_string(),
+    })
 }
 
 /// What a topic a device received means.
@@ -82,7 +93,11 @@ impl Topics {
     pub fn new(prefix: &str, device: &str) -> Result<Self, TopicError> {
         validate_prefix(prefix)?;
         validate_device(device)?;
-        Ok(Self { prefix: prefix.into(), device: device.into(), base: format!("{prefix}/{device}/") })
+        Ok(Self {
+            prefix: prefix.into(),
+            device: device.into(),
+            base: format!("{prefix}/{device}/"),
+        })
     }
 
     pub fn prefix(&self) -> &str {
@@ -110,7 +125,10 @@ impl Topics {
 
     /// Where the device publishes the event `name` (seed naming rule).
     pub fn event(&self, name: &str) -> Result<String, TopicError> {
-        validate_name(name).map_err(|e| TopicError::EventName { name: name.into(), reason: e.to_string() })?;
+        validate_name(name).map_err(|e| TopicError::EventName {
+            name: name.into(),
+            reason: e.to_string(),
+        })?;
         Ok(format!("{}event/{name}", self.base))
     }
 
@@ -121,7 +139,9 @@ impl Topics {
 
     /// Classifies a topic the device received.
     pub fn parse_command(&self, topic: &str) -> CommandTopic {
-        let Some(level) = topic.strip_prefix(self.base.as_str()).and_then(|rest| rest.strip_prefix("cmd/"))
+        let Some(level) = topic
+            .strip_prefix(self.base.as_str())
+            .and_then(|rest| rest.strip_prefix("cmd/"))
         else {
             return CommandTopic::Foreign;
         };
@@ -133,7 +153,10 @@ impl Topics {
 
     /// For an app: if `topic` is this device's `event/<name>`, the name.
     pub fn parse_event<'a>(&self, topic: &'a str) -> Option<&'a str> {
-        topic.strip_prefix(self.base.as_str())?.strip_prefix("event/").filter(|n| !n.contains('/'))
+        topic
+            .strip_prefix(self.base.as_str())?
+            .strip_prefix("event/")
+            .filter(|n| !n.contains('/'))
     }
 }
 
@@ -161,16 +184,28 @@ mod tests {
     fn parses_every_role() {
         let t = topics();
         for role in Role::ALL {
-            assert_eq!(t.parse_command(&t.command(role)), CommandTopic::Command(Ok(role)));
+            assert_eq!(
+                t.parse_command(&t.command(role)),
+                CommandTopic::Command(Ok(role))
+            );
         }
     }
 
     #[test]
     fn unknown_role_is_reported_not_dropped() {
         let t = topics();
-        assert_eq!(t.parse_command("relay/dev-1/cmd/root"), CommandTopic::Command(Err("root".into())));
-        assert_eq!(t.parse_command("relay/dev-1/cmd/Admin"), CommandTopic::Command(Err("Admin".into())));
-        assert_eq!(t.parse_command("relay/dev-1/cmd/"), CommandTopic::Command(Err(String::new())));
+        assert_eq!(
+            t.parse_command("relay/dev-1/cmd/root"),
+            CommandTopic::Command(Err("root".into()))
+        );
+        assert_eq!(
+            t.parse_command("relay/dev-1/cmd/Admin"),
+            CommandTopic::Command(Err("Admin".into()))
+        );
+        assert_eq!(
+            t.parse_command("relay/dev-1/cmd/"),
+            CommandTopic::Command(Err(String::new()))
+        );
     }
 
     #[test]
@@ -198,7 +233,9 @@ mod tests {
 
     #[test]
     fn refuses_names_that_would_break_topics() {
-        for prefix in ["", "/relay", "relay/", "a//b", "re+lay", "#", "$SYS", "a\0b"] {
+        for prefix in [
+            "", "/relay", "relay/", "a//b", "re+lay", "#", "$SYS", "a\0b",
+        ] {
             assert!(Topics::new(prefix, "d").is_err(), "{prefix:?}");
         }
         for device in ["", "a/b", "+", "#", "dév", &"x".repeat(65)] {
