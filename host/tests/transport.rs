@@ -591,6 +591,37 @@ async fn thousands_queued_offline_arrive_in_order(kind: BrokerKind) -> Result<()
     Ok(())
 }
 
+/// Sends from many tasks at once pipeline over one client; each returns
+/// only after its own PUBACK, and every command arrives.
+async fn concurrent_sends_all_arrive(kind: BrokerKind) -> Result<()> {
+    const N: usize = 300;
+    let broker = TestBroker::start(kind)?;
+    let device = start_device(&broker, "d11").await?;
+    let client = Arc::new(app(&broker).await?);
+    let sends: Vec<_> = (0..N)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .send("d11", CommandRequest::new("echo").id(format!("c{i}")))
+                    .await
+            })
+        })
+        .collect();
+    for send in sends {
+        tokio::time::timeout(LIMIT, send).await???;
+    }
+    let mut seen = BTreeSet::new();
+    while seen.len() < N {
+        let incoming = recv(&device).await?;
+        seen.insert(id_of(&incoming));
+        device.ack(incoming.token)?;
+    }
+    assert_eq!(seen, names(0..N).into_iter().collect());
+    device.shutdown(LIMIT).await;
+    Ok(())
+}
+
 macro_rules! against_both_brokers {
     ($($scenario:ident),* $(,)?) => {
         mod mosquitto {
@@ -622,6 +653,7 @@ against_both_brokers!(
     cli_send_and_watch,
     inflight_statuses_survive_a_broker_that_lost_the_session,
     thousands_queued_offline_arrive_in_order,
+    concurrent_sends_all_arrive,
 );
 
 // ---------------------------------------------------------------------------

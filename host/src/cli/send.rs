@@ -182,7 +182,7 @@ pub fn status_json(status: &Status) -> serde_json::Value {
         v["message"] = message.as_str().into();
     }
     if let Some(reply) = &status.reply {
-        v["reply"] = msgpack_to_json(reply).unwrap_or_else(|e| serde_json::Value::String(e));
+        v["reply"] = msgpack_to_json(reply).unwrap_or_else(serde_json::Value::String);
     }
     if let Some(next) = status.next_attempt_at {
         v["next_attempt_at"] = next.into();

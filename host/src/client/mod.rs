@@ -344,25 +344,28 @@ impl Client {
             }
         }
         let topic = topics.command(request.role);
-        let mut published = self.publish_lock.lock().await;
-        self.client
-            .publish(
-                topic.clone(),
-                QoS::AtLeastOnce,
-                false,
-                envelope.to_msgpack(),
-            )
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        *published += 1;
-        let mine = *published;
+        // The lock only orders "enqueue + count"; waiting for the PUBACK happens
+        // outside it, so concurrent sends pipeline.
+        let mine = {
+            let mut published = self.publish_lock.lock().await;
+            self.client
+                .publish(
+                    topic.clone(),
+                    QoS::AtLeastOnce,
+                    false,
+                    envelope.to_msgpack(),
+                )
+                .await
+                .map_err(|_| ClientError::Closed)?;
+            *published += 1;
+            *published
+        };
         // Brokers PUBACK QoS 1 publishes in order, so the n-th PUBACK is ours.
         let acked = self
             .wait_until(self.options.ack_timeout, || {
                 self.shared.pubacks.load(Ordering::SeqCst) >= mine
             })
             .await;
-        drop(published);
         if !acked {
             return Err(ClientError::NoAck {
                 what: format!("command {id} on {topic}"),
