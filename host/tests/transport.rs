@@ -311,6 +311,7 @@ async fn client_follows_statuses_and_events(kind: BrokerKind) -> Result<()> {
     let device = start_device(&broker, "d6").await?;
     let client = app(&broker).await?;
     let mut watch = client.watch("d6").await?;
+    let mut statuses = client.statuses("d6").await?;
     let id = client
         .send(
             "d6",
@@ -370,6 +371,12 @@ async fn client_follows_statuses_and_events(kind: BrokerKind) -> Result<()> {
             .count(),
         3
     );
+    for expected in [State::Accepted, State::Running, State::Succeeded] {
+        let status = tokio::time::timeout(LIMIT, statuses.recv())
+            .await?
+            .context("statuses ended")?;
+        assert_eq!((status.id.as_str(), status.status), (id.as_str(), expected));
+    }
     client.close().await;
     device.shutdown(LIMIT).await;
     Ok(())

@@ -207,10 +207,32 @@ struct Tracked {
     statuses: VecDeque<Status>,
 }
 
+/// Where a watched device's messages go.
+#[derive(Debug)]
+enum Watcher {
+    /// Statuses, events and undecodable messages.
+    All(mpsc::UnboundedSender<DeviceMessage>),
+    /// Decoded statuses only.
+    Statuses(mpsc::UnboundedSender<Status>),
+}
+
+impl Watcher {
+    /// Delivers `message` if this watcher wants it; false once the receiver is gone.
+    fn deliver(&self, message: &DeviceMessage) -> bool {
+        match (self, message) {
+            (Watcher::All(tx), m) => tx.send(m.clone()).is_ok(),
+            (Watcher::Statuses(tx), DeviceMessage::Status { status, .. }) => {
+                tx.send(status.clone()).is_ok()
+            }
+            (Watcher::Statuses(tx), _) => !tx.is_closed(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     tracked: HashMap<String, Tracked>,
-    watchers: Vec<(String, mpsc::UnboundedSender<DeviceMessage>)>,
+    watchers: Vec<(String, Watcher)>,
     /// Filters to restore after a reconnect (clean session).
     filters: HashSet<String>,
     /// The one SUBSCRIBE in flight (subscribes are serialized).
@@ -447,11 +469,26 @@ impl Client {
         &self,
         device: &str,
     ) -> Result<mpsc::UnboundedReceiver<DeviceMessage>, ClientError> {
-        let topics = Topics::new(&self.shared.prefix, device)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        self.shared.lock().watchers.push((device.into(), tx));
-        self.subscribe_device(&topics).await?;
+        self.add_watcher(device, Watcher::All(tx)).await?;
         Ok(rx)
+    }
+
+    /// Streams every status `device` publishes from now on (any command, sent
+    /// by anyone). The stream ends when the client closes.
+    pub async fn statuses(
+        &self,
+        device: &str,
+    ) -> Result<mpsc::UnboundedReceiver<Status>, ClientError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.add_watcher(device, Watcher::Statuses(tx)).await?;
+        Ok(rx)
+    }
+
+    async fn add_watcher(&self, device: &str, watcher: Watcher) -> Result<(), ClientError> {
+        let topics = Topics::new(&self.shared.prefix, device)?;
+        self.shared.lock().watchers.push((device.into(), watcher));
+        self.subscribe_device(&topics).await
     }
 
     /// Sends DISCONNECT after everything queued and stops the connection task
@@ -726,7 +763,7 @@ fn route(shared: &Shared, topic: &str, payload: Vec<u8>) {
                 topic.starts_with(&format!("{}/{watched}/", shared.prefix))
             }
         };
-        !mine || tx.send(message.clone()).is_ok()
+        !mine || tx.deliver(&message)
     });
     drop(state);
     shared.changed.notify_waiters();
