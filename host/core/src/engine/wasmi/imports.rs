@@ -7,11 +7,16 @@
 //! keeps (an event) or what goes back to the guest (a kv value, allocated with
 //! the guest's `cabi_realloc`) is copied. A violation ends the call with the
 //! contract's error through [`HostTrap`](super::trap::HostTrap).
+//!
+//! Host work on guest bytes costs fuel ([`charge`]), as the same work in
+//! guest code would: wasmi has no wall-clock limit, so without it a guest
+//! could make the host validate 16 MiB of UTF-8 per `log` call, millions of
+//! times, for the fuel of the calls alone.
 
 use alloc::format;
 
 use wasmi::errors::LinkerError;
-use wasmi::{Caller, Extern, ExternType, Linker, Memory, Module, ValType};
+use wasmi::{Caller, Extern, ExternType, Linker, Memory, Module, TrapCode, ValType};
 
 use super::abi;
 use super::state::{without_imports, GuestState, Realloc};
@@ -129,10 +134,41 @@ pub(super) fn guest_alloc(
     Ok(ptr)
 }
 
+/// Bytes of host work that cost one unit of fuel (about what a guest's
+/// own copy loop pays per 8 bytes).
+const BYTES_PER_FUEL: usize = 8;
+
+/// Bounds-checks the guest's `(ptr, len)` arguments, then takes fuel for
+/// the bytes the host is about to read (out of bounds stays `Abi`, whatever
+/// the claimed length).
+fn charge(caller: &mut Caller<'_, GuestState>, memory: Memory, args: &[(u32, u32)]) -> HostResult {
+    let mut bytes = 0usize;
+    for &(ptr, len) in args {
+        bytes = bytes.saturating_add(abi::bytes(memory.data(&*caller), ptr, len)?.len());
+    }
+    charge_bytes(caller, bytes)
+}
+
+fn charge_bytes(caller: &mut Caller<'_, GuestState>, bytes: usize) -> HostResult {
+    let cost = (bytes / BYTES_PER_FUEL) as u64;
+    if cost == 0 {
+        return Ok(());
+    }
+    let fuel = caller.get_fuel()?;
+    match fuel.checked_sub(cost) {
+        Some(left) => caller.set_fuel(left),
+        None => {
+            caller.set_fuel(0)?;
+            Err(TrapCode::OutOfFuel.into())
+        }
+    }
+}
+
 fn log(mut caller: Caller<'_, GuestState>, level: u32, ptr: u32, len: u32) -> HostResult {
     enter(&caller)?;
     let level = abi::log_level(level)?;
     let memory = memory(&caller)?;
+    charge(&mut caller, memory, &[(ptr, len)])?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     state.env.log(level, abi::string(mem, ptr, len)?);
     Ok(())
@@ -141,6 +177,7 @@ fn log(mut caller: Caller<'_, GuestState>, level: u32, ptr: u32, len: u32) -> Ho
 fn kv_get(mut caller: Caller<'_, GuestState>, ptr: u32, len: u32, retptr: u32) -> HostResult {
     enter(&caller)?;
     let memory = memory(&caller)?;
+    charge(&mut caller, memory, &[(ptr, len)])?;
     let value = {
         let (mem, state) = memory.data_and_store_mut(&mut caller);
         state.env.kv_get(abi::string(mem, ptr, len)?)
@@ -148,6 +185,7 @@ fn kv_get(mut caller: Caller<'_, GuestState>, ptr: u32, len: u32, retptr: u32) -
     let list = match value {
         None => None,
         Some(value) => {
+            charge_bytes(&mut caller, value.len())?;
             let realloc = realloc(&caller)?;
             let at = guest_alloc(&mut caller, memory, realloc, 1, value.len())?;
             abi::store_bytes(memory.data_mut(&mut caller), at, &value)?;
@@ -169,6 +207,7 @@ fn kv_set(
 ) -> HostResult {
     enter(&caller)?;
     let memory = memory(&caller)?;
+    charge(&mut caller, memory, &[(kptr, klen), (vptr, vlen)])?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let result = state
         .env
@@ -180,6 +219,7 @@ fn kv_set(
 fn kv_delete(mut caller: Caller<'_, GuestState>, ptr: u32, len: u32) -> HostResult {
     enter(&caller)?;
     let memory = memory(&caller)?;
+    charge(&mut caller, memory, &[(ptr, len)])?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     state.env.kv_delete(abi::string(mem, ptr, len)?);
     Ok(())
@@ -199,6 +239,7 @@ fn emit(
 ) -> HostResult {
     enter(&caller)?;
     let memory = memory(&caller)?;
+    charge(&mut caller, memory, &[(nptr, nlen), (pptr, plen)])?;
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let name = abi::string(mem, nptr, nlen)?;
     let payload = abi::bytes(mem, pptr, plen)?;

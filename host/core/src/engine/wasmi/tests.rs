@@ -235,6 +235,33 @@ fn out_of_fuel_then_recovers() {
     }
 }
 
+#[test]
+fn host_work_on_guest_bytes_costs_fuel() {
+    // 100 `log` calls of `len` bytes (zeros are valid UTF-8).
+    let body = |len: u32| {
+        format!(
+            "(local $i i32) (loop $l (call $log (i32.const 0) (i32.const 0) (i32.const {len}))
+               (local.set $i (i32.add (local.get $i) (i32.const 1))) (br_if $l (i32.lt_u (local.get $i) (i32.const 100))))
+             (call $reply (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0))"
+        )
+    };
+    let limits = Limits {
+        fuel_per_call: 100_000,
+        ..Limits::default()
+    };
+    let run = |len| {
+        load_with(&guest("", &body(len)), &limits)
+            .unwrap()
+            .handle(&cmd(b""))
+            .map(|o| o.result)
+    };
+    assert_eq!(run(8), Ok(Ok(None)));
+    // 100 x 64 KiB = 800k fuel at 8 bytes per unit.
+    assert_eq!(run(65_536), Err(PluginError::OutOfFuel));
+    // Out of bounds stays an ABI fault, whatever the claimed length would cost.
+    assert!(matches!(run(65_537), Err(PluginError::Abi(_))));
+}
+
 /// Guards against the dispatch stack growth of wasmi issue #2042 (ANCHORS):
 /// a million guest loop iterations must run in bounded host stack. The
 /// thread gets 1 MiB (a debug build needs a few hundred KiB just to load);
