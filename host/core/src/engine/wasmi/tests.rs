@@ -669,6 +669,15 @@ fn timing() {
     for (what, wasm) in guests {
         time_guest(what, &wasm);
     }
+    // Any other artifacts: RELAY_TIMING_WASM=a.wasm:b.wasm (load figures only
+    // are meaningful; their commands do not echo).
+    for path in std::env::var("RELAY_TIMING_WASM")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|p| !p.is_empty())
+    {
+        time_guest(path, &std::fs::read(path).unwrap());
+    }
 }
 
 #[cfg(test)]
