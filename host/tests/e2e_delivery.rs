@@ -22,20 +22,19 @@
 
 #[path = "support/e2e_app.rs"]
 mod e2e_app;
-#[path = "support/e2e_broker.rs"]
-mod e2e_broker;
 #[path = "support/host_process.rs"]
 mod host_process;
+mod support;
 
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use e2e_app::{json, states, App};
-use e2e_broker::{BrokerKind, TestBroker};
 use host_process::{HostConfig, HostProcess};
 use relay_core::plugin::Role;
 use relay_core::status::{Code, State};
 use serde_json::json;
+use support::{BrokerKind, TestBroker};
 
 /// Upper bound of any single wait.
 const LIMIT: Duration = Duration::from_secs(90);
