@@ -665,7 +665,7 @@ fn plugin_is_send() {
 #[ignore]
 fn timing() {
     let mut guests = vec![("WAT echo guest (bump allocator)", guest("", ECHO))];
-    guests.extend(echo_artifact().map(|wasm| ("echo plugin (wit-bindgen)", wasm)));
+    guests.extend(echo_artifact().map(|wasm| ("plugins/echo (relay-guest SDK on wit-bindgen)", wasm)));
     for (what, wasm) in guests {
         time_guest(what, &wasm);
     }
@@ -700,7 +700,9 @@ fn time_guest(what: &str, wasm: &[u8]) {
         samples[samples.len() / 2]
     }
 
-    let payload: Vec<u8> = (0..1024).map(|i| i as u8).collect();
+    // 1 KiB of msgpack: a `bin 16` of 1,021 bytes (SDK plugins check the payload).
+    let mut payload = vec![0xc5, 0x03, 0xfd];
+    payload.extend((0..1021).map(|i| i as u8));
     let command = cmd(&payload);
     std::println!("{what}, {} bytes", wasm.len());
 
@@ -755,6 +757,7 @@ fn time_guest(what: &str, wasm: &[u8]) {
             instance_policy: policy,
         });
         let mut p = load_on(&engine, wasm, &Limits::default(), &Lines::default()).unwrap();
+        let echoed = matches!(p.handle(&command), Ok(o) if o.result == Ok(Some(payload.clone())));
         let per_batch = if policy == InstancePolicy::FreshPerCall {
             200
         } else {
@@ -764,10 +767,11 @@ fn time_guest(what: &str, wasm: &[u8]) {
             drop(black_box(p.handle(&command).unwrap()))
         });
         std::println!(
-            "echo 1 KiB, {policy:?}: {:.2} us ({:.0}x native, +{:.2} us)",
+            "echo 1 KiB, {policy:?}: {:.2} us ({:.0}x native, +{:.2} us){}",
             ns / 1e3,
             ns / native_ns,
-            (ns - native_ns) / 1e3
+            (ns - native_ns) / 1e3,
+            if echoed { "" } else { " (did not echo)" }
         );
     }
 }
