@@ -665,7 +665,9 @@ fn plugin_is_send() {
 #[ignore]
 fn timing() {
     let mut guests = vec![("WAT echo guest (bump allocator)", guest("", ECHO))];
-    guests.extend(echo_artifact().map(|wasm| ("plugins/echo (relay-guest SDK on wit-bindgen)", wasm)));
+    guests.extend(
+        echo_artifact().map(|wasm| ("plugins/echo (relay-guest SDK on wit-bindgen)", wasm)),
+    );
     for (what, wasm) in guests {
         time_guest(what, &wasm);
     }
