@@ -622,8 +622,9 @@ fn a_thousand_traps_leave_the_plugin_usable() {
     assert_eq!(reply(&mut p, b"ok"), Ok(Some(b"ok".to_vec())));
 }
 
-/// The real wit-bindgen echo plugin, when it has been built (`cargo build
-/// --profile wasm --target wasm32-unknown-unknown -p relay-plugin-echo`).
+/// The real echo plugin (`plugins/echo`), when it has been built (`cargo
+/// build --profile wasm --target wasm32-unknown-unknown -p relay-plugin-echo`):
+/// no payload, no reply; any msgpack value comes back unchanged.
 #[test]
 fn echo_plugin_artifact() {
     let Some(wasm) = echo_artifact() else {
@@ -632,8 +633,12 @@ fn echo_plugin_artifact() {
     };
     let mut p = load(&wasm);
     assert_eq!(p.info().name, "echo");
-    for size in [0usize, 1024, 200_000] {
-        let payload: Vec<u8> = (0..size).map(|i| (i * 7) as u8).collect();
+    assert_eq!(reply(&mut p, b""), Ok(None));
+    for size in [0u32, 1024, 200_000] {
+        // msgpack `bin 32` of `size` bytes.
+        let mut payload = vec![0xc6];
+        payload.extend(size.to_be_bytes());
+        payload.extend((0..size).map(|i| (i * 7) as u8));
         assert_eq!(reply(&mut p, &payload), Ok(Some(payload)));
     }
 }
