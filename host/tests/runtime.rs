@@ -1012,3 +1012,113 @@ async fn file_journal_survives_restart_and_compacts() {
     );
     rig.handle.shutdown().await.unwrap();
 }
+
+/// The bundled `echo` artifact (built by `cargo xtask build-plugins`).
+fn echo_wasm() -> std::path::PathBuf {
+    relay_host::testing::bundled_plugin("echo")
+        .expect("the bundled plugins are built first: run `cargo xtask build-plugins`")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_plugin_from_the_plugin_dir_replies_on_wasmi() {
+    use relay_core::engine::EngineKind;
+    use relay_host::runtime::{loader, Handlers};
+
+    let plugins = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::copy(echo_wasm(), plugins.path().join("echo.wasm")).unwrap();
+    std::fs::write(plugins.path().join("README.txt"), "not a plugin").unwrap();
+    let engine = relay_host::engine::build(EngineKind::Wasmi).unwrap();
+    let handlers = Handlers::default();
+    let limits = relay_core::limits::Limits::default();
+    let loaded =
+        loader::load_dir(&*engine, plugins.path(), &limits, data.path(), &handlers).unwrap();
+    assert_eq!(
+        loaded.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+        ["echo"]
+    );
+
+    let (transport, remote) = FakeTransport::new("dev-1").unwrap();
+    let handle = Runtime::builder()
+        .options(options(10))
+        .handlers(handlers)
+        .open_dir(data.path())
+        .unwrap()
+        .start(Arc::new(transport))
+        .unwrap();
+    let rig = Rig {
+        handle,
+        remote,
+        calls: Calls::default(),
+        bounded: true,
+    };
+    let payload = msgpack(serde_json::json!({"hello": "world"}));
+    rig.remote.send_command(
+        Role::Secondary,
+        command("e1", "echo")
+            .with_payload(payload.clone())
+            .to_msgpack(),
+    );
+    let s = rig.final_of("e1").await;
+    assert_eq!(
+        (s.status, s.attempt, s.reply),
+        (State::Succeeded, 1, Some(payload))
+    );
+
+    rig.send(&command("e2", "_plugins"));
+    let s = rig.final_of("e2").await;
+    let list: serde_json::Value = rmp_serde::from_slice(&s.reply.unwrap()).unwrap();
+    assert_eq!(list[0]["name"], "echo");
+    assert_eq!(list[0]["commands"][0]["name"], "echo");
+    rig.handle.shutdown().await.unwrap();
+}
+
+#[test]
+fn loader_refuses_two_plugins_with_one_name_and_a_missing_dir() {
+    use relay_core::engine::EngineKind;
+    use relay_host::runtime::loader::{self, LoadError};
+    use relay_host::runtime::Handlers;
+
+    let plugins = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::copy(echo_wasm(), plugins.path().join("a.wasm")).unwrap();
+    std::fs::copy(echo_wasm(), plugins.path().join("b.wasm")).unwrap();
+    let engine = relay_host::engine::build(EngineKind::Wasmi).unwrap();
+    let limits = relay_core::limits::Limits::default();
+    let err = loader::load_dir(
+        &*engine,
+        plugins.path(),
+        &limits,
+        data.path(),
+        &Handlers::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, LoadError::SameName { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("a.wasm") && text.contains("b.wasm"), "{text}");
+
+    std::fs::write(plugins.path().join("b.wasm"), b"not wasm").unwrap();
+    let err = loader::load_dir(
+        &*engine,
+        plugins.path(),
+        &limits,
+        data.path(),
+        &Handlers::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, LoadError::Load { .. }) && err.to_string().contains("b.wasm"),
+        "{err}"
+    );
+
+    let missing = plugins.path().join("nope");
+    let err = loader::load_dir(
+        &*engine,
+        &missing,
+        &limits,
+        data.path(),
+        &Handlers::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, LoadError::Dir { .. }), "{err}");
+}

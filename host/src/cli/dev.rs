@@ -122,9 +122,21 @@ fn print_banner(
     println!();
     println!("Send a command from another terminal:");
     println!(
-        "  relay send --port {port} --device {} echo '{{\"hello\":\"world\"}}' --wait",
+        "  {} send --port {port} --device {} echo '{{\"hello\":\"world\"}}' --wait",
+        relay_command(),
         config.device
     );
     println!();
     println!("Ctrl-C stops (gracefully: the running handler finishes, nothing acked is lost).");
+}
+
+/// How to invoke this binary from a shell: `relay` when that is on `PATH`,
+/// else the full path of the running executable (e.g. under `target/release`).
+fn relay_command() -> String {
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("relay").is_file()));
+    match std::env::current_exe() {
+        Ok(exe) if !on_path => exe.display().to_string(),
+        _ => "relay".into(),
+    }
 }
