@@ -24,32 +24,32 @@ use super::handlers::Handlers;
 /// Why the plugin dir could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read plugin dir {}: {source}", dir.display())]
+    #[error("cannot read plugin dir {}", dir.display())]
     Dir {
         dir: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot read plugin {}: {source}", path.display())]
+    #[error("cannot read plugin {}", path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("plugin {} failed to load: {source}", path.display())]
+    #[error("plugin {} failed to load", path.display())]
     Load {
         path: PathBuf,
         #[source]
         source: relay_core::engine::PluginError,
     },
-    #[error("plugin {} (from {}): cannot open its kv store: {source}", plugin, path.display())]
+    #[error("plugin {} (from {}): cannot open its kv store", plugin, path.display())]
     Kv {
         plugin: String,
         path: PathBuf,
         #[source]
         source: KvStoreError,
     },
-    #[error("plugin {} (from {}) cannot be installed: {source}", plugin, path.display())]
+    #[error("plugin {} (from {}) cannot be installed", plugin, path.display())]
     Install {
         plugin: String,
         path: PathBuf,
