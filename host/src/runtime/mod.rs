@@ -26,12 +26,19 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
+//! use std::sync::Arc;
+//! use relay_host::core::plugin::{HandlerResult, Invocation};
 //! use relay_host::runtime::Runtime;
 //! use relay_host::transport::FakeTransport;
+//!
 //! let (transport, _remote) = FakeTransport::new("dev-1")?;
-//! let runtime = Runtime::builder().listen("ping", |_: &relay_host::core::plugin::Invocation| Ok(None))?;
-//! let handle = runtime.open_dir("/tmp/relay-data")?.start(std::sync::Arc::new(transport))?;
-//! handle.shutdown().await?;
+//! let handle = Runtime::builder()
+//!     .listen("ping", |_: &Invocation| -> HandlerResult { Ok(None) })?
+//!     .open_dir("/tmp/relay-data")? // replays the journal
+//!     .start(Arc::new(transport))?; // (an Arc<MqttTransport> in production)
+//! handle.listen("pong", |_: &Invocation| -> HandlerResult { Ok(None) })?;
+//! assert!(handle.off("pong"));
+//! let report = handle.shutdown().await?; // graceful: nothing acked is lost
 //! # Ok(()) }
 //! ```
 //!
