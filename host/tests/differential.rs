@@ -27,7 +27,8 @@ use relay_host::core::engine::{Engine, EngineKind};
 use relay_host::core::plugin::{Invocation, Role};
 use relay_host::testing::value::{json_to_msgpack, to_hex};
 use relay_host::testing::{
-    bundled_plugin_dir, engine, Harness, HarnessOptions, Observation, Outcome, Scenario, ScenarioRunner, Step,
+    bundled_plugin_dir, engine, Harness, HarnessOptions, Observation, Outcome, Scenario,
+    ScenarioRunner, Step,
 };
 use serde_json::{json, Value as Json};
 
@@ -58,13 +59,19 @@ fn bundled_plugins() -> Vec<(String, PathBuf)> {
             );
         }
     }
-    assert!(found.iter().any(|(n, _)| n == "echo"), "echo.wasm missing in {}: {hint}", dir.display());
+    assert!(
+        found.iter().any(|(n, _)| n == "echo"),
+        "echo.wasm missing in {}: {hint}",
+        dir.display()
+    );
     found
 }
 
 fn scenario_files(plugin: &str) -> Vec<PathBuf> {
     let dir = workspace().join("plugins").join(plugin).join("scenarios");
-    let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "toml" || e == "json"))
@@ -81,7 +88,9 @@ fn engines() -> Vec<Arc<dyn Engine>> {
 }
 
 fn read(path: &Path) -> Arc<[u8]> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())).into()
+    std::fs::read(path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .into()
 }
 
 #[test]
@@ -92,7 +101,10 @@ fn bundled_scenarios_pass_and_agree_on_both_engines() {
         let runner = ScenarioRunner::new(read(&path), engines.clone());
         let files = scenario_files(&name);
         if name != "echo" && !name.starts_with("hostile") {
-            assert!(!files.is_empty(), "plugins/{name}/scenarios/ has no scenario");
+            assert!(
+                !files.is_empty(),
+                "plugins/{name}/scenarios/ has no scenario"
+            );
         }
         for file in files {
             let scenario = Scenario::from_path(&file).unwrap_or_else(|e| panic!("{e}"));
@@ -101,11 +113,18 @@ fn bundled_scenarios_pass_and_agree_on_both_engines() {
             if !report.disagreements.is_empty() {
                 failures.push(format!("ENGINES DISAGREE on plugin {name}:\n{report}"));
             } else if !report.passed() {
-                failures.push(format!("scenario failed (engines agree) on plugin {name}:\n{report}"));
+                failures.push(format!(
+                    "scenario failed (engines agree) on plugin {name}:\n{report}"
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {ran} scenario(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {ran} scenario(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// The same plugin on both engines, driven in lockstep.
@@ -124,7 +143,12 @@ impl Lockstep {
         };
         let (wasmtime, wasmi) = (load(&engines[0]), load(&engines[1]));
         assert_eq!(wasmtime.info(), wasmi.info(), "{plugin}: describe differs");
-        Lockstep { plugin: plugin.into(), wasmtime, wasmi, steps: 0 }
+        Lockstep {
+            plugin: plugin.into(),
+            wasmtime,
+            wasmi,
+            steps: 0,
+        }
     }
 
     /// Runs `cmd` on both engines; panics with the input when they differ.
@@ -159,21 +183,44 @@ impl Lockstep {
 }
 
 fn invocation(n: usize, name: &str, payload: Vec<u8>, role: Role, attempt: u32) -> Invocation {
-    Invocation { id: format!("gen-{n}"), name: name.into(), payload, attempt, role }
+    Invocation {
+        id: format!("gen-{n}"),
+        name: name.into(),
+        payload,
+        attempt,
+        role,
+    }
 }
 
 #[test]
 fn echo_agrees_on_random_payloads() {
     let path = bundled_plugin_dir().join("echo.wasm");
-    assert!(path.is_file(), "{} missing: run `cargo xtask build-plugins`", path.display());
+    assert!(
+        path.is_file(),
+        "{} missing: run `cargo xtask build-plugins`",
+        path.display()
+    );
     let mut pair = Lockstep::new("echo", read(&path), &engines());
     let mut rng = StdRng::seed_from_u64(0xEC40);
     for n in 0..250 {
-        let payload = if n < 200 { random_msgpack(&mut rng) } else { garbage(&mut rng) };
+        let payload = if n < 200 {
+            random_msgpack(&mut rng)
+        } else {
+            garbage(&mut rng)
+        };
         let role = *Role::ALL.choose(&mut rng).expect("roles");
         let seen = pair.call(&invocation(n, "echo", payload.clone(), role, 1));
-        let expected = if payload.is_empty() { Outcome::NoReply } else { Outcome::Reply(payload.clone()) };
-        assert_eq!(seen.outcome, expected, "echo changed payload {}", to_hex(&payload));
+        let expected = if payload.is_empty() {
+            Outcome::NoReply
+        } else {
+            Outcome::Reply(payload.clone())
+        };
+        assert_eq!(
+            seen.outcome,
+            expected,
+            "echo changed payload {}",
+            to_hex(&payload)
+        );
         assert!(seen.events.is_empty() && seen.kv.is_empty());
     }
 }
@@ -183,7 +230,13 @@ fn every_command_agrees_on_generated_inputs() {
     let engines = engines();
     for (index, (name, path)) in bundled_plugins().into_iter().enumerate() {
         let mut pair = Lockstep::new(&name, read(&path), &engines);
-        let commands: Vec<String> = pair.wasmtime.info().commands.iter().map(|c| c.name.clone()).collect();
+        let commands: Vec<String> = pair
+            .wasmtime
+            .info()
+            .commands
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
         let seeds = seed_payloads(&name);
         let mut rng = StdRng::seed_from_u64(0x5EED + index as u64);
         let mut outcomes = BTreeMap::<&'static str, usize>::new();
@@ -193,7 +246,10 @@ fn every_command_agrees_on_generated_inputs() {
                 3..=5 => pair.set_now(rng.gen_range(0..=4_000_000_000_000)),
                 _ => {
                     let command = match rng.gen_range(0..20) {
-                        0 => ["nope", "_status", "ECHO", "a-b_c"].choose(&mut rng).expect("names").to_string(),
+                        0 => ["nope", "_status", "ECHO", "a-b_c"]
+                            .choose(&mut rng)
+                            .expect("names")
+                            .to_string(),
                         _ => commands.choose(&mut rng).cloned().unwrap_or_default(),
                     };
                     let payload = match rng.gen_range(0..20) {
@@ -201,18 +257,27 @@ fn every_command_agrees_on_generated_inputs() {
                         5..=7 => garbage(&mut rng),
                         8 => Vec::new(),
                         _ => match seeds.get(&command).and_then(|s| s.choose(&mut rng)) {
-                            Some(seed) => json_to_msgpack(&mutate(seed, &mut rng, 0)).unwrap_or_default(),
+                            Some(seed) => {
+                                json_to_msgpack(&mutate(seed, &mut rng, 0)).unwrap_or_default()
+                            }
                             None => json_to_msgpack(&random_json(&mut rng, 0)).unwrap_or_default(),
                         },
                     };
                     let role = *Role::ALL.choose(&mut rng).expect("roles");
-                    let attempt = if rng.gen_bool(0.05) { u32::MAX } else { rng.gen_range(1..=6) };
+                    let attempt = if rng.gen_bool(0.05) {
+                        u32::MAX
+                    } else {
+                        rng.gen_range(1..=6)
+                    };
                     let seen = pair.call(&invocation(n, &command, payload, role, attempt));
                     *outcomes.entry(outcome_name(&seen.outcome)).or_default() += 1;
                 }
             }
         }
-        eprintln!("{name}: {} lockstep calls, outcomes {outcomes:?}", pair.steps);
+        eprintln!(
+            "{name}: {} lockstep calls, outcomes {outcomes:?}",
+            pair.steps
+        );
     }
 }
 
@@ -230,7 +295,9 @@ fn outcome_name(o: &Outcome) -> &'static str {
 fn seed_payloads(plugin: &str) -> BTreeMap<String, Vec<Json>> {
     let mut seeds: BTreeMap<String, Vec<Json>> = BTreeMap::new();
     for file in scenario_files(plugin) {
-        let Ok(scenario) = Scenario::from_path(&file) else { continue };
+        let Ok(scenario) = Scenario::from_path(&file) else {
+            continue;
+        };
         for step in scenario.steps {
             if let Step::Call(call) = step {
                 let value = relay_host::testing::value::msgpack_to_json(&call.payload);
@@ -268,7 +335,13 @@ fn write_random(rng: &mut StdRng, out: &mut Vec<u8>, depth: usize) {
         7 => e::write_i32(out, rng.gen()).map_err(drop),
         8 => e::write_i64(out, rng.gen()).map_err(drop),
         9 => e::write_f32(out, rng.gen::<f32>() * 1e6).map_err(drop),
-        10 => e::write_f64(out, *[f64::NAN, -0.0, 1e308, rng.gen()].choose(rng).unwrap_or(&0.0)).map_err(drop),
+        10 => e::write_f64(
+            out,
+            *[f64::NAN, -0.0, 1e308, rng.gen()]
+                .choose(rng)
+                .unwrap_or(&0.0),
+        )
+        .map_err(drop),
         11 => e::write_str(out, &random_string(rng)).map_err(drop),
         12 => {
             let len = *[0usize, 3, 40, 300].choose(rng).unwrap_or(&0);
@@ -277,7 +350,9 @@ fn write_random(rng: &mut StdRng, out: &mut Vec<u8>, depth: usize) {
         }
         13 => {
             let len = *[1u32, 2, 4, 8, 16, 3, 100].choose(rng).unwrap_or(&1);
-            let r = e::write_ext_meta(out, len, rng.gen()).map(drop).map_err(drop);
+            let r = e::write_ext_meta(out, len, rng.gen())
+                .map(drop)
+                .map_err(drop);
             out.extend((0..len).map(|_| rng.gen::<u8>()));
             r
         }
@@ -307,11 +382,19 @@ fn write_random(rng: &mut StdRng, out: &mut Vec<u8>, depth: usize) {
 
 fn random_string(rng: &mut StdRng) -> String {
     let len = *[0usize, 1, 5, 31, 32, 300].choose(rng).unwrap_or(&0);
-    (0..len).map(|_| *['a', 'Z', '0', '-', '_', ' ', 'é', '漢', '🦀', '\0'].choose(rng).unwrap_or(&'a')).collect()
+    (0..len)
+        .map(|_| {
+            *['a', 'Z', '0', '-', '_', ' ', 'é', '漢', '🦀', '\0']
+                .choose(rng)
+                .unwrap_or(&'a')
+        })
+        .collect()
 }
 
 fn random_key(rng: &mut StdRng) -> String {
-    let common = ["value", "by", "name", "id", "delay_ms", "replicas", "fail", "config", "version", "count"];
+    let common = [
+        "value", "by", "name", "id", "delay_ms", "replicas", "fail", "config", "version", "count",
+    ];
     if rng.gen_bool(0.5) {
         common.choose(rng).unwrap_or(&"k").to_string()
     } else {
@@ -352,8 +435,16 @@ fn random_json(rng: &mut StdRng, depth: usize) -> Json {
         2 => interesting_number(rng),
         3 => json!(random_string(rng)),
         4 => json!(rng.gen::<f64>() * 1000.0),
-        5 => Json::Array((0..rng.gen_range(0..4)).map(|_| random_json(rng, depth + 1)).collect()),
-        _ => Json::Object((0..rng.gen_range(0..5)).map(|_| (random_key(rng), random_json(rng, depth + 1))).collect()),
+        5 => Json::Array(
+            (0..rng.gen_range(0..4))
+                .map(|_| random_json(rng, depth + 1))
+                .collect(),
+        ),
+        _ => Json::Object(
+            (0..rng.gen_range(0..5))
+                .map(|_| (random_key(rng), random_json(rng, depth + 1)))
+                .collect(),
+        ),
     }
 }
 
@@ -391,11 +482,12 @@ fn mutate(seed: &Json, rng: &mut StdRng, depth: usize) -> Json {
             }
             Json::Object(out)
         }
-        Json::Array(items) => Json::Array(items.iter().map(|v| mutate(v, rng, depth + 1)).collect()),
+        Json::Array(items) => {
+            Json::Array(items.iter().map(|v| mutate(v, rng, depth + 1)).collect())
+        }
         Json::Number(_) if rng.gen_bool(0.5) => interesting_number(rng),
         Json::String(_) if rng.gen_bool(0.3) => json!(random_string(rng)),
         _ if rng.gen_bool(0.1) => random_json(rng, depth + 1),
         other => other.clone(),
     }
 }
-

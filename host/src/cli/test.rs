@@ -5,6 +5,7 @@
 //! through one [`ScenarioRunner`] (engines and the artifact are loaded once),
 //! prints each report, and fails the process when any scenario fails.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -12,24 +13,33 @@ use relay_core::engine::EngineKind;
 
 use crate::testing::{Scenario, ScenarioRunner};
 
-/// Run a plugin against scenario files on wasmtime, wasmi, or both.
-///
-/// Each scenario (TOML or JSON, format in docs/scenarios.md) lists commands
-/// with their payload, role and attempt, and what to expect: a reply (as
-/// JSON), no reply, a handler error kind, a rejection (unknown_command,
-/// not_permitted), a failed call (trap, timed_out, too_large), the events
-/// emitted and the kv contents after the step. `restart = true` steps reload
-/// the plugin and keep its kv.
-///
-/// Prints one line per step (ok / FAIL) and, for each mismatch, expected vs
-/// actual as a `-`/`+` diff. With `--engine both` (the default) the two
-/// engines must also agree on every step: replies, error kinds and messages,
-/// failure codes, events and kv state (the differential check).
-///
-/// Exit status: 0 when every scenario passes on every engine; 1 on any
-/// mismatch, disagreement, unreadable scenario or plugin load error.
+/// What `relay test --help` prints after the options. (The one-line summary
+/// comes from the `Test` variant in `cli/mod.rs`, which would override a doc
+/// comment here, so the details live in `after_help`.)
+const DETAILS: &str = "\
+Each scenario (TOML or JSON, format in docs/scenarios.md) lists commands with
+their payload, role and attempt, and what to expect: a reply (as JSON), no
+reply, a handler error kind, a rejection (unknown_command, not_permitted), a
+failed call (trap, timed_out, too_large), the events emitted and the kv
+contents after the step. `restart = true` steps reload the plugin and keep its
+kv.
+
+Prints one line per step (ok / FAIL) and, for each mismatch, expected vs actual
+as a -/+ diff. With --engine both (the default) the two engines must also agree
+on every step: replies, error kinds and messages, failure codes, events and kv
+state (the differential check).
+
+Exit status: 0 when every scenario passes on every engine; 1 on any mismatch,
+disagreement, unreadable scenario or plugin load error.
+
+Example:
+  cargo xtask build-plugins
+  relay test target/plugins/counter.wasm plugins/counter/scenarios";
+
+/// Arguments of `relay test`: run a plugin against scenario files on
+/// wasmtime, wasmi, or both.
 #[derive(Debug, clap::Args)]
-#[command(verbatim_doc_comment)]
+#[command(after_help = DETAILS)]
 pub struct TestArgs {
     /// The plugin module: a core wasm module built with wit-bindgen for the
     /// relay:plugin world (e.g. target/plugins/echo.wasm).
@@ -89,13 +99,24 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
             }
             Err(e) => {
                 failed += 1;
-                println!("scenario {}\n  FAIL  {}\n  => FAIL", file.display(), e.message);
+                println!(
+                    "scenario {}\n  FAIL  {}\n  => FAIL",
+                    file.display(),
+                    e.message
+                );
             }
         }
     }
-    println!("\n{} scenario(s): {passed} passed, {failed} failed", files.len());
+    println!(
+        "\n{} scenario(s): {passed} passed, {failed} failed",
+        files.len()
+    );
     if failed > 0 {
-        bail!("{failed} of {} scenario(s) failed", files.len());
+        // A failing scenario is a test result, not an error of the tool:
+        // exit 1 without an error chain (or a backtrace under RUST_BACKTRACE).
+        let _ = std::io::stdout().flush();
+        eprintln!("error: {failed} of {} scenario(s) failed", files.len());
+        std::process::exit(1);
     }
     Ok(())
 }
@@ -125,5 +146,8 @@ fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn is_scenario_file(path: &Path) -> bool {
-    matches!(path.extension().and_then(|e| e.to_str()), Some("toml" | "json"))
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("toml" | "json")
+    )
 }

@@ -104,20 +104,29 @@ mod tests {
 
     #[test]
     fn short_values_fit_on_one_line() {
-        assert_eq!(json_diff(&json!({"value": 42}), &json!({"value": 41})), [
-            "- {\"value\":42}",
-            "+ {\"value\":41}"
-        ]);
+        assert_eq!(
+            json_diff(&json!({"value": 42}), &json!({"value": 41})),
+            ["- {\"value\":42}", "+ {\"value\":41}"]
+        );
     }
 
     #[test]
     fn long_values_show_changed_lines_with_context() {
-        let e: Json = (0..20).map(|i| (format!("key{i:02}"), json!(i))).collect::<serde_json::Map<_, _>>().into();
+        let e: Json = (0..20)
+            .map(|i| (format!("key{i:02}"), json!(i)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
         let mut a = e.clone();
         a["key10"] = json!(99);
         let lines = json_diff(&e, &a);
-        assert!(lines.contains(&"-   \"key10\": 10,".to_string()), "{lines:#?}");
-        assert!(lines.contains(&"+   \"key10\": 99,".to_string()), "{lines:#?}");
+        assert!(
+            lines.contains(&"-   \"key10\": 10,".to_string()),
+            "{lines:#?}"
+        );
+        assert!(
+            lines.contains(&"+   \"key10\": 99,".to_string()),
+            "{lines:#?}"
+        );
         assert!(lines.contains(&"  ...".to_string()));
         assert!(lines.len() < 15);
     }

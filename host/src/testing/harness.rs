@@ -39,7 +39,11 @@ pub struct HarnessOptions {
 
 impl Default for HarnessOptions {
     fn default() -> Self {
-        HarnessOptions { limits: Limits::default(), now_ms: DEFAULT_NOW_MS, kv: BTreeMap::new() }
+        HarnessOptions {
+            limits: Limits::default(),
+            now_ms: DEFAULT_NOW_MS,
+            kv: BTreeMap::new(),
+        }
     }
 }
 
@@ -88,7 +92,11 @@ impl Harness {
             wasm: wasm.into(),
             limits,
             registry: Registry::new(),
-            info: PluginInfo { name: String::new(), version: String::new(), commands: Vec::new() },
+            info: PluginInfo {
+                name: String::new(),
+                version: String::new(),
+                commands: Vec::new(),
+            },
             kv: SharedKv(Arc::new(Mutex::new(MemKv(kv)))),
             clock: SharedClock(Arc::new(AtomicU64::new(now_ms))),
             logs: SharedLogger::default(),
@@ -108,8 +116,12 @@ impl Harness {
     }
 
     fn install(&mut self) -> Result<(), HarnessError> {
-        let (kv, clock, logs, limits) =
-            (self.kv.clone(), self.clock.clone(), self.logs.clone(), self.limits.clone());
+        let (kv, clock, logs, limits) = (
+            self.kv.clone(),
+            self.clock.clone(),
+            self.logs.clone(),
+            self.limits.clone(),
+        );
         let mut make_env = move |info: &PluginInfo| {
             HostEnv::new(
                 info.name.clone(),
@@ -194,7 +206,11 @@ impl Harness {
     /// Runs `cmd` and records what it left: outcome, events and the whole kv.
     pub fn observe(&mut self, cmd: &Invocation) -> Observation {
         let CallResult { outcome, events } = self.invoke(cmd);
-        Observation { outcome, events, kv: self.kv_raw() }
+        Observation {
+            outcome,
+            events,
+            kv: self.kv_raw(),
+        }
     }
 
     /// The kv store, raw.
@@ -238,12 +254,22 @@ impl Harness {
     /// Every log line the plugin wrote while handling calls, in order (lines
     /// written during `describe` go to tracing, as on a device).
     pub fn logs(&self) -> Vec<(LogLevel, String)> {
-        self.logs.0.lock().unwrap_or_else(|e| e.into_inner()).0.clone()
+        self.logs
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone()
     }
 
     /// Forgets the captured log lines.
     pub fn clear_logs(&mut self) {
-        self.logs.0.lock().unwrap_or_else(|e| e.into_inner()).0.clear();
+        self.logs
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clear();
     }
 }
 
@@ -288,6 +314,9 @@ struct SharedLogger(Arc<Mutex<MemLogger>>);
 
 impl Logger for SharedLogger {
     fn log(&mut self, plugin: &str, level: LogLevel, message: &str) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).log(plugin, level, message)
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .log(plugin, level, message)
     }
 }

@@ -80,7 +80,10 @@ pub use value::EncodeError;
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("plugin {name:?} is not built ({path} is missing): run `cargo xtask build-plugins`")]
     MissingArtifact { name: String, path: PathBuf },
     #[error("cannot create the {kind} engine: {message}")]
@@ -104,7 +107,10 @@ pub enum HarnessError {
 pub fn bundled_plugin_dir() -> PathBuf {
     match std::env::var_os("RELAY_PLUGIN_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("target").join("plugins"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("target")
+            .join("plugins"),
     }
 }
 
@@ -114,19 +120,66 @@ pub fn bundled_plugin(name: &str) -> Result<PathBuf, HarnessError> {
     if path.is_file() {
         Ok(path)
     } else {
-        Err(HarnessError::MissingArtifact { name: name.into(), path })
+        Err(HarnessError::MissingArtifact {
+            name: name.into(),
+            path,
+        })
     }
 }
 
 /// Builds an engine for the harness.
+///
+/// wasmtime gets the host's own compile cache (see
+/// `engine::wasmtime::cache`) in [`harness_cache_dir`]: compiling a plugin
+/// with Cranelift takes seconds in a debug build, and the harness loads the
+/// same artifact again on every scenario and every `restart`; a cache hit
+/// takes milliseconds. Loading from the cache is what a device host with a
+/// cache does after a restart, so nothing untested hides behind it. If the
+/// directory is unusable the engine runs without a cache.
 pub fn engine(kind: EngineKind) -> Result<Arc<dyn Engine>, HarnessError> {
+    if kind == EngineKind::Wasmtime {
+        if let Some(dir) = harness_cache_dir() {
+            match crate::engine::wasmtime::WasmtimeEngine::with_cache_dir(&dir) {
+                Ok(engine) => return Ok(Arc::new(engine)),
+                Err(e) => tracing::warn!("harness: no compile cache in {}: {e}", dir.display()),
+            }
+        }
+    }
     crate::engine::build(kind)
         .map(Arc::from)
-        .map_err(|e| HarnessError::Engine { kind, message: format!("{e:#}") })
+        .map_err(|e| HarnessError::Engine {
+            kind,
+            message: format!("{e:#}"),
+        })
+}
+
+/// Where the harness caches wasmtime's compiled plugins:
+/// `$RELAY_HARNESS_CACHE` (`off` disables the cache); else
+/// `<workspace>/target/relay-harness-cache` in a Relay checkout; else
+/// `$XDG_CACHE_HOME/relay/harness` or `~/.cache/relay/harness`.
+pub fn harness_cache_dir() -> Option<PathBuf> {
+    match std::env::var_os("RELAY_HARNESS_CACHE") {
+        Some(v) if v == "off" => return None,
+        Some(v) => return Some(PathBuf::from(v)),
+        None => {}
+    }
+    let workspace_target = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target");
+    if workspace_target.is_dir() {
+        return Some(workspace_target.join("relay-harness-cache"));
+    }
+    let cache_home = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(cache_home.join("relay").join("harness"))
 }
 
 fn read_artifact(path: &Path) -> Result<Arc<[u8]>, HarnessError> {
     std::fs::read(path)
         .map(Arc::from)
-        .map_err(|source| HarnessError::Io { path: path.to_path_buf(), source })
+        .map_err(|source| HarnessError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
 }

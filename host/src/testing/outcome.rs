@@ -40,14 +40,27 @@ impl Outcome {
                 let outcome = match result {
                     Ok(Some(reply)) => Outcome::Reply(reply),
                     Ok(None) => Outcome::NoReply,
-                    Err(e) => Outcome::Error { kind: e.kind, message: e.message },
+                    Err(e) => Outcome::Error {
+                        kind: e.kind,
+                        message: e.message,
+                    },
                 };
                 (outcome, events)
             }
-            Err(DispatchError::Plugin(e)) => {
-                (Outcome::Failure { code: e.code(), message: e.to_string() }, Vec::new())
-            }
-            Err(e) => (Outcome::Rejected { code: e.code(), message: e.to_string() }, Vec::new()),
+            Err(DispatchError::Plugin(e)) => (
+                Outcome::Failure {
+                    code: e.code(),
+                    message: e.to_string(),
+                },
+                Vec::new(),
+            ),
+            Err(e) => (
+                Outcome::Rejected {
+                    code: e.code(),
+                    message: e.to_string(),
+                },
+                Vec::new(),
+            ),
         }
     }
 
@@ -67,7 +80,9 @@ impl Outcome {
         match self {
             Outcome::Reply(bytes) => json!({ "reply": msgpack_to_json(bytes) }),
             Outcome::NoReply => json!({ "no_reply": true }),
-            Outcome::Error { kind, message } => json!({ "error": kind.as_str(), "message": message }),
+            Outcome::Error { kind, message } => {
+                json!({ "error": kind.as_str(), "message": message })
+            }
             Outcome::Rejected { code, message } => json!({ "rejected": code, "message": message }),
             Outcome::Failure { code, message } => json!({ "failure": code, "message": message }),
         }
@@ -106,7 +121,10 @@ impl CallResult {
     pub fn reply_json(&self) -> Result<Json, HarnessError> {
         match &self.outcome {
             Outcome::Reply(bytes) => Ok(msgpack_to_json(bytes)),
-            other => Err(HarnessError::Unexpected(format!("expected a reply, got {}", other.to_json()))),
+            other => Err(HarnessError::Unexpected(format!(
+                "expected a reply, got {}",
+                other.to_json()
+            ))),
         }
     }
 
@@ -152,7 +170,11 @@ pub fn events_to_json(events: &[Event]) -> Json {
 
 /// kv contents as a JSON object with decoded values.
 pub fn kv_to_json(kv: &BTreeMap<String, Vec<u8>>) -> Json {
-    Json::Object(kv.iter().map(|(k, v)| (k.clone(), msgpack_to_json(v))).collect())
+    Json::Object(
+        kv.iter()
+            .map(|(k, v)| (k.clone(), msgpack_to_json(v)))
+            .collect(),
+    )
 }
 
 /// Everything a step left behind: what the differential test compares.
@@ -169,10 +191,18 @@ impl Observation {
     /// `(what, a_json, b_json)`: outcome, events (raw bytes) or kv (raw bytes).
     pub fn disagreement(&self, other: &Observation) -> Option<(&'static str, Json, Json)> {
         if !self.outcome.agrees_with(&other.outcome) {
-            return Some(("outcome", self.outcome.comparable_json(), other.outcome.comparable_json()));
+            return Some((
+                "outcome",
+                self.outcome.comparable_json(),
+                other.outcome.comparable_json(),
+            ));
         }
         if self.events != other.events {
-            return Some(("events", raw_events(&self.events), raw_events(&other.events)));
+            return Some((
+                "events",
+                raw_events(&self.events),
+                raw_events(&other.events),
+            ));
         }
         if self.kv != other.kv {
             return Some(("kv", raw_kv(&self.kv), raw_kv(&other.kv)));
@@ -194,6 +224,8 @@ fn raw_events(events: &[Event]) -> Json {
 
 fn raw_kv(kv: &BTreeMap<String, Vec<u8>>) -> Json {
     Json::Object(
-        kv.iter().map(|(k, v)| (k.clone(), Json::String(super::value::to_hex(v)))).collect(),
+        kv.iter()
+            .map(|(k, v)| (k.clone(), Json::String(super::value::to_hex(v))))
+            .collect(),
     )
 }

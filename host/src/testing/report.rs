@@ -34,7 +34,10 @@ impl ScenarioReport {
 
     /// Steps that failed, over all engines.
     pub fn failed_steps(&self) -> usize {
-        self.runs.iter().map(|r| r.steps.iter().filter(|s| !s.passed()).count()).sum()
+        self.runs
+            .iter()
+            .map(|r| r.steps.iter().filter(|s| !s.passed()).count())
+            .sum()
     }
 }
 
@@ -84,7 +87,11 @@ pub struct Mismatch {
 
 impl Mismatch {
     pub fn new(what: &str, expected: Json, actual: Json) -> Mismatch {
-        Mismatch { what: what.into(), expected, actual }
+        Mismatch {
+            what: what.into(),
+            expected,
+            actual,
+        }
     }
 }
 
@@ -133,7 +140,11 @@ impl fmt::Display for EngineRun {
         }
         for step in &self.steps {
             let status = if step.passed() { "ok  " } else { "FAIL" };
-            writeln!(f, "  {engine:<8}  {status}  step {}: {}", step.number, step.label)?;
+            writeln!(
+                f,
+                "  {engine:<8}  {status}  step {}: {}",
+                step.number, step.label
+            )?;
             for m in &step.mismatches {
                 writeln!(f, "{INDENT}{} (- expected, + actual):", m.what)?;
                 for line in json_diff(&m.expected, &m.actual) {

@@ -40,21 +40,34 @@ pub struct ScenarioRunner {
 
 impl ScenarioRunner {
     pub fn new(wasm: impl Into<Arc<[u8]>>, engines: Vec<Arc<dyn Engine>>) -> ScenarioRunner {
-        ScenarioRunner { wasm: wasm.into(), engines }
+        ScenarioRunner {
+            wasm: wasm.into(),
+            engines,
+        }
     }
 
     /// Reads the plugin at `plugin` and builds the engines named.
     pub fn for_kinds(plugin: &Path, kinds: &[EngineKind]) -> Result<ScenarioRunner, HarnessError> {
         let wasm = super::read_artifact(plugin)?;
-        let engines = kinds.iter().map(|k| super::engine(*k)).collect::<Result<_, _>>()?;
+        let engines = kinds
+            .iter()
+            .map(|k| super::engine(*k))
+            .collect::<Result<_, _>>()?;
         Ok(ScenarioRunner::new(wasm, engines))
     }
 
     /// Runs every step on every engine, then compares the engines.
     pub fn run(&self, scenario: &Scenario) -> ScenarioReport {
-        let runs: Vec<EngineRun> = self.engines.iter().map(|e| self.run_on(e.clone(), scenario)).collect();
+        let runs: Vec<EngineRun> = self
+            .engines
+            .iter()
+            .map(|e| self.run_on(e.clone(), scenario))
+            .collect();
         let disagreements = match runs.split_first() {
-            Some((first, rest)) => rest.iter().flat_map(|other| compare_runs(first, other)).collect(),
+            Some((first, rest)) => rest
+                .iter()
+                .flat_map(|other| compare_runs(first, other))
+                .collect(),
             None => Vec::new(),
         };
         ScenarioReport {
@@ -72,7 +85,12 @@ impl ScenarioRunner {
             now_ms: scenario.now_ms,
             kv: scenario.kv.clone(),
         };
-        let mut run = EngineRun { engine: kind, info: None, load_error: None, steps: Vec::new() };
+        let mut run = EngineRun {
+            engine: kind,
+            info: None,
+            load_error: None,
+            steps: Vec::new(),
+        };
         let mut harness = match Harness::new(engine, self.wasm.clone(), options) {
             Ok(h) => h,
             Err(e) => {
@@ -97,9 +115,18 @@ impl ScenarioRunner {
                     let restarted = harness.restart();
                     let mismatches = match &restarted {
                         Ok(()) => Vec::new(),
-                        Err(e) => vec![Mismatch::new("restart", json!("the plugin reloads"), json!(e.to_string()))],
+                        Err(e) => vec![Mismatch::new(
+                            "restart",
+                            json!("the plugin reloads"),
+                            json!(e.to_string()),
+                        )],
                     };
-                    run.steps.push(StepReport { number, label: "restart".into(), observation: None, mismatches });
+                    run.steps.push(StepReport {
+                        number,
+                        label: "restart".into(),
+                        observation: None,
+                        mismatches,
+                    });
                     if restarted.is_err() {
                         break;
                     }
@@ -110,8 +137,16 @@ impl ScenarioRunner {
                     }
                     let observation = harness.observe(&invocation(call));
                     let mismatches = check(&call.expect, &observation);
-                    let label = format!("{} [{}, {}, attempt {}]", call.command, call.id, call.role, call.attempt);
-                    run.steps.push(StepReport { number, label, observation: Some(observation), mismatches });
+                    let label = format!(
+                        "{} [{}, {}, attempt {}]",
+                        call.command, call.id, call.role, call.attempt
+                    );
+                    run.steps.push(StepReport {
+                        number,
+                        label,
+                        observation: Some(observation),
+                        mismatches,
+                    });
                 }
             }
         }
@@ -147,7 +182,11 @@ pub fn check(expect: &Expect, observed: &Observation) -> Vec<Mismatch> {
         _ => false,
     };
     if !outcome_ok {
-        out.push(Mismatch::new("outcome", expect.outcome.to_json(), observed.outcome.to_json()));
+        out.push(Mismatch::new(
+            "outcome",
+            expect.outcome.to_json(),
+            observed.outcome.to_json(),
+        ));
     }
     if let (Some(needle), true) = (&expect.error_contains, outcome_ok) {
         let message = observed.outcome.message().unwrap_or("");
@@ -161,7 +200,11 @@ pub fn check(expect: &Expect, observed: &Observation) -> Vec<Mismatch> {
     }
     if let Some(want) = &expect.events {
         if !events_match(want, &observed.events) {
-            out.push(Mismatch::new("events", expected_events_json(want), events_to_json(&observed.events)));
+            out.push(Mismatch::new(
+                "events",
+                expected_events_json(want),
+                events_to_json(&observed.events),
+            ));
         }
     }
     if let Some(want) = &expect.kv {
@@ -178,7 +221,9 @@ fn events_match(want: &[ExpectedEvent], got: &[Event]) -> bool {
     want.len() == got.len()
         && want.iter().zip(got).all(|(w, g)| {
             w.name == g.name
-                && w.payload.as_ref().is_none_or(|p| json_matches(p, &msgpack_to_json(&g.payload)))
+                && w.payload
+                    .as_ref()
+                    .is_none_or(|p| json_matches(p, &msgpack_to_json(&g.payload)))
         })
 }
 
@@ -203,24 +248,43 @@ pub fn compare_runs(a: &EngineRun, b: &EngineRun) -> Vec<Disagreement> {
         None => json!("loaded"),
     };
     if a.load_error.is_some() != b.load_error.is_some() {
-        out.push(Disagreement { step: None, what: "load".into(), a: side(a, load(a)), b: side(b, load(b)) });
+        out.push(Disagreement {
+            step: None,
+            what: "load".into(),
+            a: side(a, load(a)),
+            b: side(b, load(b)),
+        });
         return out;
     }
     if a.info != b.info {
         let info = |run: &EngineRun| serde_json::to_value(&run.info).unwrap_or(Json::Null);
-        out.push(Disagreement { step: None, what: "describe".into(), a: side(a, info(a)), b: side(b, info(b)) });
+        out.push(Disagreement {
+            step: None,
+            what: "describe".into(),
+            a: side(a, info(a)),
+            b: side(b, info(b)),
+        });
     }
     for (sa, sb) in a.steps.iter().zip(&b.steps) {
         if let (Some(oa), Some(ob)) = (&sa.observation, &sb.observation) {
             if let Some((what, ja, jb)) = oa.disagreement(ob) {
-                out.push(Disagreement { step: Some(sa.number), what: what.into(), a: side(a, ja), b: side(b, jb) });
+                out.push(Disagreement {
+                    step: Some(sa.number),
+                    what: what.into(),
+                    a: side(a, ja),
+                    b: side(b, jb),
+                });
             }
         }
     }
     if a.steps.len() != b.steps.len() {
         let count = |run: &EngineRun| json!({ "steps_run": run.steps.len() });
-        out.push(Disagreement { step: None, what: "steps run".into(), a: side(a, count(a)), b: side(b, count(b)) });
+        out.push(Disagreement {
+            step: None,
+            what: "steps run".into(),
+            a: side(a, count(a)),
+            b: side(b, count(b)),
+        });
     }
     out
 }
-

@@ -34,6 +34,9 @@ pub struct Scenario {
     pub steps: Vec<Step>,
 }
 
+/// One step of a scenario. (A file has a handful of steps, so the size
+/// difference between the variants is not worth a `Box`.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     Call(CallStep),
@@ -105,14 +108,21 @@ pub struct ScenarioError {
 
 const REJECTIONS: [&str; 2] = ["unknown_command", "not_permitted"];
 const FAILURES: [&str; 3] = ["trap", "timed_out", "too_large"];
-const ERROR_KINDS: [ErrorKind; 4] =
-    [ErrorKind::InvalidArgument, ErrorKind::OutOfBounds, ErrorKind::Transient, ErrorKind::Permanent];
+const ERROR_KINDS: [ErrorKind; 4] = [
+    ErrorKind::InvalidArgument,
+    ErrorKind::OutOfBounds,
+    ErrorKind::Transient,
+    ErrorKind::Permanent,
+];
 
 impl Scenario {
     /// Reads a `.toml` or `.json` scenario file.
     pub fn from_path(path: &Path) -> Result<Scenario, ScenarioError> {
         let origin = path.display().to_string();
-        let fail = |message: String| ScenarioError { origin: origin.clone(), message };
+        let fail = |message: String| ScenarioError {
+            origin: origin.clone(),
+            message,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
         match path.extension().and_then(|e| e.to_str()) {
             Some("toml") => Scenario::from_toml(&text, &origin),
@@ -130,8 +140,10 @@ impl Scenario {
     }
 
     pub fn from_json(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
-        let raw: RawScenario = serde_json::from_str(text)
-            .map_err(|e| ScenarioError { origin: origin.into(), message: format!("JSON error: {e}") })?;
+        let raw: RawScenario = serde_json::from_str(text).map_err(|e| ScenarioError {
+            origin: origin.into(),
+            message: format!("JSON error: {e}"),
+        })?;
         raw.check(origin)
     }
 }
@@ -184,13 +196,17 @@ struct RawEvent {
 
 impl RawScenario {
     fn check(self, origin: &str) -> Result<Scenario, ScenarioError> {
-        let fail = |message: String| ScenarioError { origin: origin.into(), message };
+        let fail = |message: String| ScenarioError {
+            origin: origin.into(),
+            message,
+        };
         if self.step.is_empty() {
             return Err(fail("the scenario has no [[step]]".into()));
         }
         let mut kv = BTreeMap::new();
         for (key, value) in self.kv {
-            let bytes = json_to_msgpack(&normalize(value)).map_err(|e| fail(format!("kv {key:?}: {e}")))?;
+            let bytes =
+                json_to_msgpack(&normalize(value)).map_err(|e| fail(format!("kv {key:?}: {e}")))?;
             kv.insert(key, bytes);
         }
         let steps = self
@@ -198,9 +214,8 @@ impl RawScenario {
             .into_iter()
             .enumerate()
             .map(|(i, raw)| {
-                raw.check(i + 1).map_err(|message| {
-                    fail(format!("step {}: {message}", i + 1))
-                })
+                raw.check(i + 1)
+                    .map_err(|message| fail(format!("step {}: {message}", i + 1)))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Scenario {
@@ -231,13 +246,19 @@ impl RawStep {
                 ("expect", self.expect.is_some()),
             ];
             if let Some((field, _)) = extra.iter().find(|(_, present)| *present) {
-                return Err(format!("a `restart = true` step takes no other field (found `{field}`)"));
+                return Err(format!(
+                    "a `restart = true` step takes no other field (found `{field}`)"
+                ));
             }
             return Ok(Step::Restart);
         }
-        let command = self.command.ok_or("needs `command = \"...\"` (or `restart = true`)")?;
+        let command = self
+            .command
+            .ok_or("needs `command = \"...\"` (or `restart = true`)")?;
         let payload = match self.payload {
-            Some(value) => json_to_msgpack(&normalize(value)).map_err(|e| format!("payload: {e}"))?,
+            Some(value) => {
+                json_to_msgpack(&normalize(value)).map_err(|e| format!("payload: {e}"))?
+            }
             None => Vec::new(),
         };
         if self.attempt == Some(0) {
@@ -267,14 +288,20 @@ impl RawExpect {
         }
         match self.no_reply {
             Some(true) => outcomes.push(ExpectedOutcome::NoReply),
-            Some(false) => return Err("`no_reply = false` means nothing; expect a `reply` instead".into()),
+            Some(false) => {
+                return Err("`no_reply = false` means nothing; expect a `reply` instead".into())
+            }
             None => {}
         }
         if let Some(kind) = self.error {
             outcomes.push(ExpectedOutcome::Error(parse_error_kind(&kind)?));
         }
         if let Some(code) = self.rejected {
-            outcomes.push(ExpectedOutcome::Rejected(pick(&code, &REJECTIONS, "rejected")?));
+            outcomes.push(ExpectedOutcome::Rejected(pick(
+                &code,
+                &REJECTIONS,
+                "rejected",
+            )?));
         }
         if let Some(code) = self.failure {
             outcomes.push(ExpectedOutcome::Failure(pick(&code, &FAILURES, "failure")?));
@@ -287,34 +314,60 @@ impl RawExpect {
         }
         let outcome = outcomes.remove(0);
         if self.error_contains.is_some()
-            && matches!(outcome, ExpectedOutcome::Reply(_) | ExpectedOutcome::NoReply)
+            && matches!(
+                outcome,
+                ExpectedOutcome::Reply(_) | ExpectedOutcome::NoReply
+            )
         {
             return Err("`error_contains` needs an error, rejected or failure expectation".into());
         }
         let events = self.events.map(|events| {
             events
                 .into_iter()
-                .map(|e| ExpectedEvent { name: e.name, payload: e.payload.map(normalize) })
+                .map(|e| ExpectedEvent {
+                    name: e.name,
+                    payload: e.payload.map(normalize),
+                })
                 .collect()
         });
-        let kv = self.kv.map(|kv| kv.into_iter().map(|(k, v)| (k, normalize(v))).collect());
-        Ok(Expect { outcome, events, kv, error_contains: self.error_contains })
+        let kv = self
+            .kv
+            .map(|kv| kv.into_iter().map(|(k, v)| (k, normalize(v))).collect());
+        Ok(Expect {
+            outcome,
+            events,
+            kv,
+            error_contains: self.error_contains,
+        })
     }
 }
 
 fn parse_error_kind(text: &str) -> Result<ErrorKind, String> {
     let wanted = text.replace('_', "-");
-    ERROR_KINDS.into_iter().find(|k| k.as_str() == wanted).ok_or_else(|| {
-        let names: Vec<_> = ERROR_KINDS.iter().map(|k| k.as_str()).collect();
-        format!("unknown error kind {text:?} (expected one of {})", names.join(", "))
-    })
+    ERROR_KINDS
+        .into_iter()
+        .find(|k| k.as_str() == wanted)
+        .ok_or_else(|| {
+            let names: Vec<_> = ERROR_KINDS.iter().map(|k| k.as_str()).collect();
+            format!(
+                "unknown error kind {text:?} (expected one of {})",
+                names.join(", ")
+            )
+        })
 }
 
 fn pick(text: &str, allowed: &[&'static str], what: &str) -> Result<&'static str, String> {
     let wanted = text.replace('-', "_");
-    allowed.iter().copied().find(|a| *a == wanted).ok_or_else(|| {
-        format!("unknown {what} code {text:?} (expected one of {})", allowed.join(", "))
-    })
+    allowed
+        .iter()
+        .copied()
+        .find(|a| *a == wanted)
+        .ok_or_else(|| {
+            format!(
+                "unknown {what} code {text:?} (expected one of {})",
+                allowed.join(", ")
+            )
+        })
 }
 
 #[cfg(test)]
@@ -355,20 +408,32 @@ error_contains = "secondary"
         assert_eq!(s.kv["count"], vec![41]);
         assert_eq!(s.now_ms, DEFAULT_NOW_MS);
         assert_eq!(s.steps.len(), 3);
-        let Step::Call(first) = &s.steps[0] else { panic!() };
+        let Step::Call(first) = &s.steps[0] else {
+            panic!()
+        };
         assert_eq!(first.id, "step-1");
         assert_eq!(first.payload, [0x81, 0xa2, b'b', b'y', 0x01]);
-        assert_eq!(first.expect.outcome, ExpectedOutcome::Reply(json!({"value": 42})));
+        assert_eq!(
+            first.expect.outcome,
+            ExpectedOutcome::Reply(json!({"value": 42}))
+        );
         assert_eq!(s.steps[1], Step::Restart);
-        let Step::Call(third) = &s.steps[2] else { panic!() };
-        assert_eq!((third.role, third.attempt, third.id.as_str()), (Role::Secondary, 2, "s3"));
+        let Step::Call(third) = &s.steps[2] else {
+            panic!()
+        };
+        assert_eq!(
+            (third.role, third.attempt, third.id.as_str()),
+            (Role::Secondary, 2, "s3")
+        );
         assert!(third.payload.is_empty());
     }
 
     #[test]
     fn step_errors_name_the_step() {
         let err = |text: &str| Scenario::from_toml(text, "x.toml").unwrap_err().to_string();
-        let e = err("[[step]]\ncommand = \"a\"\n[step.expect]\nno_reply = true\nerror = \"transient\"\n");
+        let e = err(
+            "[[step]]\ncommand = \"a\"\n[step.expect]\nno_reply = true\nerror = \"transient\"\n",
+        );
         assert!(e.contains("step 1") && e.contains("exactly one"), "{e}");
         let e = err("[[step]]\nrestart = true\ncommand = \"a\"\n");
         assert!(e.contains("takes no other field"), "{e}");

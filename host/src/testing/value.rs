@@ -35,7 +35,9 @@ pub struct EncodeError(pub String);
 /// `{"$bytes": "<hex>"}` is sent as those raw bytes instead.
 pub fn json_to_msgpack(value: &Json) -> Result<Vec<u8>, EncodeError> {
     if let Some(hex) = marker(value, "$bytes") {
-        let hex = hex.as_str().ok_or_else(|| EncodeError("$bytes takes a hex string".into()))?;
+        let hex = hex
+            .as_str()
+            .ok_or_else(|| EncodeError("$bytes takes a hex string".into()))?;
         return from_hex(hex);
     }
     let mut out = Vec::new();
@@ -82,7 +84,8 @@ pub fn json_matches(expected: &Json, actual: &Json) -> bool {
         }
         (Json::Object(a), Json::Object(b)) => {
             a.len() == b.len()
-                && a.iter().all(|(k, x)| b.get(k).is_some_and(|y| json_matches(x, y)))
+                && a.iter()
+                    .all(|(k, x)| b.get(k).is_some_and(|y| json_matches(x, y)))
         }
         _ => expected == actual,
     }
@@ -104,8 +107,10 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 pub fn from_hex(hex: &str) -> Result<Vec<u8>, EncodeError> {
     let hex: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
-    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(EncodeError(format!("{hex:?} is not an even number of hex digits")));
+    if hex.len() % 2 == 1 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(EncodeError(format!(
+            "{hex:?} is not an even number of hex digits"
+        )));
     }
     (0..hex.len())
         .step_by(2)
@@ -131,7 +136,9 @@ fn encode(value: &Json, out: &mut Vec<u8>, depth: usize) -> Result<(), EncodeErr
     use rmp::encode as e;
     let io = |err: rmp::encode::ValueWriteError| EncodeError(err.to_string());
     if depth > MAX_DEPTH {
-        return Err(EncodeError(format!("nested deeper than {MAX_DEPTH} levels")));
+        return Err(EncodeError(format!(
+            "nested deeper than {MAX_DEPTH} levels"
+        )));
     }
     match value {
         Json::Null => e::write_nil(out).map_err(|e| EncodeError(e.to_string()))?,
@@ -166,16 +173,23 @@ fn encode_object(
     use rmp::encode as e;
     let io = |err: rmp::encode::ValueWriteError| EncodeError(err.to_string());
     let hex_of = |v: &Json, what: &str| {
-        v.as_str().ok_or_else(|| EncodeError(format!("{what} takes a hex string"))).and_then(from_hex)
+        v.as_str()
+            .ok_or_else(|| EncodeError(format!("{what} takes a hex string")))
+            .and_then(from_hex)
     };
     if let Some(hex) = marker(value, "$bin") {
         let data = hex_of(hex, "$bin")?;
         return e::write_bin(out, &data).map_err(io);
     }
     if let Some(ext) = marker(value, "$ext") {
-        let ty = ext.get("type").and_then(Json::as_i64).and_then(|t| i8::try_from(t).ok());
+        let ty = ext
+            .get("type")
+            .and_then(Json::as_i64)
+            .and_then(|t| i8::try_from(t).ok());
         let (Some(ty), Some(data)) = (ty, ext.get("data")) else {
-            return Err(EncodeError("$ext takes {\"type\": <i8>, \"data\": \"<hex>\"}".into()));
+            return Err(EncodeError(
+                "$ext takes {\"type\": <i8>, \"data\": \"<hex>\"}".into(),
+            ));
         };
         let data = hex_of(data, "$ext data")?;
         e::write_ext_meta(out, len32(data.len())?, ty).map_err(io)?;
@@ -187,12 +201,18 @@ fn encode_object(
             Some("NaN") => f64::NAN,
             Some("inf") => f64::INFINITY,
             Some("-inf") => f64::NEG_INFINITY,
-            _ => return Err(EncodeError("$f64 takes \"NaN\", \"inf\" or \"-inf\"".into())),
+            _ => {
+                return Err(EncodeError(
+                    "$f64 takes \"NaN\", \"inf\" or \"-inf\"".into(),
+                ))
+            }
         };
         return e::write_f64(out, v).map_err(io);
     }
     if marker(value, "$bytes").is_some() {
-        return Err(EncodeError("$bytes must be the whole payload, not part of it".into()));
+        return Err(EncodeError(
+            "$bytes must be the whole payload, not part of it".into(),
+        ));
     }
     e::write_map_len(out, len32(map.len())?).map_err(io)?;
     for (k, v) in map {
@@ -352,7 +372,10 @@ mod tests {
     fn integers_use_the_compact_encoding() {
         assert_eq!(json_to_msgpack(&json!(1)).unwrap(), [0x01]);
         assert_eq!(json_to_msgpack(&json!(-1)).unwrap(), [0xff]);
-        assert_eq!(json_to_msgpack(&json!({"by": 2})).unwrap(), [0x81, 0xa2, b'b', b'y', 0x02]);
+        assert_eq!(
+            json_to_msgpack(&json!({"by": 2})).unwrap(),
+            [0x81, 0xa2, b'b', b'y', 0x02]
+        );
     }
 
     #[test]
@@ -365,15 +388,29 @@ mod tests {
         ] {
             assert_eq!(msgpack_to_json(&json_to_msgpack(&v).unwrap()), v, "{v}");
         }
-        assert_eq!(json_to_msgpack(&json!({"$bytes": "c1 ff"})).unwrap(), [0xc1, 0xff]);
+        assert_eq!(
+            json_to_msgpack(&json!({"$bytes": "c1 ff"})).unwrap(),
+            [0xc1, 0xff]
+        );
         assert!(json_to_msgpack(&json!([{"$bytes": "00"}])).is_err());
         assert!(json_to_msgpack(&json!({"$bytes": "abc"})).is_err());
     }
 
     #[test]
     fn invalid_msgpack_is_shown_as_bytes() {
-        for bad in [&[0xc1][..], &[], &[0x01, 0x02], &[0x92, 0x01], &[0xdd, 0xff, 0xff, 0xff, 0xff], &[0xa2, 0xff, 0xfe]] {
-            assert_eq!(msgpack_to_json(bad), json!({"$bytes": to_hex(bad)}), "{bad:?}");
+        for bad in [
+            &[0xc1][..],
+            &[],
+            &[0x01, 0x02],
+            &[0x92, 0x01],
+            &[0xdd, 0xff, 0xff, 0xff, 0xff],
+            &[0xa2, 0xff, 0xfe],
+        ] {
+            assert_eq!(
+                msgpack_to_json(bad),
+                json!({"$bytes": to_hex(bad)}),
+                "{bad:?}"
+            );
         }
     }
 
@@ -381,7 +418,10 @@ mod tests {
     fn nesting_is_bounded() {
         let mut deep = vec![0x91; 100_000];
         deep.push(0xc0);
-        assert_eq!(msgpack_to_json(&deep)["$bytes"].as_str().map(str::len), Some(deep.len() * 2));
+        assert_eq!(
+            msgpack_to_json(&deep)["$bytes"].as_str().map(str::len),
+            Some(deep.len() * 2)
+        );
     }
 
     #[test]
