@@ -327,9 +327,27 @@ fn cli_errors_are_clear() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let junk = write_temp(&dir, "junk.wasm", "not wasm at all");
-    let (code, out, _) = relay(&[&junk, &fixture("echo_basic.json")]);
+    let (code, _, err) = relay(&[&junk, &fixture("echo_basic.json")]);
     assert_ne!(code, 0);
-    assert!(out.contains("FAIL  load:"), "{out}");
+    assert!(err.contains("junk.wasm is not a wasm module"), "{err}");
+
+    // Swapped arguments: the scenario where the plugin should be.
+    let (code, _, err) = relay(&[&fixture("echo_basic.json"), &echo()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("echo_basic.json is not a wasm module"),
+        "{err}"
+    );
+
+    // A wasm header with nothing valid behind it: each engine reports the load error.
+    let broken = dir.path().join("broken.wasm");
+    std::fs::write(&broken, b"\0asm\x01\0\0\0\xffgarbage").expect("write");
+    let (code, out, _) = relay(&[&broken, &fixture("echo_basic.json")]);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("wasmtime  FAIL  load:") && out.contains("wasmi     FAIL  load:"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -79,9 +79,13 @@ impl EngineChoice {
 }
 
 pub fn run(args: TestArgs) -> anyhow::Result<()> {
+    check_is_wasm(&args.plugin)?;
     let files = expand(&args.scenarios)?;
     let runner = ScenarioRunner::for_kinds(&args.plugin, &args.engine.kinds())
         .with_context(|| format!("cannot run plugin {}", args.plugin.display()))?;
+    // Reports go to stdout; a closed pipe (`relay test ... | head`) only
+    // stops the printing, never the verdict in the exit status.
+    let mut out = std::io::stdout().lock();
     let (mut passed, mut failed) = (0usize, 0usize);
     for file in &files {
         match Scenario::from_path(file) {
@@ -90,33 +94,50 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
                 if report.passed() {
                     passed += 1;
                     if !args.quiet {
-                        print!("{report}");
+                        let _ = write!(out, "{report}");
                     }
                 } else {
                     failed += 1;
-                    print!("{report}");
+                    let _ = write!(out, "{report}");
                 }
             }
             Err(e) => {
                 failed += 1;
-                println!(
-                    "scenario {}\n  FAIL  {}\n  => FAIL",
-                    file.display(),
-                    e.message
+                let message = e.message.replace('\n', "\n        ");
+                let _ = writeln!(
+                    out,
+                    "scenario {}\n  FAIL  {message}\n  => FAIL",
+                    file.display()
                 );
             }
         }
     }
-    println!(
-        "\n{} scenario(s): {passed} passed, {failed} failed",
-        files.len()
+    let total = files.len();
+    let _ = writeln!(
+        out,
+        "\n{total} scenario(s): {passed} passed, {failed} failed"
     );
+    let _ = out.flush();
     if failed > 0 {
         // A failing scenario is a test result, not an error of the tool:
         // exit 1 without an error chain (or a backtrace under RUST_BACKTRACE).
-        let _ = std::io::stdout().flush();
-        eprintln!("error: {failed} of {} scenario(s) failed", files.len());
+        eprintln!("error: {failed} of {total} scenario(s) failed");
         std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Catches swapped arguments early: a module starts with `\0asm`.
+fn check_is_wasm(plugin: &Path) -> anyhow::Result<()> {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(plugin)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .with_context(|| format!("cannot read plugin {}", plugin.display()))?;
+    if magic != *b"\0asm" {
+        bail!(
+            "{} is not a wasm module (usage: relay test <plugin.wasm> <scenario>...)",
+            plugin.display()
+        );
     }
     Ok(())
 }
