@@ -229,3 +229,83 @@ fn raw_kv(kv: &BTreeMap<String, Vec<u8>>) -> Json {
             .collect(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(outcome: Outcome) -> Observation {
+        Observation {
+            outcome,
+            events: Vec::new(),
+            kv: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn failures_agree_by_code_only() {
+        let a = obs(Outcome::Failure {
+            code: "trap",
+            message: "wasm trap: unreachable".into(),
+        });
+        let b = obs(Outcome::Failure {
+            code: "trap",
+            message: "unreachable executed".into(),
+        });
+        assert_eq!(a.disagreement(&b), None);
+        let c = obs(Outcome::Failure {
+            code: "timed_out",
+            message: String::new(),
+        });
+        assert_eq!(a.disagreement(&c).map(|d| d.0), Some("outcome"));
+    }
+
+    #[test]
+    fn handler_errors_compare_kind_and_message() {
+        let err = |m: &str| {
+            obs(Outcome::Error {
+                kind: ErrorKind::Transient,
+                message: m.into(),
+            })
+        };
+        assert_eq!(err("busy").disagreement(&err("busy")), None);
+        assert!(err("busy").disagreement(&err("Busy")).is_some());
+    }
+
+    #[test]
+    fn events_and_kv_compare_raw_bytes() {
+        let base = obs(Outcome::NoReply);
+        let mut with_event = base.clone();
+        with_event.events.push(Event {
+            name: "e".into(),
+            payload: vec![0xcb; 9],
+        });
+        let (what, a, b) = base.disagreement(&with_event).expect("events differ");
+        assert_eq!((what, a), ("events", json!([])));
+        assert_eq!(b, json!([{ "name": "e", "payload_hex": "cb".repeat(9) }]));
+
+        let mut with_kv = base.clone();
+        // Same JSON value (1), different bytes: still a difference.
+        with_kv.kv.insert("k".into(), vec![0x01]);
+        let mut other_kv = base.clone();
+        other_kv.kv.insert("k".into(), vec![0xcc, 0x01]);
+        assert_eq!(with_kv.disagreement(&other_kv).map(|d| d.0), Some("kv"));
+    }
+
+    #[test]
+    fn rejected_and_failed_calls_read_back() {
+        let r = CallResult {
+            outcome: Outcome::Rejected {
+                code: "not_permitted",
+                message: "no".into(),
+            },
+            events: Vec::new(),
+        };
+        assert_eq!(r.code(), Some("not_permitted"));
+        let e = r.reply_json().unwrap_err().to_string();
+        assert!(
+            e.contains("expected a reply") && e.contains("not_permitted"),
+            "{e}"
+        );
+    }
+}
