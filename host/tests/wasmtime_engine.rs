@@ -10,7 +10,7 @@ use relay_core::engine::{Engine, Plugin, PluginError};
 use relay_core::host_env::{FixedClock, HostEnv, Logger, MemKv};
 use relay_core::limits::Limits;
 use relay_core::plugin::{Event, Invocation, LogLevel, PluginInfo, Role};
-use relay_host::engine::wasmtime::WasmtimeEngine;
+use relay_host::engine::wasmtime::{InstancePolicy, PoolingConfig, WasmtimeConfig, WasmtimeEngine};
 
 // ---------------------------------------------------------------- fixtures
 
@@ -811,6 +811,92 @@ fn resident_bytes() -> u64 {
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
     pages * 4096
+}
+
+/// Counts calls in a global and replies with the count (4 bytes LE).
+const COUNTER: &str = r#"
+    (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+    (i32.store (i32.const 240) (global.get $calls))
+    (i32.store8 (i32.const 200) (i32.const 0))
+    (i32.store8 (i32.const 204) (i32.const 1))
+    (i32.store (i32.const 208) (i32.const 240))
+    (i32.store (i32.const 212) (i32.const 4))
+    (return (i32.const 200))"#;
+
+#[test]
+fn fresh_per_call_policy_keeps_no_guest_state() {
+    let config = WasmtimeConfig {
+        instance_policy: InstancePolicy::FreshPerCall,
+        ..WasmtimeConfig::default()
+    };
+    let engine = WasmtimeEngine::with_config(config).unwrap();
+    let mut plugin = load_with(
+        &engine,
+        &Wat::new(COUNTER).bytes(),
+        &Limits::default(),
+        &SharedLog::default(),
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let reply = plugin
+            .handle(&cmd("run", b""))
+            .unwrap()
+            .result
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply, 1u32.to_le_bytes());
+    }
+}
+
+#[test]
+fn pooling_allocator_runs_plugins_and_recovers_from_traps() {
+    let pooling = PoolingConfig {
+        slots: 4,
+        max_memory_bytes: Limits::default().max_memory_bytes,
+    };
+    let engine = WasmtimeEngine::with_config(WasmtimeConfig {
+        pooling: Some(pooling),
+        ..WasmtimeConfig::default()
+    })
+    .unwrap();
+    let log = SharedLog::default();
+    let mut echo = load_with(&engine, &echo_wasm(), &Limits::default(), &log).unwrap();
+    let body = "(if (i32.eq (local.get $attempt) (i32.const 99)) (then unreachable))";
+    let mut wat = load_with(&engine, &Wat::new(body).bytes(), &Limits::default(), &log).unwrap();
+    for _ in 0..20 {
+        assert_eq!(
+            echo.handle(&cmd("echo", b"x")).unwrap().result,
+            Ok(Some(b"x".to_vec()))
+        );
+        let trap = Invocation {
+            attempt: 99,
+            ..cmd("run", b"y")
+        };
+        assert!(matches!(wat.handle(&trap), Err(PluginError::Trap(_))));
+        assert_eq!(
+            wat.handle(&cmd("run", b"y")).unwrap().result,
+            Ok(Some(b"y".to_vec()))
+        );
+    }
+}
+
+#[test]
+fn componentization_does_not_count_against_max_instances() {
+    // The guest has one instance, one memory and no table of its own.
+    let limits = Limits {
+        max_instances: 1,
+        ..Limits::default()
+    };
+    let mut plugin = load(&echo_wasm(), &limits).unwrap();
+    assert_eq!(
+        plugin.handle(&cmd("echo", b"x")).unwrap().result,
+        Ok(Some(b"x".to_vec()))
+    );
+    let mut plugin = wat_plugin("", &limits);
+    assert_eq!(
+        plugin.handle(&cmd("run", b"x")).unwrap().result,
+        Ok(Some(b"x".to_vec()))
+    );
 }
 
 // ---------------------------------------------------------- compile cache

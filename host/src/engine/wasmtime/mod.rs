@@ -18,11 +18,13 @@
 //!
 //! # Instantiation strategy
 //!
-//! One instance per plugin, reused across successful calls, replaced (new
-//! `Store`, on-demand allocation, from the pre-linked `PluginPre`) after an
-//! error. Reuse is what wasmi does too, so guest statics behave the same on
-//! both engines, and it is the fastest option measured
-//! (`cargo bench -p relay-host --bench instantiate`; figures in
+//! Default ([`InstancePolicy::ReuseUntilError`], on-demand allocation): one
+//! instance per plugin, reused across successful calls, replaced (new
+//! `Store`, instantiated from the pre-linked `PluginPre`) after an error.
+//! wasmi does the same, so guest statics behave alike on both engines, and
+//! it is the fastest option measured; [`InstancePolicy::FreshPerCall`] and
+//! the pooling allocator ([`PoolingConfig`]) are selectable and measured by
+//! `cargo bench -p relay-host --bench instantiate` (figures in
 //! `docs/engines.md`, section "wasmtime").
 //!
 //! # Stack
@@ -44,7 +46,7 @@ mod plugin;
 mod ticker;
 mod world;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use relay_core::engine::{Engine, EngineKind, EnvFactory, Plugin, PluginError};
@@ -74,11 +76,46 @@ pub enum EngineError {
     CacheDir(#[from] CacheDirError),
 }
 
+/// When a plugin gets a new instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InstancePolicy {
+    /// Keep the instance between successful calls; replace it after an
+    /// error (contract point 13). Fastest; guest globals persist between
+    /// calls, as on wasmi.
+    #[default]
+    ReuseUntilError,
+    /// A new store and instance for every call: no guest state survives a
+    /// call, at the cost of one instantiation per call.
+    FreshPerCall,
+}
+
+/// wasmtime's pooling allocator: instance slots reserved once, up front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolingConfig {
+    /// Plugin instances that may exist at once (loaded plugins + one spare
+    /// per plugin while it is replaced).
+    pub slots: u32,
+    /// Size of a memory slot; plugins whose `max_memory_bytes` exceed it
+    /// fail to instantiate.
+    pub max_memory_bytes: usize,
+}
+
+/// Options of the wasmtime engine.
+#[derive(Debug, Clone, Default)]
+pub struct WasmtimeConfig {
+    pub instance_policy: InstancePolicy,
+    /// `None` (the default): mmap each instance's memory on demand.
+    pub pooling: Option<PoolingConfig>,
+    /// Where compiled plugins are cached (see [`cache`]); `None`: no cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
 /// The wasmtime engine: JIT-compiled plugins through the component model.
 pub struct WasmtimeEngine {
     /// One per distinct (rounded) stack size; see the module docs.
     runtimes: Mutex<Vec<Arc<Runtime>>>,
     cache: Option<CompileCache>,
+    config: WasmtimeConfig,
 }
 
 /// A `wasmtime::Engine` with its linker and epoch ticker, shared by the
@@ -91,24 +128,32 @@ pub(crate) struct Runtime {
 }
 
 impl WasmtimeEngine {
-    /// An engine without a compile cache: every load compiles.
+    /// The default engine, without a compile cache: every load compiles.
     pub fn new() -> Result<Self, EngineError> {
-        let engine = WasmtimeEngine {
-            runtimes: Mutex::new(Vec::new()),
-            cache: None,
-        };
-        engine.runtime_for(&Limits::default())?;
-        Ok(engine)
+        Self::with_config(WasmtimeConfig::default())
     }
 
-    /// An engine caching compiled plugins in `dir` (created 0700; must be
-    /// private to this user, see [`cache`]).
+    /// The default engine caching compiled plugins in `dir` (created 0700;
+    /// must be private to this user, see [`cache`]).
     pub fn with_cache_dir(dir: impl AsRef<Path>) -> Result<Self, EngineError> {
-        let cache = CompileCache::open(dir.as_ref())?;
+        Self::with_config(WasmtimeConfig {
+            cache_dir: Some(dir.as_ref().to_path_buf()),
+            ..WasmtimeConfig::default()
+        })
+    }
+
+    pub fn with_config(config: WasmtimeConfig) -> Result<Self, EngineError> {
+        let cache = config
+            .cache_dir
+            .as_deref()
+            .map(CompileCache::open)
+            .transpose()?;
         let engine = WasmtimeEngine {
             runtimes: Mutex::new(Vec::new()),
-            cache: Some(cache),
+            cache,
+            config,
         };
+        // Build the default runtime now so configuration errors surface here.
         engine.runtime_for(&Limits::default())?;
         Ok(engine)
     }
@@ -127,7 +172,7 @@ impl WasmtimeEngine {
         if let Some(runtime) = runtimes.iter().find(|r| r.stack_bytes == stack_bytes) {
             return Ok(Arc::clone(runtime));
         }
-        let runtime = Arc::new(Runtime::new(stack_bytes)?);
+        let runtime = Arc::new(Runtime::new(stack_bytes, self.config.pooling)?);
         runtimes.push(Arc::clone(&runtime));
         Ok(runtime)
     }
@@ -160,13 +205,16 @@ impl WasmtimeEngine {
 }
 
 impl Runtime {
-    fn new(stack_bytes: usize) -> Result<Self, EngineError> {
+    fn new(stack_bytes: usize, pooling: Option<PoolingConfig>) -> Result<Self, EngineError> {
         let mut config = wasmtime::Config::new();
         config
             .wasm_component_model(true)
             .consume_fuel(true)
             .epoch_interruption(true)
             .max_wasm_stack(stack_bytes);
+        if let Some(pooling) = pooling {
+            config.allocation_strategy(pooling_strategy(pooling));
+        }
         let config_err = |e: wasmtime::Error| EngineError::Config(format!("{e:#}"));
         let engine = wasmtime::Engine::new(&config).map_err(config_err)?;
         let mut linker = Linker::new(&engine);
@@ -180,6 +228,24 @@ impl Runtime {
             stack_bytes,
         })
     }
+}
+
+/// Pool sizes for `slots` plugin instances. A componentized plugin is one
+/// component instance holding the guest's core instance plus
+/// wit-component's shim and fixup instances (and the shim's table).
+fn pooling_strategy(pooling: PoolingConfig) -> wasmtime::InstanceAllocationStrategy {
+    let slots = pooling.slots.max(1);
+    let mut pool = wasmtime::PoolingAllocationConfig::new();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots.saturating_mul(4))
+        .total_memories(slots)
+        .total_tables(slots.saturating_mul(3))
+        .max_core_instances_per_component(4)
+        .max_memories_per_component(1)
+        .max_tables_per_component(3)
+        .table_elements(Limits::default().max_table_elements as usize)
+        .max_memory_size(pooling.max_memory_bytes);
+    wasmtime::InstanceAllocationStrategy::Pooling(pool)
 }
 
 impl Engine for WasmtimeEngine {
@@ -212,8 +278,9 @@ impl Engine for WasmtimeEngine {
             .map_err(|e| PluginError::Link(format!("{e:#}")))?;
         let pre = bindings::PluginPre::new(instance_pre)
             .map_err(|e| PluginError::InvalidModule(format!("{e:#}")))?;
+        let policy = self.config.instance_policy;
         Ok(Box::new(WasmtimePlugin::boot(
-            runtime, pre, limits, make_env,
+            runtime, pre, limits, policy, make_env,
         )?))
     }
 }

@@ -1,8 +1,8 @@
-//! Step 5 on Linux: one loaded plugin and its calls. The instance is reused
-//! across successful calls (guest statics persist, exactly as on wasmi), and
-//! thrown away with its whole `Store` after any `Err` (contract point 13):
-//! the next call instantiates afresh from the pre-linked `PluginPre`, while
-//! the `HostEnv` (kv, logger, clock) moves over untouched.
+//! Step 5 on Linux: one loaded plugin and its calls. By default the instance
+//! is reused across successful calls (guest statics persist, exactly as on
+//! wasmi), and thrown away with its whole `Store` after any `Err` (contract
+//! point 13): the next call instantiates afresh from the pre-linked
+//! `PluginPre`, while the `HostEnv` (kv, logger, clock) moves over untouched.
 
 use std::sync::Arc;
 
@@ -15,12 +15,13 @@ use wasmtime::Store;
 use super::bindings::{self, wit, State};
 use super::errors::classify;
 use super::ticker::deadline_ticks;
-use super::Runtime;
+use super::{InstancePolicy, Runtime};
 
 /// A plugin loaded by [`super::WasmtimeEngine`].
 pub struct WasmtimePlugin {
     info: PluginInfo,
     limits: Limits,
+    policy: InstancePolicy,
     runtime: Arc<Runtime>,
     pre: bindings::PluginPre<State>,
     store: Store<State>,
@@ -35,6 +36,7 @@ impl WasmtimePlugin {
         runtime: Arc<Runtime>,
         pre: bindings::PluginPre<State>,
         limits: &Limits,
+        policy: InstancePolicy,
         make_env: EnvFactory<'_>,
     ) -> Result<Self, PluginError> {
         let mut store = new_store(
@@ -54,6 +56,7 @@ impl WasmtimePlugin {
         Ok(WasmtimePlugin {
             info,
             limits: limits.clone(),
+            policy,
             runtime,
             pre,
             store,
@@ -137,6 +140,9 @@ impl Plugin for WasmtimePlugin {
     }
 
     fn handle(&mut self, cmd: &Invocation) -> Result<CallOutcome, PluginError> {
+        if self.policy == InstancePolicy::FreshPerCall {
+            self.recycle();
+        }
         let outcome = self.call(cmd);
         if outcome.is_err() {
             self.recycle();

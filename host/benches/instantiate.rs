@@ -1,0 +1,251 @@
+//! Which instantiation strategy the wasmtime engine uses, measured (issue 2):
+//! an echo call with a 1 KiB payload under each `InstancePolicy` x allocator
+//! combination, the cost of recovering from a trap (the one moment our
+//! default instantiates), and plugin load time cold vs. from our compile
+//! cache. Two guests: the SDK-built echo plugin (real allocator work in the
+//! guest) and a minimal WAT echo (what is left is the host's share).
+//!
+//! Run: `cargo build --profile wasm --target wasm32-unknown-unknown -p relay-plugin-echo`
+//! then `cargo bench -p relay-host --bench instantiate`.
+//! Smoke mode (asserts nothing about time): `-- --test` or `RELAY_BENCH_SMOKE=1`.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use relay_core::engine::{Engine, Plugin};
+use relay_core::host_env::{FixedClock, HostEnv, MemKv, TracingLogger};
+use relay_core::limits::Limits;
+use relay_core::plugin::{CallOutcome, Invocation, Role};
+use relay_host::engine::wasmtime::{InstancePolicy, PoolingConfig, WasmtimeConfig, WasmtimeEngine};
+
+/// A canonical-ABI echo in WAT: describe, a bump `cabi_realloc` reset by
+/// `cabi_post_handle`, `handle` returning the payload. Attempt 99 traps.
+const WAT_ECHO: &str = r#"(module
+  (memory (export "memory") 1)
+  (global $bump (mut i32) (i32.const 1024))
+  (data (i32.const 16) "echo")
+  (data (i32.const 32) "0.1.0")
+  (data (i32.const 48) "echo")
+  (data (i32.const 64) "\00\01\02")
+  (data (i32.const 80) "\30\00\00\00\04\00\00\00\40\00\00\00\03\00\00\00\00\00\00\00\00\00\00\00")
+  (data (i32.const 112) "\10\00\00\00\04\00\00\00\20\00\00\00\05\00\00\00\50\00\00\00\01\00\00\00")
+  (func (export "describe") (result i32) (i32.const 112))
+  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+    (local $p i32) (local $end i32) (local $have i32)
+    (local.set $p (i32.and (i32.add (global.get $bump) (i32.sub (local.get 2) (i32.const 1)))
+                           (i32.xor (i32.sub (local.get 2) (i32.const 1)) (i32.const -1))))
+    (local.set $end (i32.add (local.get $p) (local.get 3)))
+    (local.set $have (i32.mul (memory.size) (i32.const 65536)))
+    (if (i32.gt_u (local.get $end) (local.get $have))
+      (then (if (i32.eq (memory.grow (i32.shr_u (i32.add (i32.sub (local.get $end) (local.get $have)) (i32.const 65535)) (i32.const 16)))
+                        (i32.const -1))
+              (then unreachable))))
+    (global.set $bump (local.get $end))
+    (local.get $p))
+  (func (export "cabi_post_handle") (param i32) (global.set $bump (i32.const 1024)))
+  (func (export "handle") (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)
+    (if (i32.eq (local.get 6) (i32.const 99)) (then unreachable))
+    (i32.store8 (i32.const 200) (i32.const 0))
+    (i32.store8 (i32.const 204) (i32.const 1))
+    (i32.store (i32.const 208) (local.get 4))
+    (i32.store (i32.const 212) (local.get 5))
+    (i32.const 200)))"#;
+
+struct Settings {
+    samples: usize,
+    scale: usize,
+}
+
+/// Median time of one operation in nanoseconds, from `samples` batches of `iters`.
+fn measure(s: &Settings, iters: usize, mut op: impl FnMut()) -> f64 {
+    let iters = (iters / s.scale).max(1);
+    for _ in 0..iters.min(200) {
+        op();
+    }
+    let mut per_op: Vec<f64> = (0..s.samples)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..iters {
+                op();
+            }
+            t.elapsed().as_nanos() as f64 / iters as f64
+        })
+        .collect();
+    per_op.sort_by(|a, b| a.total_cmp(b));
+    per_op[per_op.len() / 2]
+}
+
+fn load(engine: &dyn Engine, wasm: &[u8]) -> Box<dyn Plugin> {
+    let limits = Limits::default();
+    engine
+        .load(wasm, &limits, &mut |info| {
+            HostEnv::new(
+                &info.name,
+                Box::new(MemKv::default()),
+                Box::new(FixedClock(0)),
+                Box::new(TracingLogger),
+                &limits,
+            )
+        })
+        .expect("echo plugin loads")
+}
+
+#[inline(never)]
+fn native_echo(cmd: &Invocation) -> CallOutcome {
+    CallOutcome {
+        result: Ok(Some(cmd.payload.clone())),
+        events: Vec::new(),
+    }
+}
+
+fn echo_artifact() -> Vec<u8> {
+    let dir = std::env::var_os("RELAY_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-unknown-unknown/wasm")
+        });
+    let path = dir.join("relay_plugin_echo.wasm");
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build it: cargo build --profile wasm --target wasm32-unknown-unknown -p relay-plugin-echo",
+            path.display()
+        )
+    })
+}
+
+fn fmt_ns(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} us", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+fn main() {
+    let smoke =
+        std::env::args().any(|a| a == "--test") || std::env::var_os("RELAY_BENCH_SMOKE").is_some();
+    let s = if smoke {
+        Settings {
+            samples: 3,
+            scale: 100,
+        }
+    } else {
+        Settings {
+            samples: 15,
+            scale: 1,
+        }
+    };
+    let guests = [
+        ("SDK echo plugin", echo_artifact()),
+        ("WAT echo", wat::parse_str(WAT_ECHO).expect("WAT")),
+    ];
+
+    let mut payload = vec![0xc5, 0x04, 0x00];
+    payload.extend((0..1024u32).map(|i| (i % 251) as u8));
+    let cmd = Invocation {
+        id: "bench-1".into(),
+        name: "echo".into(),
+        payload,
+        attempt: 1,
+        role: Role::Admin,
+    };
+    let trap = Invocation {
+        attempt: 99,
+        ..cmd.clone()
+    };
+
+    let native = measure(&s, 200_000, || {
+        black_box(native_echo(black_box(&cmd)));
+    });
+    println!(
+        "## wasmtime instantiation strategies: echo, 1 KiB payload ({})",
+        if smoke { "smoke" } else { "full" }
+    );
+    println!();
+    println!("native Rust echo (baseline): {}", fmt_ns(native));
+    println!();
+    println!("| guest | policy | allocator | per call | added over native |");
+    println!("|-------|--------|-----------|----------|-------------------|");
+
+    let pooling = PoolingConfig {
+        slots: 16,
+        max_memory_bytes: Limits::default().max_memory_bytes,
+    };
+    let strategies = [
+        (InstancePolicy::ReuseUntilError, None),
+        (InstancePolicy::ReuseUntilError, Some(pooling)),
+        (InstancePolicy::FreshPerCall, None),
+        (InstancePolicy::FreshPerCall, Some(pooling)),
+    ];
+    let mut recovery = Vec::new();
+    for (guest, wasm) in &guests {
+        for (policy, pool) in strategies {
+            let config = WasmtimeConfig {
+                instance_policy: policy,
+                pooling: pool,
+                cache_dir: None,
+            };
+            let engine = WasmtimeEngine::with_config(config).expect("engine");
+            let mut plugin = load(&engine, wasm);
+            let out = plugin.handle(&cmd).expect("echo call");
+            assert_eq!(
+                out.result.as_ref().ok().and_then(|r| r.as_deref()),
+                Some(&cmd.payload[..])
+            );
+            let iters = if policy == InstancePolicy::FreshPerCall {
+                5_000
+            } else {
+                50_000
+            };
+            let t = measure(&s, iters, || {
+                black_box(plugin.handle(black_box(&cmd)).expect("echo call"));
+            });
+            let allocator = if pool.is_some() {
+                "pooling"
+            } else {
+                "on-demand"
+            };
+            println!(
+                "| {guest} | {policy:?} | {allocator} | {} | {} |",
+                fmt_ns(t),
+                fmt_ns(t - native)
+            );
+            if *guest == "WAT echo" && policy == InstancePolicy::ReuseUntilError {
+                // A trapping call followed by a good one: the good one instantiates.
+                let t = measure(&s, 5_000, || {
+                    assert!(plugin.handle(&trap).is_err());
+                    black_box(plugin.handle(&cmd).expect("echo after trap"));
+                });
+                recovery.push((allocator, t));
+            }
+        }
+    }
+    println!();
+    println!("| WAT echo: trap + next call (re-instantiation), ReuseUntilError | per pair |");
+    println!("|------|------|");
+    for (allocator, t) in recovery {
+        println!("| {allocator} | {} |", fmt_ns(t));
+    }
+
+    let (_, echo) = &guests[0];
+    let cold_engine = WasmtimeEngine::new().expect("engine");
+    let cold = measure(&s, 20, || {
+        black_box(load(&cold_engine, echo));
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cached_engine = WasmtimeEngine::with_cache_dir(dir.path().join("cache")).expect("engine");
+    load(&cached_engine, echo);
+    let cached = measure(&s, 300, || {
+        black_box(load(&cached_engine, echo));
+    });
+    let stats = cached_engine.cache_stats().expect("cache configured");
+    assert!(stats.hits > 0 && stats.writes == 1, "{stats:?}");
+    println!();
+    println!("| load of the SDK echo plugin ({} B): check, componentize/compile or cache, instantiate, describe | time |", echo.len());
+    println!("|------|------|");
+    println!("| cold (componentize + Cranelift) | {} |", fmt_ns(cold));
+    println!("| from our compile cache | {} |", fmt_ns(cached));
+}
