@@ -14,11 +14,11 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use relay_core::engine::wasmi::WasmiEngine;
 use relay_core::engine::{Engine, Plugin};
 use relay_core::host_env::{FixedClock, HostEnv, MemKv, TracingLogger};
 use relay_core::limits::Limits;
 use relay_core::plugin::{CallOutcome, Invocation, Role};
-use relay_core::engine::wasmi::WasmiEngine;
 use relay_host::engine::wasmtime::WasmtimeEngine;
 
 struct Settings {
@@ -57,13 +57,18 @@ fn env_for(limits: &Limits) -> HostEnv {
 
 fn load(engine: &dyn Engine, wasm: &[u8]) -> Box<dyn Plugin> {
     let limits = Limits::default();
-    engine.load(wasm, &limits, &mut |_| env_for(&limits)).expect("echo plugin loads")
+    engine
+        .load(wasm, &limits, &mut |_| env_for(&limits))
+        .expect("echo plugin loads")
 }
 
 /// The baseline: what a handler linked into the host does for `echo`.
 #[inline(never)]
 fn native_echo(cmd: &Invocation) -> CallOutcome {
-    CallOutcome { result: Ok(Some(cmd.payload.clone())), events: Vec::new() }
+    CallOutcome {
+        result: Ok(Some(cmd.payload.clone())),
+        events: Vec::new(),
+    }
 }
 
 fn plugin_path() -> PathBuf {
@@ -81,18 +86,36 @@ fn main() {
         || args.iter().any(|a| a == "--test")
         || std::env::var_os("RELAY_BENCH_SMOKE").is_some();
     let s = if smoke {
-        Settings { samples: 3, iters: 20, load_iters: 2 }
+        Settings {
+            samples: 3,
+            iters: 20,
+            load_iters: 2,
+        }
     } else {
-        Settings { samples: 21, iters: 20_000, load_iters: 20 }
+        Settings {
+            samples: 21,
+            iters: 20_000,
+            load_iters: 20,
+        }
     };
     let path = plugin_path();
-    let wasm = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask build-plugins` first", path.display()));
+    let wasm = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run `cargo xtask build-plugins` first",
+            path.display()
+        )
+    });
 
     // 1 KiB msgpack payload: bin16 header + 1024 bytes.
     let mut payload = vec![0xc5, 0x04, 0x00];
     payload.extend((0..1024u32).map(|i| (i % 251) as u8));
-    let cmd = Invocation { id: "bench-1".into(), name: "echo".into(), payload, attempt: 1, role: Role::Admin };
+    let cmd = Invocation {
+        id: "bench-1".into(),
+        name: "echo".into(),
+        payload,
+        attempt: 1,
+        role: Role::Admin,
+    };
 
     let native = measure(&s, s.iters, || {
         black_box(native_echo(black_box(&cmd)));
@@ -101,10 +124,16 @@ fn main() {
     let wasmtime = WasmtimeEngine::new().expect("wasmtime engine");
     let wasmi = WasmiEngine::new();
     let mut rows = Vec::new();
-    for (name, engine) in [("wasmtime", &wasmtime as &dyn Engine), ("wasmi", &wasmi as &dyn Engine)] {
+    for (name, engine) in [
+        ("wasmtime", &wasmtime as &dyn Engine),
+        ("wasmi", &wasmi as &dyn Engine),
+    ] {
         let mut plugin = load(engine, &wasm);
         let out = plugin.handle(&cmd).expect("echo call");
-        assert_eq!(out.result.as_ref().ok().and_then(|r| r.as_deref()), Some(&cmd.payload[..]));
+        assert_eq!(
+            out.result.as_ref().ok().and_then(|r| r.as_deref()),
+            Some(&cmd.payload[..])
+        );
         let call = measure(&s, s.iters, || {
             black_box(plugin.handle(black_box(&cmd)).expect("echo call"));
         });
@@ -124,11 +153,17 @@ fn main() {
         black_box(load(&wasmi, &wasm));
     });
 
-    println!("## Engines: echo with a 1 KiB payload ({} mode)", if smoke { "smoke" } else { "full" });
+    println!(
+        "## Engines: echo with a 1 KiB payload ({} mode)",
+        if smoke { "smoke" } else { "full" }
+    );
     println!();
     println!("| case | time per op | ratio to native | added over native |");
     println!("|------|-------------|-----------------|-------------------|");
-    println!("| native Rust function (baseline) | {} | 1.0x | - |", fmt_ns(native));
+    println!(
+        "| native Rust function (baseline) | {} | 1.0x | - |",
+        fmt_ns(native)
+    );
     for (name, call) in &rows {
         println!(
             "| {name} call | {} | {:.1}x | {} |",
@@ -138,7 +173,10 @@ fn main() {
         );
     }
     println!();
-    println!("| plugin load (echo, {} bytes) | time | ratio to native echo call |", wasm.len());
+    println!(
+        "| plugin load (echo, {} bytes) | time | ratio to native echo call |",
+        wasm.len()
+    );
     println!("|------|------|------|");
     for (name, t) in [
         ("wasmtime cold (componentize + Cranelift)", cold_wasmtime),

@@ -10,7 +10,6 @@
 //! Smoke mode (asserts nothing about time): `-- --test` or `RELAY_BENCH_SMOKE=1`.
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::Instant;
 
 use relay_core::engine::{Engine, Plugin};
@@ -100,18 +99,8 @@ fn native_echo(cmd: &Invocation) -> CallOutcome {
 }
 
 fn echo_artifact() -> Vec<u8> {
-    let dir = std::env::var_os("RELAY_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-unknown-unknown/wasm")
-        });
-    let path = dir.join("relay_plugin_echo.wasm");
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; build it: cargo build --profile wasm --target wasm32-unknown-unknown -p relay-plugin-echo",
-            path.display()
-        )
-    })
+    let path = relay_host::testing::bundled_plugin("echo").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
 fn fmt_ns(ns: f64) -> String {

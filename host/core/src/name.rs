@@ -31,7 +31,10 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
     {
-        return Err(NameError::InvalidChar { name: name.into(), ch });
+        return Err(NameError::InvalidChar {
+            name: name.into(),
+            ch,
+        });
     }
     Ok(())
 }
@@ -50,9 +53,15 @@ mod tests {
     #[test]
     fn rejects_everything_else() {
         assert_eq!(validate_name(""), Err(NameError::Empty));
-        assert_eq!(validate_name(&"a".repeat(65)), Err(NameError::TooLong { len: 65 }));
+        assert_eq!(
+            validate_name(&"a".repeat(65)),
+            Err(NameError::TooLong { len: 65 })
+        );
         for bad in ["a b", "a/b", "a+b", "é", "a.b", "#", "x\0"] {
-            assert!(matches!(validate_name(bad), Err(NameError::InvalidChar { .. })), "{bad}");
+            assert!(
+                matches!(validate_name(bad), Err(NameError::InvalidChar { .. })),
+                "{bad}"
+            );
         }
     }
 }

@@ -6,7 +6,9 @@ use alloc::{string::String, vec::Vec};
 use core::fmt;
 
 /// Who sent a command; from the MQTT topic, never from the payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Admin,

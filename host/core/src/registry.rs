@@ -129,7 +129,11 @@ impl Registry {
         name: &str,
         handler: impl NativeHandler + 'static,
     ) -> Result<(), ListenError> {
-        let spec = CommandSpec { name: name.into(), roles: Role::ALL.to_vec(), budget_ms: None };
+        let spec = CommandSpec {
+            name: name.into(),
+            roles: Role::ALL.to_vec(),
+            budget_ms: None,
+        };
         self.listen_with(spec, handler)
     }
 
@@ -148,7 +152,11 @@ impl Registry {
         }
         self.routes.insert(
             spec.name.clone(),
-            Route { owner: Owner::Native, spec, native: Some(Box::new(handler)) },
+            Route {
+                owner: Owner::Native,
+                spec,
+                native: Some(Box::new(handler)),
+            },
         );
         Ok(())
     }
@@ -161,7 +169,10 @@ impl Registry {
 
     /// Installs `plugin`, claiming all its commands, or replaces the loaded
     /// plugin of the same name atomically. Returns the replaced plugin.
-    pub fn install(&mut self, plugin: Box<dyn Plugin>) -> Result<Option<Box<dyn Plugin>>, ListenError> {
+    pub fn install(
+        &mut self,
+        plugin: Box<dyn Plugin>,
+    ) -> Result<Option<Box<dyn Plugin>>, ListenError> {
         let info = plugin.info().clone();
         for spec in &info.commands {
             check_claim(spec)?;
@@ -178,8 +189,14 @@ impl Registry {
         let owner = Owner::Plugin(info.name.clone());
         self.routes.retain(|_, r| r.owner != owner);
         for spec in info.commands {
-            self.routes
-                .insert(spec.name.clone(), Route { owner: owner.clone(), spec, native: None });
+            self.routes.insert(
+                spec.name.clone(),
+                Route {
+                    owner: owner.clone(),
+                    spec,
+                    native: None,
+                },
+            );
         }
         Ok(self.plugins.insert(info.name, plugin))
     }
@@ -198,7 +215,10 @@ impl Registry {
             .get(name)
             .ok_or_else(|| DispatchError::UnknownCommand(name.into()))?;
         if !route.spec.allows(role) {
-            return Err(DispatchError::NotPermitted { command: name.into(), role });
+            return Err(DispatchError::NotPermitted {
+                command: name.into(),
+                role,
+            });
         }
         Ok((&route.spec, &route.owner))
     }
@@ -209,8 +229,14 @@ impl Registry {
         match owner {
             Owner::Native => {
                 let route = self.routes.get_mut(&cmd.name).expect("resolved above");
-                let handler = route.native.as_mut().expect("native routes carry a handler");
-                Ok(CallOutcome { result: handler.call(cmd), events: Vec::new() })
+                let handler = route
+                    .native
+                    .as_mut()
+                    .expect("native routes carry a handler");
+                Ok(CallOutcome {
+                    result: handler.call(cmd),
+                    events: Vec::new(),
+                })
             }
             Owner::Plugin(p) => {
                 let plugin = self
@@ -271,7 +297,10 @@ mod tests {
             &self.info
         }
         fn handle(&mut self, _cmd: &Invocation) -> Result<CallOutcome, PluginError> {
-            Ok(CallOutcome { result: Ok(Some(self.info.version.as_bytes().to_vec())), events: vec![] })
+            Ok(CallOutcome {
+                result: Ok(Some(self.info.version.as_bytes().to_vec())),
+                events: vec![],
+            })
         }
         fn env(&self) -> &HostEnv {
             &self.env
@@ -288,7 +317,11 @@ mod tests {
                 version: version.into(),
                 commands: cmds
                     .iter()
-                    .map(|(c, r)| CommandSpec { name: (*c).into(), roles: r.to_vec(), budget_ms: None })
+                    .map(|(c, r)| CommandSpec {
+                        name: (*c).into(),
+                        roles: r.to_vec(),
+                        budget_ms: None,
+                    })
                     .collect(),
             },
             env: HostEnv::detached(&Limits::default()),
@@ -296,7 +329,13 @@ mod tests {
     }
 
     fn inv(name: &str, role: Role) -> Invocation {
-        Invocation { id: "1".into(), name: name.into(), payload: vec![], attempt: 1, role }
+        Invocation {
+            id: "1".into(),
+            name: name.into(),
+            payload: vec![],
+            attempt: 1,
+            role,
+        }
     }
 
     #[test]
@@ -311,18 +350,27 @@ mod tests {
             r.listen("bad name", |_: &Invocation| Ok(None)),
             Err(ListenError::Validation(_))
         ));
-        assert!(matches!(r.listen("_status", |_: &Invocation| Ok(None)), Err(ListenError::Reserved(_))));
+        assert!(matches!(
+            r.listen("_status", |_: &Invocation| Ok(None)),
+            Err(ListenError::Reserved(_))
+        ));
         assert!(r.off("reboot"));
         assert!(!r.off("reboot"), "off is safe when absent");
         assert!(!r.off("never-registered"));
-        assert!(matches!(r.dispatch(&inv("reboot", Role::Admin)), Err(DispatchError::UnknownCommand(_))));
+        assert!(matches!(
+            r.dispatch(&inv("reboot", Role::Admin)),
+            Err(DispatchError::UnknownCommand(_))
+        ));
     }
 
     #[test]
     fn native_handler_runs_and_reports_errors() {
         let mut r = Registry::new();
         r.listen("fail", |_: &Invocation| {
-            Err(HandlerError { kind: ErrorKind::Transient, message: "busy".into() })
+            Err(HandlerError {
+                kind: ErrorKind::Transient,
+                message: "busy".into(),
+            })
         })
         .unwrap();
         let out = r.dispatch(&inv("fail", Role::Secondary)).unwrap();
@@ -332,11 +380,16 @@ mod tests {
     #[test]
     fn roles_are_enforced() {
         let mut r = Registry::new();
-        assert!(r.install(fake("system", "1.0.0", &[("reboot", &[Role::Admin])])).is_ok());
+        assert!(r
+            .install(fake("system", "1.0.0", &[("reboot", &[Role::Admin])]))
+            .is_ok());
         assert!(r.dispatch(&inv("reboot", Role::Admin)).is_ok());
         let err = r.dispatch(&inv("reboot", Role::Secondary)).unwrap_err();
         assert_eq!(err.code(), "not_permitted");
-        assert_eq!(r.dispatch(&inv("nope", Role::Admin)).unwrap_err().code(), "unknown_command");
+        assert_eq!(
+            r.dispatch(&inv("nope", Role::Admin)).unwrap_err().code(),
+            "unknown_command"
+        );
     }
 
     #[test]
@@ -348,12 +401,15 @@ mod tests {
         assert!(matches!(err, Err(ListenError::Duplicate { .. })));
         assert!(r.resolve("a", Role::Admin).is_err());
 
-        assert!(r.install(fake("p", "1.0.0", &[("a", &Role::ALL), ("c", &Role::ALL)])).is_ok());
+        assert!(r
+            .install(fake("p", "1.0.0", &[("a", &Role::ALL), ("c", &Role::ALL)]))
+            .is_ok());
         let reply = r.dispatch(&inv("a", Role::Admin)).unwrap().result.unwrap();
         assert_eq!(reply.as_deref(), Some(&b"1.0.0"[..]));
 
         // Version 2 drops "c" and adds "d": the swap replaces the whole table.
-        let Ok(Some(old)) = r.install(fake("p", "2.0.0", &[("a", &Role::ALL), ("d", &Role::ALL)])) else {
+        let Ok(Some(old)) = r.install(fake("p", "2.0.0", &[("a", &Role::ALL), ("d", &Role::ALL)]))
+        else {
             panic!("replace failed");
         };
         assert_eq!(old.info().version, "1.0.0");

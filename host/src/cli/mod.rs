@@ -3,9 +3,9 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod broker;
 pub mod dev;
 pub mod run;
-pub mod broker;
 pub mod send;
 pub mod test;
 pub mod watch;
@@ -38,7 +38,10 @@ pub enum Command {
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {

@@ -100,6 +100,8 @@ pub struct HostProcess {
     dir: tempfile::TempDir,
     /// `ready` lines consumed by [`wait_ready`](Self::wait_ready) so far.
     starts: usize,
+    /// The running process printed its `ready` line (and it was consumed).
+    ready: bool,
     /// `ready` lines in the log so far, and how far the log was scanned.
     readies: usize,
     scanned: u64,
@@ -131,6 +133,7 @@ impl HostProcess {
             child: None,
             dir,
             starts: 0,
+            ready: false,
             readies: 0,
             scanned: 0,
             kills: 0,
@@ -166,6 +169,7 @@ impl HostProcess {
         if self.child.is_some() {
             bail!("host already running");
         }
+        self.ready = false;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -189,13 +193,17 @@ impl HostProcess {
         Ok(())
     }
 
-    /// Waits for the `ready` line of the current start (bounded). Fails at
-    /// once if the process exits.
+    /// Waits for the `ready` line of the current start (bounded; at once if
+    /// it was already seen). Fails at once if the process exits.
     pub fn wait_ready(&mut self, limit: Duration) -> Result<()> {
+        if self.ready {
+            return Ok(());
+        }
         let started = Instant::now();
         loop {
             if self.scan_readies() > self.starts {
                 self.starts = self.readies;
+                self.ready = true;
                 return Ok(());
             }
             if let Some(status) = self.try_wait()? {

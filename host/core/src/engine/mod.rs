@@ -49,7 +49,9 @@ impl FromStr for EngineKind {
         match s {
             "wasmtime" => Ok(EngineKind::Wasmtime),
             "wasmi" => Ok(EngineKind::Wasmi),
-            other => Err(alloc::format!("unknown engine {other:?} (expected wasmtime or wasmi)")),
+            other => Err(alloc::format!(
+                "unknown engine {other:?} (expected wasmtime or wasmi)"
+            )),
         }
     }
 }
@@ -149,7 +151,10 @@ pub fn validate_info(info: &PluginInfo) -> Result<(), PluginError> {
     for (i, c) in info.commands.iter().enumerate() {
         validate_name(&c.name).map_err(|e| bad("command name", e))?;
         if info.commands[..i].iter().any(|o| o.name == c.name) {
-            return Err(PluginError::Describe(alloc::format!("command {:?} listed twice", c.name)));
+            return Err(PluginError::Describe(alloc::format!(
+                "command {:?} listed twice",
+                c.name
+            )));
         }
         if c.roles.is_empty() {
             return Err(PluginError::Describe(alloc::format!(
@@ -167,13 +172,17 @@ pub fn is_semver(v: &str) -> bool {
     let (core, rest) = v.split_at(core_end);
     let parts: alloc::vec::Vec<&str> = core.split('.').collect();
     let numeric = |p: &&str| {
-        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (p.len() == 1 || !p.starts_with('0'))
+        !p.is_empty()
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && (p.len() == 1 || !p.starts_with('0'))
     };
     parts.len() == 3
         && parts.iter().all(numeric)
         && (rest.is_empty()
             || rest.len() > 1
-                && rest[1..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'+'))
+                && rest[1..]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'+'))
 }
 
 #[cfg(test)]
@@ -186,7 +195,11 @@ mod tests {
         PluginInfo {
             name: "echo".into(),
             version: "1.0.0".into(),
-            commands: vec![CommandSpec { name: "echo".into(), roles: vec![Role::Admin], budget_ms: None }],
+            commands: vec![CommandSpec {
+                name: "echo".into(),
+                roles: vec![Role::Admin],
+                budget_ms: None,
+            }],
         }
     }
 

@@ -7,8 +7,11 @@
 
 use relay_core::engine::PluginError;
 use relay_core::limits::Limits;
-use wasmparser::types::{EntityType, TypesRef};
-use wasmparser::{CompositeInnerType, FuncType, Parser, Payload, Validator, WasmFeatures};
+use wasmparser::types::{EntityType, Types, TypesRef};
+use wasmparser::{
+    CompositeInnerType, FuncType, FuncValidatorAllocations, Parser, Payload, ValidPayload,
+    Validator, WasmFeatures,
+};
 
 use super::world::{CoreSig, World};
 
@@ -19,17 +22,28 @@ pub(super) struct ModuleShape {
     pub has_component_type: bool,
 }
 
+/// How much of the module to validate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Validation {
+    /// Everything, function bodies included (a module we have not compiled).
+    Full,
+    /// Everything but function bodies: the module's exact bytes were fully
+    /// validated when this build compiled them into a compile-cache entry
+    /// (the entry is keyed by their hash), and body validation is most of
+    /// the cost of a cached load.
+    SkipBodies,
+}
+
 /// Validates `wasm` against the world's core ABI. `max_module_bytes` is
 /// checked by the caller before this runs.
 pub(super) fn core_module(
     wasm: &[u8],
     limits: &Limits,
     world: &World,
+    validation: Validation,
 ) -> Result<ModuleShape, PluginError> {
     let invalid = |msg: String| PluginError::InvalidModule(msg);
-    let types = Validator::new_with_features(WasmFeatures::default())
-        .validate_all(wasm)
-        .map_err(|e| invalid(e.to_string()))?;
+    let (types, has_component_type) = validate(wasm, validation).map_err(invalid)?;
     let types = types.as_ref();
     let (Some(imports), Some(exports)) = (types.core_imports(), types.core_exports()) else {
         return Err(invalid(
@@ -87,10 +101,36 @@ pub(super) fn core_module(
         }
     }
 
-    let has_component_type = Parser::new(0).parse_all(wasm).any(|p| {
-        matches!(p, Ok(Payload::CustomSection(ref s)) if s.name().starts_with("component-type"))
-    });
     Ok(ModuleShape { has_component_type })
+}
+
+/// `Validator::validate_all`, optionally without function bodies, noting on
+/// the way whether wit-bindgen's `component-type` section is present.
+fn validate(wasm: &[u8], validation: Validation) -> Result<(Types, bool), String> {
+    let mut validator = Validator::new_with_features(WasmFeatures::default());
+    let mut allocations = FuncValidatorAllocations::default();
+    let mut has_component_type = false;
+    let mut types = None;
+    for payload in Parser::new(0).parse_all(wasm) {
+        let payload = payload.map_err(|e| e.to_string())?;
+        if let Payload::CustomSection(section) = &payload {
+            has_component_type |= section.name().starts_with("component-type");
+        }
+        match validator.payload(&payload).map_err(|e| e.to_string())? {
+            ValidPayload::Func(func, body) if validation == Validation::Full => {
+                let mut func = func.into_validator(allocations);
+                func.validate(&body).map_err(|e| e.to_string())?;
+                allocations = func.into_allocations();
+            }
+            // Only the last (top-level) type information matters.
+            ValidPayload::End(end) => types = Some(end),
+            _ => {}
+        }
+    }
+    match types {
+        Some(types) => Ok((types, has_component_type)),
+        None => Err("unexpected end of module".into()),
+    }
 }
 
 fn require_func(

@@ -6,12 +6,14 @@
 //! # Layout: loading a plugin, in order
 //!
 //! 1. size check (`max_module_bytes`), before any parsing;
-//! 2. [`check`]: validate the core module, its exports (`InvalidModule`) and
-//!    imports (`Link`) against the ABI derived from [`world`];
-//! 3. [`cache`] lookup of our own compiled output, else [`componentize`]
-//!    (embed the world if missing, `ComponentEncoder`) and compile;
-//! 4. link against the host imports in [`bindings`] (`InstancePre`);
-//! 5. [`plugin`]: instantiate, `describe`, validate, attach the env.
+//! 2. [`cache`] lookup of our own compiled output (keyed by the module's hash);
+//! 3. [`check`]: validate the core module (function bodies only if it was not
+//!    cached), its exports (`InvalidModule`) and imports (`Link`) against the
+//!    ABI derived from [`world`];
+//! 4. on a miss, [`componentize`] (embed the world if missing,
+//!    `ComponentEncoder`), compile with Cranelift, fill the cache;
+//! 5. link against the host imports in [`bindings`] (`InstancePre`);
+//! 6. [`plugin`]: instantiate, `describe`, validate, attach the env.
 //!
 //! Each call then runs under fuel, an epoch deadline ([`ticker`]) and the
 //! store's [`limiter`]; failures are typed by [`errors::classify`].
@@ -177,28 +179,34 @@ impl WasmtimeEngine {
         Ok(runtime)
     }
 
-    /// Load step 3: the compiled component, from the cache or freshly built.
+    /// Load step 3a: our own compiled output for `wasm`, if cached.
+    fn cached(
+        &self,
+        engine: &wasmtime::Engine,
+        wasm: &[u8],
+    ) -> (Option<PathBuf>, Option<Component>) {
+        let Some(cache) = &self.cache else {
+            return (None, None);
+        };
+        let entry = cache.entry(engine, world::WIT, wasm);
+        let component = cache.load(engine, &entry);
+        (Some(entry), component)
+    }
+
+    /// Load step 3b: componentize and compile, then fill the cache entry.
     fn compile(
         &self,
         engine: &wasmtime::Engine,
         wasm: &[u8],
         shape: check::ModuleShape,
         world: &world::World,
+        entry: Option<&Path>,
     ) -> Result<Component, PluginError> {
-        let entry = self
-            .cache
-            .as_ref()
-            .map(|c| (c, c.entry(engine, world::WIT, wasm)));
-        if let Some((cache, path)) = &entry {
-            if let Some(component) = cache.load(engine, path) {
-                return Ok(component);
-            }
-        }
         let bytes = componentize::componentize(wasm, shape.has_component_type, world)?;
         let component = Component::new(engine, &bytes)
             .map_err(|e| PluginError::InvalidModule(format!("compiling failed: {e:#}")))?;
-        if let Some((cache, path)) = &entry {
-            cache.store(&component, path);
+        if let (Some(cache), Some(entry)) = (&self.cache, entry) {
+            cache.store(&component, entry);
         }
         Ok(component)
     }
@@ -267,11 +275,19 @@ impl Engine for WasmtimeEngine {
         }
         let world =
             world::world().map_err(|e| PluginError::Instantiate(format!("host WIT world: {e}")))?;
-        let shape = check::core_module(wasm, limits, world)?;
         let runtime = self
             .runtime_for(limits)
             .map_err(|e| PluginError::Instantiate(e.to_string()))?;
-        let component = self.compile(&runtime.engine, wasm, shape, world)?;
+        let (entry, cached) = self.cached(&runtime.engine, wasm);
+        let validation = match cached {
+            Some(_) => check::Validation::SkipBodies,
+            None => check::Validation::Full,
+        };
+        let shape = check::core_module(wasm, limits, world, validation)?;
+        let component = match cached {
+            Some(component) => component,
+            None => self.compile(&runtime.engine, wasm, shape, world, entry.as_deref())?,
+        };
         let instance_pre = runtime
             .linker
             .instantiate_pre(&component)
