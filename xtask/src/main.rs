@@ -54,11 +54,16 @@ fn main() -> Result<()> {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 fn target_dir() -> PathBuf {
-    env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
 }
 
 fn cargo() -> Command {
@@ -69,7 +74,9 @@ fn cargo() -> Command {
 
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: running {cmd:?}");
-    let status = cmd.status().with_context(|| format!("could not start {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -78,15 +85,24 @@ fn run(cmd: &mut Command) -> Result<()> {
 
 /// Installs rustup targets if rustup is present (a fresh machine has only the host target).
 fn ensure_targets(targets: &[&str]) -> Result<()> {
-    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
     let Ok(out) = installed else {
         eprintln!("xtask: rustup not found; assuming targets {targets:?} are installed");
         return Ok(());
     };
     let have = String::from_utf8_lossy(&out.stdout).to_string();
-    let missing: Vec<&str> = targets.iter().copied().filter(|t| !have.lines().any(|l| l.trim() == *t)).collect();
+    let missing: Vec<&str> = targets
+        .iter()
+        .copied()
+        .filter(|t| !have.lines().any(|l| l.trim() == *t))
+        .collect();
     if !missing.is_empty() {
-        run(Command::new("rustup").arg("target").arg("add").args(&missing))?;
+        run(Command::new("rustup")
+            .arg("target")
+            .arg("add")
+            .args(&missing))?;
     }
     Ok(())
 }
@@ -131,10 +147,18 @@ fn build_plugins() -> Result<PathBuf> {
     let out_dir = target_dir().join("plugins");
     fs::create_dir_all(&out_dir)?;
     for (dir, package) in &crates {
-        let built = target_dir().join(WASM_TARGET).join("wasm").join(format!("{}.wasm", package.replace('-', "_")));
+        let built = target_dir()
+            .join(WASM_TARGET)
+            .join("wasm")
+            .join(format!("{}.wasm", package.replace('-', "_")));
         let dest = out_dir.join(format!("{dir}.wasm"));
-        fs::copy(&built, &dest).with_context(|| format!("copy {} -> {}", built.display(), dest.display()))?;
-        eprintln!("xtask: {} ({} bytes)", dest.display(), fs::metadata(&dest)?.len());
+        fs::copy(&built, &dest)
+            .with_context(|| format!("copy {} -> {}", built.display(), dest.display()))?;
+        eprintln!(
+            "xtask: {} ({} bytes)",
+            dest.display(),
+            fs::metadata(&dest)?.len()
+        );
     }
     Ok(out_dir)
 }
@@ -142,9 +166,19 @@ fn build_plugins() -> Result<PathBuf> {
 fn dev(args: &[String]) -> Result<()> {
     let plugins = build_plugins()?;
     let mut cmd = cargo();
-    cmd.args(["run", "--release", "-p", "relay-host", "--bin", "relay", "--", "dev", "--plugins"])
-        .arg(&plugins)
-        .args(args);
+    cmd.args([
+        "run",
+        "--release",
+        "-p",
+        "relay-host",
+        "--bin",
+        "relay",
+        "--",
+        "dev",
+        "--plugins",
+    ])
+    .arg(&plugins)
+    .args(args);
     run(&mut cmd)
 }
 
@@ -153,10 +187,16 @@ fn ensure_mosquitto() -> Result<()> {
     if which("mosquitto") {
         return Ok(());
     }
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
     if is_root && which("apt-get") {
         run(Command::new("apt-get").arg("update"))?;
-        run(Command::new("apt-get").args(["install", "-y", "mosquitto"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "mosquitto"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
         return Ok(());
     }
     bail!("the integration tests need Mosquitto: install it (Debian: `sudo apt-get install -y mosquitto`)")
@@ -164,7 +204,10 @@ fn ensure_mosquitto() -> Result<()> {
 
 fn which(bin: &str) -> bool {
     env::var_os("PATH")
-        .map(|p| env::split_paths(&p).any(|d| d.join(bin).is_file() || d.join("sbin").join(bin).is_file()))
+        .map(|p| {
+            env::split_paths(&p)
+                .any(|d| d.join(bin).is_file() || d.join("sbin").join(bin).is_file())
+        })
         .unwrap_or(false)
         || Path::new("/usr/sbin").join(bin).is_file()
 }
@@ -173,7 +216,9 @@ fn test(_args: &[String]) -> Result<()> {
     ensure_targets(&[WASM_TARGET, MCU_TARGET])?;
     ensure_mosquitto()?;
     let plugins = build_plugins()?;
-    run(cargo().args(["test", "--workspace", "--all-targets"]).env("RELAY_PLUGIN_DIR", &plugins))?;
+    run(cargo()
+        .args(["test", "--workspace", "--all-targets"])
+        .env("RELAY_PLUGIN_DIR", &plugins))?;
     run(cargo().args(["test", "--workspace", "--doc"]))?;
     no_std_check()?;
     scenarios(&plugins)?;
@@ -194,7 +239,16 @@ fn scenarios(plugins: &Path) -> Result<()> {
             continue;
         }
         run(cargo()
-            .args(["run", "--quiet", "-p", "relay-host", "--bin", "relay", "--", "test"])
+            .args([
+                "run",
+                "--quiet",
+                "-p",
+                "relay-host",
+                "--bin",
+                "relay",
+                "--",
+                "test",
+            ])
             .arg(plugins.join(format!("{dir}.wasm")))
             .arg(&scenarios)
             .args(["--engine", "both"]))?;
@@ -218,5 +272,8 @@ fn no_std_check() -> Result<()> {
 
 fn bench(args: &[String]) -> Result<()> {
     let plugins = build_plugins()?;
-    run(cargo().args(["bench", "--workspace"]).args(args).env("RELAY_PLUGIN_DIR", &plugins))
+    run(cargo()
+        .args(["bench", "--workspace"])
+        .args(args)
+        .env("RELAY_PLUGIN_DIR", &plugins))
 }
