@@ -1122,3 +1122,63 @@ fn loader_refuses_two_plugins_with_one_name_and_a_missing_dir() {
     .unwrap_err();
     assert!(matches!(err, LoadError::Dir { .. }), "{err}");
 }
+
+/// Records in the journal image (a copy, so the live storage is untouched).
+fn journal_records(mem: &Mem) -> Vec<Record> {
+    let mut image = mem.lock().clone();
+    let (records, _) = image.replay_all().unwrap();
+    records.iter().map(|r| Record::decode(r).unwrap()).collect()
+}
+
+/// kill -9 after an outcome is durable but before the broker acknowledged
+/// its final status: the restarted host publishes that status again (from
+/// the journal, without re-running the handler). A status the broker did
+/// acknowledge is journaled `Delivered` and not published again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_statuses_the_broker_never_acked_are_published_again_after_a_crash() {
+    let mem = Mem::default();
+    let old = Rig::start(mem.clone(), options(10), &Gate::default());
+    // Acknowledged normally: journaled as delivered.
+    old.send(&command("acked", "ok"));
+    assert_eq!(old.final_of("acked").await.status, State::Succeeded);
+    let mut delivered = false;
+    for _ in 0..5_000 {
+        old.settle().await;
+        delivered = journal_records(&mem)
+            .iter()
+            .any(|r| matches!(r, Record::Delivered { id } if id == "acked"));
+        if delivered {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(
+        delivered,
+        "the PUBACK of acked's final status was journaled"
+    );
+
+    // The broker goes quiet: these statuses leave but are never acknowledged.
+    old.remote.hold_publish_acks(true);
+    old.send(&command("lost-1", "ok"));
+    old.send(&command("lost-2", "ok"));
+    let first = old.final_of("lost-1").await;
+    let second = old.final_of("lost-2").await;
+    old.settle().await;
+    let mut image = mem.lock().clone();
+    image.crash();
+
+    let rig = Rig::start(SharedStorage::new(image), options(10), &Gate::default());
+    let again = vec![rig.next_status().await, rig.next_status().await];
+    assert_eq!(
+        again,
+        vec![first, second],
+        "the same recorded statuses, in order"
+    );
+    assert!(rig.calls.all().is_empty(), "no handler ran again");
+    // Nothing else is re-published (`acked` was delivered): the next status
+    // is the one of a new command.
+    rig.send(&command("next", "ok"));
+    assert_eq!(rig.next_status().await.id, "next");
+    rig.handle.shutdown().await.unwrap();
+    old.handle.shutdown().await.unwrap();
+}

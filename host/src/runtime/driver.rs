@@ -57,6 +57,8 @@ pub enum Control {
 /// One thing that happened.
 enum Event {
     Durable(u64, Result<(), JournalError>),
+    /// The broker acknowledged the final status of this command.
+    Delivered(Option<String>),
     Done(Option<Done>),
     Incoming(Option<Incoming>),
     Timer,
@@ -75,6 +77,10 @@ pub struct Driver<T: Link> {
     pub(super) done_rx: UnboundedReceiver<Done>,
     pub(super) publisher: Option<UnboundedSender<Outgoing>>,
     pub(super) publisher_task: Option<JoinHandle<()>>,
+    /// Ids of final statuses the broker acknowledged (from the publisher).
+    pub(super) delivered_rx: UnboundedReceiver<String>,
+    /// The publisher stopped reporting deliveries.
+    pub(super) delivered_closed: bool,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) options: RuntimeOptions,
     pub(super) access: BuiltinAccess,
@@ -113,6 +119,8 @@ impl<T: Link> Driver<T> {
                     self.link_closed = true;
                     self.begin_stop();
                 }
+                Event::Delivered(Some(id)) => self.on_delivered(id),
+                Event::Delivered(None) => self.delivered_closed = true,
                 Event::Timer | Event::Deadline => {}
                 Event::Control(Some(Control::Shutdown)) => self.begin_stop(),
                 Event::Control(None) => {
@@ -161,6 +169,7 @@ impl<T: Link> Driver<T> {
                 }
             } => Event::Durable(covered, result),
             done = self.done_rx.recv() => Event::Done(done),
+            id = self.delivered_rx.recv(), if !self.delivered_closed => Event::Delivered(id),
             msg = transport.recv(), if accepting => Event::Incoming(msg),
             _ = sleep_opt(timer) => Event::Timer,
             _ = sleep_until_opt(deadline) => Event::Deadline,
@@ -224,6 +233,17 @@ impl<T: Link> Driver<T> {
         }
         self.release();
         Ok(())
+    }
+
+    /// Journals `Delivered` for this and every other acknowledged final
+    /// status waiting in the channel (they ride the turn's append; nothing
+    /// waits for them to be durable).
+    fn on_delivered(&mut self, first: String) {
+        let mut actions: Vec<Action> = self.scheduler.delivered(&first).into_iter().collect();
+        while let Ok(id) = self.delivered_rx.try_recv() {
+            actions.extend(self.scheduler.delivered(&id));
+        }
+        self.apply(actions);
     }
 
     /// Carries out the scheduler's actions in order (see the pipeline doc

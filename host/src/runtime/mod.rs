@@ -357,8 +357,9 @@ impl Prepared {
         } = builder;
         let stats = Arc::new(Stats::default());
         let (executor, done_rx) = executor::Executor::spawn(handlers.clone())?;
+        let (delivered_tx, delivered_rx) = mpsc::unbounded_channel();
         let (publisher, publisher_task) =
-            publisher::spawn(transport.clone(), stats.publish.clone());
+            publisher::spawn(transport.clone(), stats.publish.clone(), delivered_tx);
         let (control_tx, control) = mpsc::unbounded_channel();
         let driver = driver::Driver {
             transport,
@@ -370,6 +371,8 @@ impl Prepared {
             done_rx,
             publisher: Some(publisher),
             publisher_task: Some(publisher_task),
+            delivered_rx,
+            delivered_closed: false,
             clock,
             options,
             access,

@@ -8,13 +8,19 @@
 //! status of the same command is already in the same backlog. The app still
 //! sees a consistent sequence that ends in the final status, which is never
 //! dropped, and every `retrying` is kept (it carries `next_attempt_at`).
+//!
+//! It also tells the driver which final statuses the broker acknowledged
+//! (from [`Transport::publish_acks`]), so the driver can journal them as
+//! delivered; a final status not known delivered is published again after a
+//! restart, so a crash between an outcome and its PUBACK loses nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use relay_core::status::{State, Status};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::transport::{Outbound, Transport};
@@ -42,27 +48,76 @@ pub struct PublishCounters {
     pub failed: AtomicU64,
 }
 
-/// Starts the publisher task.
+/// Starts the publisher task. The ids of final statuses the broker
+/// acknowledged come out of `delivered`, in publish order.
 pub fn spawn<T: Transport>(
     transport: Arc<T>,
     counters: Arc<PublishCounters>,
+    delivered: UnboundedSender<String>,
 ) -> (UnboundedSender<Outgoing>, JoinHandle<()>) {
     let (tx, rx) = unbounded_channel();
-    (tx, tokio::spawn(run(transport, rx, counters)))
+    (tx, tokio::spawn(run(transport, rx, counters, delivered)))
+}
+
+/// Final statuses handed to the transport and not yet acknowledged.
+struct Unacked {
+    acks: watch::Receiver<u64>,
+    /// The transport's publishes so far (its PUBACK count's unit).
+    sent: u64,
+    /// (publish number, 1-based; command id) of each final status.
+    finals: VecDeque<(u64, String)>,
+}
+
+impl Unacked {
+    /// Moves every acknowledged final status to `delivered`.
+    fn drain(&mut self, delivered: &UnboundedSender<String>) {
+        let acked = *self.acks.borrow_and_update();
+        while self.finals.front().is_some_and(|(n, _)| *n <= acked) {
+            if let Some((_, id)) = self.finals.pop_front() {
+                let _ = delivered.send(id);
+            }
+        }
+    }
 }
 
 async fn run<T: Transport>(
     transport: Arc<T>,
     mut rx: UnboundedReceiver<Outgoing>,
     counters: Arc<PublishCounters>,
+    delivered: UnboundedSender<String>,
 ) {
+    let acks = transport.publish_acks();
+    // The runtime is the transport's only publisher: start from its count.
+    let sent = *acks.borrow();
+    let mut unacked = Unacked {
+        sent,
+        acks,
+        finals: VecDeque::new(),
+    };
+    let mut acks_open = true;
     let mut round = Vec::new();
-    while rx.recv_many(&mut round, MAX_ROUND).await > 0 {
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut round, MAX_ROUND) => {
+                if n == 0 {
+                    break;
+                }
+            }
+            changed = unacked.acks.changed(), if acks_open && !unacked.finals.is_empty() => {
+                acks_open = changed.is_ok();
+                unacked.drain(&delivered);
+                continue;
+            }
+        }
         let dropped = coalesce(&mut round);
         counters
             .coalesced
             .fetch_add(dropped as u64, Ordering::Relaxed);
         for message in round.drain(..) {
+            let final_id = match &message {
+                Outgoing::Status(s) if s.is_final() && !s.id.is_empty() => Some(s.id.clone()),
+                _ => None,
+            };
             let (to, payload, counter) = match message {
                 Outgoing::Status(status) => {
                     (Outbound::Status, status.to_msgpack(), &counters.statuses)
@@ -74,6 +129,10 @@ async fn run<T: Transport>(
             match transport.publish(to.clone(), payload).await {
                 Ok(()) => {
                     counter.fetch_add(1, Ordering::Relaxed);
+                    unacked.sent += 1;
+                    if let Some(id) = final_id {
+                        unacked.finals.push_back((unacked.sent, id));
+                    }
                 }
                 Err(error) => {
                     counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -81,6 +140,7 @@ async fn run<T: Transport>(
                 }
             }
         }
+        unacked.drain(&delivered);
     }
 }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use relay_core::plugin::Role;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::ack_order::AckOrder;
 use super::topics::{CommandTopic, Topics, DEFAULT_PREFIX};
@@ -38,6 +38,10 @@ struct State {
     published: Vec<Published>,
     incoming_tx: Option<mpsc::UnboundedSender<Incoming>>,
     published_tx: Option<mpsc::UnboundedSender<Published>>,
+    /// PUBACKs of the runtime's publishes "received" so far.
+    publish_acks: watch::Sender<u64>,
+    /// While true, publishes stay unacknowledged (a broker that went quiet).
+    hold_publish_acks: bool,
 }
 
 #[derive(Debug)]
@@ -85,6 +89,8 @@ impl FakeTransport {
             published: Vec::new(),
             incoming_tx: Some(incoming_tx),
             published_tx: Some(published_tx),
+            publish_acks: watch::channel(0).0,
+            hold_publish_acks: false,
         })));
         let transport = FakeTransport {
             shared: shared.clone(),
@@ -124,7 +130,15 @@ impl Transport for FakeTransport {
         // The remote may have dropped its receiver; the log below still records the message.
         let _ = tx.send(message.clone());
         state.published.push(message);
+        if !state.hold_publish_acks {
+            let n = state.published.len() as u64;
+            state.publish_acks.send_replace(n);
+        }
         Ok(())
+    }
+
+    fn publish_acks(&self) -> watch::Receiver<u64> {
+        self.shared.lock().publish_acks.subscribe()
     }
 }
 
@@ -182,6 +196,18 @@ impl FakeRemote {
     /// Everything published so far, in order.
     pub fn published(&self) -> Vec<Published> {
         self.shared.lock().published.clone()
+    }
+
+    /// While `hold` is true the runtime's publishes are not acknowledged (as
+    /// if the broker never answered); setting it false acknowledges every
+    /// publish so far.
+    pub fn hold_publish_acks(&self, hold: bool) {
+        let mut state = self.shared.lock();
+        state.hold_publish_acks = hold;
+        if !hold {
+            let n = state.published.len() as u64;
+            state.publish_acks.send_replace(n);
+        }
     }
 
     /// Waits for the next published message (in order); `None` after [`close`](Self::close)

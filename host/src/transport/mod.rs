@@ -96,4 +96,13 @@ pub trait Transport: Send + Sync + 'static {
         to: Outbound,
         payload: Vec<u8>,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// How many of this transport's publishes the broker has acknowledged
+    /// (PUBACK) so far. They are acknowledged in [`publish`](Self::publish)
+    /// call order: MQTT requires a broker to send PUBACKs in the order it
+    /// received the PUBLISHes (3.1.1 section 4.6), and the transport sends in
+    /// call order, also when it re-sends after a reconnect. So a count of n
+    /// means the first n publishes reached the broker. The runtime uses it to
+    /// journal which final statuses were delivered (`Record::Delivered`).
+    fn publish_acks(&self) -> tokio::sync::watch::Receiver<u64>;
 }

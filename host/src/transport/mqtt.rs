@@ -155,6 +155,8 @@ struct AckState {
 #[derive(Debug)]
 struct Shared {
     acks: Mutex<AckState>,
+    /// PUBACKs received for our publishes (see `Transport::publish_acks`).
+    publish_acks: watch::Sender<u64>,
     client: AsyncClient,
     topics: Topics,
     ack_wake: Notify,
@@ -253,6 +255,7 @@ impl MqttTransport {
 
         let shared = Arc::new(Shared {
             acks: Mutex::new(AckState::default()),
+            publish_acks: watch::channel(0).0,
             client,
             topics,
             ack_wake: Notify::new(),
@@ -372,6 +375,10 @@ impl Transport for MqttTransport {
             .await
             .map_err(|_| TransportError::Closed)
     }
+
+    fn publish_acks(&self) -> watch::Receiver<u64> {
+        self.shared.publish_acks.subscribe()
+    }
 }
 
 /// Retries PUBACKs that did not fit in the request channel. Sleeps on a
@@ -418,6 +425,9 @@ impl Driver {
                     self.on_connack(connack.session_present)
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => self.on_publish(publish),
+                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                    self.shared.publish_acks.send_modify(|n| *n += 1)
+                }
                 Ok(Event::Incoming(Packet::SubAck(suback))) => {
                     let granted = suback
                         .return_codes

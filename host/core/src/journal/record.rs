@@ -14,6 +14,7 @@
 //! | `0x02` | [`Record::Started`]  | `[id, attempt, at]` |
 //! | `0x03` | [`Record::Retrying`] | `[id, attempt, next_attempt_at, code, message]` |
 //! | `0x04` | [`Record::Finished`] | `[id, name, status, attempt, code\|nil, message\|nil, reply: bin\|nil, at]` |
+//! | `0x05` | [`Record::Delivered`] | `[id]` |
 //!
 //! The tag byte is the version: a record whose fields change gets a new tag
 //! and the decoder keeps reading the old ones, so a device upgraded in place
@@ -38,6 +39,7 @@ const TAG_ACCEPTED: u8 = 0x01;
 const TAG_STARTED: u8 = 0x02;
 const TAG_RETRYING: u8 = 0x03;
 const TAG_FINISHED: u8 = 0x04;
+const TAG_DELIVERED: u8 = 0x05;
 
 /// One journal entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +62,12 @@ pub enum Record {
     /// The final outcome: a final [`Status`] (succeeded, failed, rejected or
     /// expired), kept for dedupe and re-published on a duplicate.
     Finished(Status),
+    /// The broker acknowledged the final status of `id` (its PUBACK came
+    /// back). Written without waiting for a sync: losing it only means the
+    /// status is published once more after a restart. A `Finished` without
+    /// a later `Delivered` is published again when the host starts, so a
+    /// crash between the outcome and its PUBACK never loses the status.
+    Delivered { id: String },
 }
 
 /// Why record bytes could not be decoded.
@@ -84,6 +92,7 @@ impl Record {
             Record::Accepted(cmd) => &cmd.id,
             Record::Started { id, .. } | Record::Retrying { id, .. } => id,
             Record::Finished(status) => &status.id,
+            Record::Delivered { id } => id,
         }
     }
 
@@ -137,6 +146,10 @@ impl Record {
                 w.uint(s.at);
                 TAG_FINISHED
             }
+            Record::Delivered { id } => {
+                w.array_len(1).str(id);
+                TAG_DELIVERED
+            }
         };
         let body = w.into_vec();
         let mut out = Vec::with_capacity(1 + body.len());
@@ -153,6 +166,7 @@ impl Record {
             TAG_STARTED => 3,
             TAG_RETRYING => 5,
             TAG_FINISHED => 8,
+            TAG_DELIVERED => 1,
             other => return Err(RecordError::UnknownTag(other)),
         };
         let malformed = |source| RecordError::Malformed { tag, source };
@@ -192,6 +206,9 @@ impl Record {
                 next_attempt_at: r.u64("next_attempt_at")?,
                 code: Code::parse(r.str("code")?),
                 message: r.string("message")?,
+            },
+            TAG_DELIVERED => Record::Delivered {
+                id: r.string("id")?,
             },
             _ => {
                 let mut s = Status::new(r.string("id")?, r.string("name")?, State::Accepted, 0, 0);
@@ -321,6 +338,7 @@ mod tests {
                     .with_code(Code::Other("future".into()), "m"),
             ),
             Record::Finished(Status::new("x", "", State::Expired, 0, 9)),
+            Record::Delivered { id: "x".into() },
         ]
     }
 
@@ -371,7 +389,7 @@ mod tests {
         /// Truncations and byte flips of valid records decode to an error or
         /// to some record, never a panic.
         #[test]
-        fn damaged_records_never_panic(which in 0usize..7, cut in any::<prop::sample::Index>(),
+        fn damaged_records_never_panic(which in 0usize..8, cut in any::<prop::sample::Index>(),
                                        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4)) {
             let mut bytes = samples()[which].encode();
             for (i, b) in flips {

@@ -342,6 +342,16 @@ impl Scheduler {
         self.outcomes.len()
     }
 
+    /// The broker acknowledged the final status of `id`. Returns the
+    /// `Delivered` record to journal (no sync needed; see
+    /// [`Record::Delivered`]), or nothing if `id` has no remembered,
+    /// undelivered outcome (e.g. a duplicate's re-published status).
+    pub fn delivered(&mut self, id: &str) -> Option<Action> {
+        self.outcomes
+            .mark_delivered(id)
+            .then(|| Action::Journal(Record::Delivered { id: id.into() }))
+    }
+
     /// The latest status of `id` (for a status query): its remembered final
     /// status, or `accepted` / `running` / `retrying` while pending.
     pub fn status_of(&self, id: &str) -> Option<Status> {

@@ -87,11 +87,23 @@ impl Scheduler {
                     }
                     s.outcomes.remember(status);
                 }
+                Record::Delivered { id } => {
+                    s.outcomes.mark_delivered(&id);
+                }
             }
         }
 
+        // Final statuses the broker never acknowledged (the host stopped
+        // between the outcome and its PUBACK): publish them again, oldest
+        // first. Apps see at most a duplicate, never a missing final status.
+        let mut actions: Vec<Action> = s
+            .outcomes
+            .iter_delivery()
+            .filter(|(_, delivered)| !delivered)
+            .map(|(status, _)| Action::Publish(status.clone()))
+            .collect();
+
         let max_attempts = s.policy.max_attempts();
-        let mut actions = Vec::new();
         for seq in in_flight {
             let Some(e) = s.queue.get_mut(&seq) else {
                 continue;
@@ -133,16 +145,20 @@ impl Scheduler {
     }
 
     /// The smallest record set that restores this state: the remembered
-    /// outcomes (oldest first), then every pending command in arrival order
+    /// outcomes (oldest first, each followed by `Delivered` if the broker
+    /// acknowledged its status), then every pending command in arrival order
     /// with its attempt state (`Started` for the running one, `Retrying` for
     /// one with attempts behind it). Hand it to the storage's `rewrite`.
     pub fn retained_records(&self) -> Vec<Record> {
-        let mut records: Vec<Record> = self
-            .outcomes
-            .iter()
-            .cloned()
-            .map(Record::Finished)
-            .collect();
+        let mut records: Vec<Record> = Vec::new();
+        for (status, delivered) in self.outcomes.iter_delivery() {
+            records.push(Record::Finished(status.clone()));
+            if delivered {
+                records.push(Record::Delivered {
+                    id: status.id.clone(),
+                });
+            }
+        }
         for (&seq, e) in &self.queue {
             records.push(Record::Accepted(e.cmd.clone()));
             let id = e.cmd.id.clone();

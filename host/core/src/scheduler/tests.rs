@@ -168,6 +168,7 @@ fn runs_in_arrival_order_one_at_a_time() {
             Record::Started { .. } => "started",
             Record::Retrying { .. } => "retrying",
             Record::Finished(_) => "finished",
+            Record::Delivered { .. } => "delivered",
         })
         .collect();
     assert_eq!(kinds, ["accepted", "started", "finished"]);
@@ -751,4 +752,48 @@ fn lowering_max_attempts_between_runs_fails_an_exhausted_command() {
         s.status_of("a").map(|s| (s.status, s.attempt)),
         Some((State::Failed, 2))
     );
+}
+
+/// A crash between an outcome and the broker's PUBACK of its status must not
+/// lose the status: every final status without a `Delivered` record is
+/// published again at restore, oldest first; delivered ones are not, and
+/// compaction keeps the difference.
+#[test]
+fn undelivered_final_statuses_are_published_again_after_a_restart() {
+    let mut h = H::new(Policy::default());
+    for id in ["a", "b", "c"] {
+        h.send(id);
+        h.succeed();
+    }
+    let delivered =
+        h.s.delivered("a")
+            .expect("a's status was not delivered yet");
+    assert_eq!(
+        delivered,
+        Action::Journal(Record::Delivered { id: "a".into() })
+    );
+    h.apply(vec![delivered]);
+    assert_eq!(h.s.delivered("a"), None, "a second PUBACK writes nothing");
+    assert_eq!(h.s.delivered("unknown"), None);
+
+    h.published.clear();
+    h.crash();
+    let again: Vec<(&str, State)> = h
+        .published
+        .iter()
+        .map(|s| (s.id.as_str(), s.status))
+        .collect();
+    assert_eq!(again, [("b", State::Succeeded), ("c", State::Succeeded)]);
+
+    // Compaction keeps which statuses were delivered.
+    let delivered = h.s.delivered("b").unwrap();
+    h.apply(vec![delivered]);
+    h.compact();
+    assert_eq!(h.s.retained_records(), h.journal);
+    h.published.clear();
+    h.crash();
+    let again: Vec<&str> = h.published.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(again, ["c"]);
+    // Re-published statuses are the recorded ones (same `at`, same reply).
+    assert_eq!(h.published[0], h.s.status_of("c").unwrap());
 }
