@@ -1,0 +1,178 @@
+//! `relay dev`, the README's main command, end to end: it starts the
+//! embedded broker, the host and the bundled plugins, prints a ready-to-paste
+//! `relay send` line, and that very line works. SIGTERM then stops it
+//! gracefully (exit 0).
+//!
+//! The host runs on wasmi here: the default wasmtime engine would first
+//! compile the four bundled plugins with Cranelift, which takes a minute in a
+//! debug build (the e2e tests of the wasmtime engine are elsewhere).
+
+#[path = "support/host_process.rs"]
+mod host_process;
+#[allow(unused_imports)]
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use host_process::{plugin_source, relay_binary};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// Kills the child if the test fails half-way.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `send` line's arguments after the binary: `send --port P --device D
+/// echo '{"hello":"world"}' --wait`, split like a shell would (single quotes).
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '\'' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
+}
+
+#[test]
+fn relay_dev_prints_a_send_line_that_works_and_stops_on_sigterm() -> Result<()> {
+    let plugins = plugin_source("echo")?
+        .parent()
+        .context("plugin dir")?
+        .to_path_buf();
+    let data = tempfile::tempdir()?;
+    let child = Command::new(relay_binary())
+        .args([
+            "dev", "--port", "0", "--engine", "wasmi", "--device", "e2e-dev",
+        ])
+        .arg("--plugins")
+        .arg(&plugins)
+        .arg("--data-dir")
+        .arg(data.path().join("data"))
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start `relay dev`")?;
+    let mut guard = Guard(child);
+    let stdout = guard.0.stdout.take().context("stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    // The banner, up to the ready-to-paste line.
+    let started = Instant::now();
+    let mut banner = Vec::new();
+    let send_line = loop {
+        let left = LIMIT.saturating_sub(started.elapsed());
+        let line = rx
+            .recv_timeout(left)
+            .with_context(|| format!("no `relay send` line; banner so far: {banner:#?}"))?;
+        banner.push(line.clone());
+        if let Some(at) = line.find(" send --port ") {
+            break line[at + 1..].to_string();
+        }
+    };
+    ensure!(
+        banner[0].starts_with("relay dev: MQTT broker on 127.0.0.1:"),
+        "{banner:#?}"
+    );
+    ensure!(
+        banner
+            .iter()
+            .any(|l| l.contains("plugins") && l.contains("echo")),
+        "the banner lists the bundled plugins: {banner:#?}"
+    );
+
+    // Paste it (plus --json to read the outcome).
+    let mut args = shell_words(&send_line);
+    args.push("--json".into());
+    let out = Command::new(relay_binary())
+        .args(&args)
+        .args(["--timeout", "60s"])
+        .env("NO_COLOR", "1")
+        .output()
+        .context("cannot run `relay send`")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "`relay {}` failed ({}):\n{stdout}\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .with_context(|| format!("no JSON status in: {stdout}"))?;
+    ensure!(last["status"] == "succeeded", "{last}");
+    ensure!(
+        last["reply"] == serde_json::json!({"hello": "world"}),
+        "{last}"
+    );
+
+    // Graceful stop on SIGTERM.
+    let pid = guard.0.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status()?;
+    ensure!(killed.success(), "kill -TERM {pid}");
+    let started = Instant::now();
+    loop {
+        if let Some(status) = guard.0.try_wait()? {
+            ensure!(
+                status.success(),
+                "relay dev exited with {status} on SIGTERM"
+            );
+            return Ok(());
+        }
+        if started.elapsed() > LIMIT {
+            bail!("relay dev did not stop within {LIMIT:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn shell_words_keep_single_quoted_json_together() {
+    assert_eq!(
+        shell_words(r#"send --port 1 --device d echo '{"a": 1}' --wait"#),
+        [
+            "send",
+            "--port",
+            "1",
+            "--device",
+            "d",
+            "echo",
+            r#"{"a": 1}"#,
+            "--wait"
+        ]
+    );
+}
