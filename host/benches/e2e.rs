@@ -449,6 +449,13 @@ async fn stop(handle: RuntimeHandle) {
 }
 
 fn main() -> Result<()> {
+    // `RUST_LOG=relay_host=trace` shows where a command's time goes.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let s = Settings::from_env();
     let mosquitto = mosquitto::Mosquitto::start()?;
     let port = mosquitto.port();
