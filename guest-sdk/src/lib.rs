@@ -101,3 +101,14 @@ pub mod __private {
     pub use crate::dispatch::{check_plugin, describe, handle};
     pub use wit_bindgen;
 }
+
+/// The plugin's allocator on wasm32 (feature `small-alloc`, on by default):
+/// a free list instead of dlmalloc. A plugin is single-threaded, and the
+/// smaller allocator leaves less code for the host to validate and translate
+/// when the plugin loads (the wasmi engine's cold load is dominated by it).
+#[cfg(all(target_arch = "wasm32", feature = "small-alloc"))]
+#[global_allocator]
+static ALLOCATOR: lol_alloc::AssumeSingleThreaded<lol_alloc::FreeListAllocator> =
+    // SAFETY: wasm32-unknown-unknown plugins run on one thread; the host
+    // never calls into an instance from two threads at once.
+    unsafe { lol_alloc::AssumeSingleThreaded::new(lol_alloc::FreeListAllocator::new()) };
