@@ -14,11 +14,14 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use relay_core::engine::wasmi::WasmiEngine;
 use relay_core::engine::{Engine, Plugin};
 use relay_core::host_env::{FixedClock, HostEnv, MemKv, TracingLogger};
 use relay_core::limits::Limits;
 use relay_core::plugin::{CallOutcome, Invocation, Role};
+use relay_host::engine::wasmi_record::ValidatedDir;
 use relay_host::engine::wasmtime::WasmtimeEngine;
 
 struct Settings {
@@ -152,6 +155,13 @@ fn main() {
     let cold_wasmi = measure(&s, s.load_iters * 10, || {
         black_box(load(&wasmi, &wasm));
     });
+    let record_dir = tempfile::tempdir().expect("tempdir");
+    let record = ValidatedDir::open(record_dir.path()).expect("record dir");
+    let recorded_engine = WasmiEngine::new().with_validated_modules(Arc::new(record));
+    load(&recorded_engine, &wasm); // records the module
+    let recorded_wasmi = measure(&s, s.load_iters * 10, || {
+        black_box(load(&recorded_engine, &wasm));
+    });
 
     println!(
         "## Engines: echo with a 1 KiB payload ({} mode)",
@@ -181,7 +191,14 @@ fn main() {
     for (name, t) in [
         ("wasmtime cold (componentize + Cranelift)", cold_wasmtime),
         ("wasmtime from our compile cache", cached_wasmtime),
-        ("wasmi cold (parse + lazy translation)", cold_wasmi),
+        (
+            "wasmi cold (parse + validate + lazy translation)",
+            cold_wasmi,
+        ),
+        (
+            "wasmi, module in our validated record (lazy validation)",
+            recorded_wasmi,
+        ),
     ] {
         println!("| {name} | {} | {:.0}x |", fmt_ns(t), t / native);
     }

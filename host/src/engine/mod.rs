@@ -1,6 +1,7 @@
 //! Step 5 of the data path on Linux: engine selection. wasmtime (JIT,
 //! component model) lives in [`wasmtime`]; wasmi comes from the core.
 
+pub mod wasmi_record;
 pub mod wasmtime;
 
 use relay_core::engine::{Engine, EngineKind};

@@ -19,11 +19,15 @@ use super::config::{Config, ConfigError};
 use super::handlers::Handlers;
 use super::loader::{self, LoadError};
 use super::{Runtime, RuntimeError, RuntimeHandle};
+use crate::engine::wasmi_record::ValidatedDir;
 use crate::engine::wasmtime::WasmtimeEngine;
 use crate::transport::{MqttTransport, TransportError};
+use relay_core::engine::wasmi::WasmiEngine;
 
 /// Compiled-plugin cache inside the data dir (wasmtime only).
 pub const COMPILE_CACHE_DIR: &str = "compiled";
+/// Under the data dir: the wasmi engine's record of validated modules.
+pub const VALIDATED_DIR: &str = "validated";
 
 /// Why a device could not start.
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +103,8 @@ pub fn start_device(config: &Config) -> Result<DeviceRuntime, StartError> {
 
 /// The configured engine. wasmtime keeps compiled plugins in
 /// `<data_dir>/compiled` so a restart (e.g. after a crash) does not pay the
-/// Cranelift compile again.
+/// Cranelift compile again; wasmi records validated modules in
+/// `<data_dir>/validated` so a restart does not validate their bodies again.
 fn build_engine(config: &Config) -> Result<Arc<dyn Engine>, StartError> {
     let failed = |message: String| StartError::Engine {
         kind: config.engine,
@@ -111,9 +116,13 @@ fn build_engine(config: &Config) -> Result<Arc<dyn Engine>, StartError> {
                 .map(|e| Arc::new(e) as Arc<dyn Engine>)
                 .map_err(|e| failed(e.to_string()))
         }
-        kind => crate::engine::build(kind)
-            .map(Arc::from)
-            .map_err(|e| failed(format!("{e:#}"))),
+        EngineKind::Wasmi => {
+            let record = ValidatedDir::open(config.data_dir.join(VALIDATED_DIR))
+                .map_err(|e| failed(format!("{VALIDATED_DIR} dir: {e}")))?;
+            Ok(Arc::new(
+                WasmiEngine::new().with_validated_modules(Arc::new(record)),
+            ))
+        }
     }
 }
 

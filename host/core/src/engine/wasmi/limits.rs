@@ -29,17 +29,24 @@ const MAX_CALL_DEPTH: usize = 65_536;
 /// - Fuel metering is on: it is wasmi's only CPU limit (no epochs, no
 ///   threads on a microcontroller).
 /// - Validation is eager and translation lazy: invalid bytes fail at load
-///   (contract point 2) while a cold load only translates what runs.
+///   (contract point 2) while a cold load only translates what runs. With
+///   `validated_before` (the exact bytes passed full validation on an
+///   earlier load, see `ValidatedModules`) both are lazy.
 /// - [`EnforcedLimits::strict`] bounds globals/tables/segments/params and
 ///   rejects modules whose bodies are suspiciously small on average (the
 ///   known attack on lazy translation); its function cap equals the default
 ///   `Limits::max_functions`, a lower one is checked by
 ///   [`check_function_count`].
-pub(super) fn engine_config(limits: &Limits) -> Config {
+pub(super) fn engine_config(limits: &Limits, validated_before: bool) -> Config {
+    let mode = if validated_before {
+        CompilationMode::Lazy
+    } else {
+        CompilationMode::LazyTranslation
+    };
     let mut config = Config::default();
     config
         .consume_fuel(true)
-        .compilation_mode(CompilationMode::LazyTranslation)
+        .compilation_mode(mode)
         .enforced_limits(EnforcedLimits::strict())
         .set_max_recursion_depth(max_call_depth(limits))
         .set_max_stack_height(limits.max_stack_bytes.max(MIN_VALUE_STACK_BYTES));
@@ -227,7 +234,7 @@ mod tests {
                 max_stack_bytes: bytes,
                 ..Limits::default()
             };
-            let _ = engine_config(&limits);
+            let _ = engine_config(&limits, false);
             assert!((MIN_CALL_DEPTH..=MAX_CALL_DEPTH).contains(&max_call_depth(&limits)));
         }
     }

@@ -25,6 +25,15 @@
 //!   default. A store is never reused for a second instance: wasmi frees
 //!   instances only with their store, so a rebuild swaps in a new store and
 //!   moves the plugin's [`HostEnv`] over.
+//! - **Validate a module's bodies once per host, not once per load.** wasmi
+//!   cannot load precompiled code without `unsafe`, so it has no compile
+//!   cache; but most of a cold load is validating function bodies. With a
+//!   [`ValidatedModules`] record (the Linux host keeps one in its data dir,
+//!   keyed by sha256), a module whose exact bytes were fully validated
+//!   before loads in wasmi's `Lazy` mode: bodies are validated (and
+//!   translated) on first call instead of up front. A module never seen is
+//!   validated eagerly, so invalid bytes still fail at load (contract
+//!   point 2); a forged record only moves that error to the first call.
 
 mod abi;
 mod guest;
@@ -36,7 +45,7 @@ mod trap;
 #[cfg(test)]
 mod tests;
 
-use alloc::{boxed::Box, format};
+use alloc::{boxed::Box, format, sync::Arc};
 
 use wasmi::{ExternType, Linker, Module, Store};
 
@@ -67,10 +76,30 @@ pub struct WasmiConfig {
     pub instance_policy: InstancePolicy,
 }
 
+/// Modules whose function bodies this host has fully validated before,
+/// identified by their bytes (an implementation hashes them). See the
+/// module doc for what it saves and why it is safe.
+pub trait ValidatedModules: Send + Sync {
+    /// `wasm` was fully validated by an earlier load.
+    fn contains(&self, wasm: &[u8]) -> bool;
+    /// `wasm` just passed full validation (and loaded).
+    fn insert(&self, wasm: &[u8]);
+}
+
 /// The interpreter engine (ESP32-class devices; selectable on Linux).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct WasmiEngine {
     config: WasmiConfig,
+    validated: Option<Arc<dyn ValidatedModules>>,
+}
+
+impl core::fmt::Debug for WasmiEngine {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("WasmiEngine")
+            .field("config", &self.config)
+            .field("validated", &self.validated.is_some())
+            .finish()
+    }
 }
 
 impl WasmiEngine {
@@ -79,7 +108,17 @@ impl WasmiEngine {
     }
 
     pub fn with_config(config: WasmiConfig) -> Self {
-        WasmiEngine { config }
+        WasmiEngine {
+            config,
+            validated: None,
+        }
+    }
+
+    /// Remembers validated modules in `record` and loads those it knows
+    /// without validating their bodies up front.
+    pub fn with_validated_modules(mut self, record: Arc<dyn ValidatedModules>) -> Self {
+        self.validated = Some(record);
+        self
     }
 }
 
@@ -100,7 +139,8 @@ impl super::Engine for WasmiEngine {
                 limit: limits.max_module_bytes,
             });
         }
-        let engine = wasmi::Engine::new(&limits::engine_config(limits));
+        let known = self.validated.as_ref().is_some_and(|v| v.contains(wasm));
+        let engine = wasmi::Engine::new(&limits::engine_config(limits, known));
         let module =
             Module::new(&engine, wasm).map_err(|e| PluginError::InvalidModule(format!("{e}")))?;
         let imported = module
@@ -124,6 +164,11 @@ impl super::Engine for WasmiEngine {
         let info = guest::describe(&mut store, &exports, limits).map_err(loading)?;
         validate_info(&info)?;
         store.data_mut().env = make_env(&info);
+        if !known {
+            if let Some(record) = &self.validated {
+                record.insert(wasm);
+            }
+        }
         Ok(Box::new(WasmiPlugin {
             engine,
             module,

@@ -8,7 +8,7 @@ extern crate std;
 use alloc::{boxed::Box, format, string::String, sync::Arc, vec, vec::Vec};
 use std::sync::Mutex;
 
-use super::{InstancePolicy, WasmiConfig, WasmiEngine};
+use super::{InstancePolicy, ValidatedModules, WasmiConfig, WasmiEngine};
 use crate::engine::{Engine, Plugin, PluginError};
 use crate::host_env::{FixedClock, HostEnv, Logger, MemKv};
 use crate::limits::Limits;
@@ -720,7 +720,7 @@ fn time_guest(what: &str, wasm: &[u8]) {
     );
     // Where a cold load goes.
     let limits = Limits::default();
-    let config = super::limits::engine_config(&limits);
+    let config = super::limits::engine_config(&limits, false);
     let engine_ns = median_ns(21, 20, || drop(black_box(wasmi::Engine::new(&config))));
     let engine = wasmi::Engine::new(&config);
     let module_ns = median_ns(21, 20, || {
@@ -748,6 +748,17 @@ fn time_guest(what: &str, wasm: &[u8]) {
         module_ns / 1e3,
         instantiate_ns / 1e3,
         describe_ns / 1e3
+    );
+
+    let remembered = WasmiEngine::new().with_validated_modules(Arc::new(AllValidated));
+    let lazy_ns = median_ns(21, 20, || {
+        drop(black_box(
+            load_on(&remembered, wasm, &limits, &Lines::default()).unwrap(),
+        ))
+    });
+    std::println!(
+        "load of a module validated before (ValidatedModules, lazy validation): {:.1} us",
+        lazy_ns / 1e3
     );
 
     let native_ns = median_ns(21, 20_000, || {
@@ -781,4 +792,76 @@ fn time_guest(what: &str, wasm: &[u8]) {
             if echoed { "" } else { " (did not echo)" }
         );
     }
+}
+
+/// A record that claims every module was validated before.
+struct AllValidated;
+
+impl ValidatedModules for AllValidated {
+    fn contains(&self, _wasm: &[u8]) -> bool {
+        true
+    }
+    fn insert(&self, _wasm: &[u8]) {}
+}
+
+/// A record in memory that counts inserts.
+#[derive(Default)]
+struct Record(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl ValidatedModules for Record {
+    fn contains(&self, wasm: &[u8]) -> bool {
+        self.0.lock().unwrap().iter().any(|m| m == wasm)
+    }
+    fn insert(&self, wasm: &[u8]) {
+        self.0.lock().unwrap().push(wasm.to_vec());
+    }
+}
+
+/// Contract point 2 holds for a module never seen: a body that does not
+/// validate (`i32.add` on an empty stack, in a function `describe` never
+/// reaches) fails the load. A module the record knows loads without body
+/// validation, and the bad body then fails when first called, as a typed
+/// error, not a panic. Good modules are recorded after their first load.
+#[test]
+fn validated_modules_skip_body_validation_only_for_known_bytes() {
+    let invalid = guest(
+        "(func $bad (result i32) i32.add)",
+        &format!(
+            "(if (i32.eq (local.get $attempt) (i32.const 9)) (then (drop (call $bad)))) {ECHO}"
+        ),
+    );
+    let record = Arc::new(Record::default());
+    let engine = WasmiEngine::new().with_validated_modules(record.clone());
+    let lines = Lines::default();
+    assert!(matches!(
+        load_on(&engine, &invalid, &Limits::default(), &lines),
+        Err(PluginError::InvalidModule(_))
+    ));
+    assert!(!record.contains(&invalid), "a failed load is not recorded");
+
+    let good = guest("", ECHO);
+    load_on(&engine, &good, &Limits::default(), &lines).unwrap();
+    assert!(record.contains(&good), "a good module is recorded");
+    let mut p = load_on(&engine, &good, &Limits::default(), &lines).unwrap();
+    assert_eq!(
+        p.handle(&cmd(b"\xc3")).unwrap().result,
+        Ok(Some(b"\xc3".to_vec()))
+    );
+
+    // A record that vouches for the invalid module: it loads, echoes, and
+    // the bad body is an error at its first call.
+    let trusting = WasmiEngine::new().with_validated_modules(Arc::new(AllValidated));
+    let mut p = load_on(&trusting, &invalid, &Limits::default(), &lines).unwrap();
+    assert_eq!(
+        p.handle(&cmd(b"\xc3")).unwrap().result,
+        Ok(Some(b"\xc3".to_vec()))
+    );
+    let bad_call = Invocation {
+        attempt: 9,
+        ..cmd(b"\xc3")
+    };
+    assert!(
+        p.handle(&bad_call).is_err(),
+        "the invalid body fails when called"
+    );
 }
