@@ -6,7 +6,7 @@
 //! moves a bad body's error from load to its first call.
 //!
 //! One empty file per module in a directory, named by the SHA-256 of a
-//! domain tag, the wasmi engine's version and the module bytes (the module
+//! domain tag, the host's version and the module bytes (the module
 //! itself is never stored). Writing is best effort: a failed write only
 //! means the next load validates again.
 
