@@ -46,6 +46,12 @@ use crate::transport::Incoming;
 
 type TicketFuture = Pin<Box<dyn Future<Output = Result<(), JournalError>> + Send>>;
 
+/// How long lazy records (outcomes, see `pipeline`) may wait for an eager
+/// record to share its fsync before they are submitted alone. A crash in
+/// this window re-runs the command that just finished (as a crash during
+/// its fsync would); under traffic the next command comes much sooner.
+const LAZY_LINGER: Duration = Duration::from_millis(5);
+
 /// Requests from the [`super::RuntimeHandle`].
 #[derive(Debug)]
 pub enum Control {
@@ -89,6 +95,8 @@ pub struct Driver<T: Link> {
     pub(super) stats: Arc<Stats>,
     /// Records appended since the last compaction.
     pub(super) since_compaction: u64,
+    /// Since when lazy records wait in the outbox.
+    pub(super) lazy_since: Option<Instant>,
     /// Set once a shutdown began: when the running handler must be done.
     pub(super) stopping: Option<Instant>,
     /// The transport's receive side ended.
@@ -156,6 +164,14 @@ impl<T: Link> Driver<T> {
             (None, Some(at)) => Some(Duration::from_millis(at.saturating_sub(self.now()))),
             _ => None,
         };
+        // Wake up to submit lazy records whose linger ends.
+        let linger = self
+            .lazy_since
+            .map(|since| (since + LAZY_LINGER).saturating_duration_since(Instant::now()));
+        let timer = match (timer, linger) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let deadline = self.stopping;
         let transport = &self.transport;
         let ticket = self.tickets.front_mut();
@@ -207,6 +223,13 @@ impl<T: Link> Driver<T> {
                 .push_back((covered, Box::pin(journal.rewrite(records).wait())));
             return;
         }
+        if self.stopping.is_none() && self.pipeline.has_outbox() && !self.pipeline.must_submit() {
+            let since = *self.lazy_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < LAZY_LINGER {
+                return;
+            }
+        }
+        self.lazy_since = None;
         if let Some((batch, covered)) = self.pipeline.take_batch() {
             self.tickets
                 .push_back((covered, Box::pin(journal.append(batch).wait())));
@@ -257,7 +280,12 @@ impl<T: Link> Driver<T> {
                         Record::Finished(s) => Some(s.id.clone()),
                         _ => None,
                     };
-                    self.pipeline.record(record.encode());
+                    match &record {
+                        Record::Finished(_) | Record::Delivered { .. } => {
+                            self.pipeline.record_lazy(record.encode())
+                        }
+                        _ => self.pipeline.record(record.encode()),
+                    }
                     self.since_compaction += 1;
                 }
                 Action::Publish(status) => {

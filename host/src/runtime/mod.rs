@@ -373,6 +373,7 @@ impl Prepared {
             publisher_task: Some(publisher_task),
             delivered_rx,
             delivered_closed: false,
+            lazy_since: None,
             clock,
             options,
             access,

@@ -13,6 +13,15 @@
 //! (each is at most the number of records emitted so far), so releasing a
 //! prefix keeps PUBACKs in arrival order and statuses in emission order.
 //!
+//! **Lazy records.** An outcome record (`Finished`, `Delivered`) gates
+//! nothing urgent: a final status waits only for the records before its
+//! `Finished`. Submitting it alone would cost an fsync of its own, and the
+//! next command's `Accepted` would queue behind that fsync. So lazy records
+//! may wait in the outbox ([`Pipeline::must_submit`] is false) until an
+//! eager record joins them or the driver's short linger ends; a crash in
+//! that window re-runs the command that just finished, the same as a crash
+//! during its fsync would.
+//!
 //! Pure bookkeeping, no I/O: the driver owns the journal and the tickets.
 
 use std::collections::VecDeque;
@@ -42,8 +51,12 @@ pub struct Pipeline {
     emitted: u64,
     /// Records known durable.
     durable: u64,
+    /// Records handed to the journal (submitted or superseded).
+    submitted: u64,
     /// Records emitted but not yet submitted to the journal.
     outbox: Vec<Vec<u8>>,
+    /// The outbox holds a record that must not wait (not lazy).
+    outbox_urgent: bool,
     waiting: VecDeque<(u64, Gated)>,
 }
 
@@ -65,7 +78,31 @@ impl Pipeline {
     /// Queues one encoded record for the next submission.
     pub fn record(&mut self, bytes: Vec<u8>) {
         self.outbox.push(bytes);
+        self.outbox_urgent = true;
         self.emitted += 1;
+    }
+
+    /// Queues a lazy record (see the module doc): it may wait for the next
+    /// eager record or the driver's linger.
+    pub fn record_lazy(&mut self, bytes: Vec<u8>) {
+        self.outbox.push(bytes);
+        self.emitted += 1;
+    }
+
+    /// The outbox must be submitted now: it holds an eager record, or a
+    /// gated action waits for one of its records.
+    pub fn must_submit(&self) -> bool {
+        !self.outbox.is_empty()
+            && (self.outbox_urgent
+                || self
+                    .waiting
+                    .back()
+                    .is_some_and(|(n, _)| *n > self.submitted))
+    }
+
+    /// The outbox holds records (lazy or not).
+    pub fn has_outbox(&self) -> bool {
+        !self.outbox.is_empty()
     }
 
     /// `gated` may happen once the first `after` records are durable. Ready
@@ -88,6 +125,8 @@ impl Pipeline {
         if self.outbox.is_empty() {
             return None;
         }
+        self.outbox_urgent = false;
+        self.submitted = self.emitted;
         Some((std::mem::take(&mut self.outbox), self.emitted))
     }
 
@@ -95,6 +134,8 @@ impl Pipeline {
     /// reflects those records. Returns the record count it covers.
     pub fn supersede_outbox(&mut self) -> u64 {
         self.outbox.clear();
+        self.outbox_urgent = false;
+        self.submitted = self.emitted;
         self.emitted
     }
 
@@ -167,6 +208,29 @@ mod tests {
         p.durable_up_to(3);
         assert_eq!(ids(p.release()), ["c"]);
         assert!(p.is_idle());
+    }
+
+    #[test]
+    fn lazy_records_wait_unless_something_needs_them() {
+        let mut p = Pipeline::new();
+        p.record(b"accepted".to_vec());
+        p.gate(1, status("a"));
+        assert!(p.must_submit(), "an eager record goes at once");
+        p.take_batch().unwrap();
+        // An outcome whose status waits only for the records before it.
+        p.gate(1, status("final"));
+        p.record_lazy(b"finished".to_vec());
+        assert!(p.has_outbox() && !p.must_submit(), "a lazy record may wait");
+        // The next command's record takes it along, one batch.
+        p.record(b"accepted-2".to_vec());
+        assert!(p.must_submit());
+        let (batch, covered) = p.take_batch().unwrap();
+        assert_eq!((batch.len(), covered), (2, 3));
+        // A lazy record something waits for (a PUBACK after a rejection) goes at once.
+        p.record_lazy(b"finished-2".to_vec());
+        assert!(!p.must_submit());
+        p.gate(4, status("ack"));
+        assert!(p.must_submit());
     }
 
     #[test]
