@@ -782,11 +782,9 @@ async fn crash_mid_handler_reruns_it_as_the_next_attempt() {
     open.open();
     let rig = Rig::start(SharedStorage::new(image), options(10), &open);
     let x = rig.until_final("x").await;
-    assert!(
-        x.iter()
-            .any(|s| s.id == "x" && s.status == State::Running && s.attempt == 2),
-        "{x:?}"
-    );
+    // Its `running` may be coalesced into the final status, which says attempt 2.
+    let last = x.last().unwrap();
+    assert_eq!((last.status, last.attempt), (State::Succeeded, 2), "{x:?}");
     assert_eq!(rig.final_of("y").await.status, State::Succeeded);
     assert_eq!(
         rig.calls.all(),

@@ -39,7 +39,7 @@ use super::clock::Clock;
 use super::executor::{Done, Executor};
 use super::handlers::Handlers;
 use super::pipeline::{Gated, Pipeline};
-use super::publisher::Outgoing;
+use super::publisher::{self, Outgoing};
 use super::shutdown::Link;
 use super::{RuntimeError, RuntimeOptions, RuntimeState, ShutdownReport, Stats};
 use crate::transport::Incoming;
@@ -313,7 +313,13 @@ impl<T: Link> Driver<T> {
         self.release();
     }
 
+    /// Carries out what became durable. Messages released together are
+    /// coalesced here, before they reach the publisher: a fast handler's
+    /// final status is released by the same fsync as its `accepted`, which
+    /// it supersedes (the publisher could otherwise wake for the first one
+    /// alone and send both).
     fn release(&mut self) {
+        let mut messages = Vec::new();
         for gated in self.pipeline.release() {
             match gated {
                 Gated::Ack(token) => match self.transport.ack(token) {
@@ -322,10 +328,18 @@ impl<T: Link> Driver<T> {
                     }
                     Err(refused) => tracing::debug!(%refused, "ack refused; the broker redelivers"),
                 },
-                Gated::Publish(status) => self.publish(Outgoing::Status(status)),
-                Gated::Event { name, payload } => self.publish(Outgoing::Event { name, payload }),
+                Gated::Publish(status) => messages.push(Outgoing::Status(status)),
+                Gated::Event { name, payload } => messages.push(Outgoing::Event { name, payload }),
                 Gated::Start(start) => self.start(start),
             }
+        }
+        let dropped = publisher::coalesce(&mut messages);
+        self.stats
+            .publish
+            .coalesced
+            .fetch_add(dropped as u64, Ordering::Relaxed);
+        for message in messages {
+            self.publish(message);
         }
     }
 
