@@ -149,14 +149,26 @@ async fn crash_loop(kind: BrokerKind) -> Result<()> {
     let remaining = DEADLINE
         .saturating_sub(started.elapsed())
         .max(Duration::from_secs(60));
-    app.wait_all_final(&acked, remaining)
-        .await
-        .context("commands lost after the crashes")?;
+    if let Err(e) = app.wait_all_final(&acked, remaining).await {
+        anyhow::bail!(
+            "commands lost after the crashes: {e:#}\nhost log:\n{}",
+            host.log_tail(80)
+        );
+    }
 
     // The counter's value: how many increments took effect.
-    let probe = app
+    let probe = match app
         .probe("get", serde_json::Value::Null, Duration::from_secs(60))
-        .await?;
+        .await
+    {
+        Ok(probe) => probe,
+        Err(e) => anyhow::bail!(
+            "{e:#} ({}, running: {})\nhost log:\n{}",
+            kind.name(),
+            host.is_running(),
+            host.log_tail(80)
+        ),
+    };
     let counter = json(probe.reply.as_deref().unwrap_or_default())["value"]
         .as_u64()
         .context("counter value")?;
