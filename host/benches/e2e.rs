@@ -459,9 +459,17 @@ fn main() -> Result<()> {
     let s = Settings::from_env();
     let mosquitto = mosquitto::Mosquitto::start()?;
     let port = mosquitto.port();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    // RELAY_BENCH_RUNTIME=current: everything on one tokio thread (the
+    // handler and journal threads stay separate), to see what cross-thread
+    // wake-ups cost.
+    let rt = match std::env::var("RELAY_BENCH_RUNTIME").as_deref() {
+        Ok("current") => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
 
     let fsync = measure_fsync(&bench_dir(), s.fsyncs)?;
     let (bare, bare_rate, wasm, native) = rt.block_on(async {

@@ -271,6 +271,9 @@ impl MqttTransport {
             link_tx,
             backoff,
             saved: VecDeque::new(),
+            max_inflight: usize::from(config.max_inflight),
+            fed_unsent: 0,
+            in_window: 0,
         };
         let event_loop_task = tokio::spawn(driver.run());
         let ack_pump_task = tokio::spawn(ack_pump(shared.clone()));
@@ -406,6 +409,13 @@ struct Driver {
     backoff: Backoff,
     /// Publishes of a dead connection, sent again after the next CONNACK.
     saved: VecDeque<Publish>,
+    /// rumqttc's in-flight window (`MqttOptions::set_inflight`).
+    max_inflight: usize,
+    /// Saved publishes moved into rumqttc's `pending` and not sent yet
+    /// (rumqttc sends `pending` before anything from the request channel).
+    fed_unsent: usize,
+    /// Publishes sent on this connection and not acknowledged yet.
+    in_window: usize,
 }
 
 impl Driver {
@@ -426,7 +436,17 @@ impl Driver {
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => self.on_publish(publish),
                 Ok(Event::Incoming(Packet::PubAck(_))) => {
-                    self.shared.publish_acks.send_modify(|n| *n += 1)
+                    self.shared.publish_acks.send_modify(|n| *n += 1);
+                    self.in_window = self.in_window.saturating_sub(1);
+                    // A slot of the window is free: the next saved publish.
+                    if let Some(publish) = self.saved.pop_front() {
+                        self.eventloop.pending.push_back(Request::Publish(publish));
+                        self.fed_unsent += 1;
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Publish(_))) => {
+                    self.in_window += 1;
+                    self.fed_unsent = self.fed_unsent.saturating_sub(1);
                 }
                 Ok(Event::Incoming(Packet::SubAck(suback))) => {
                     let granted = suback
@@ -469,9 +489,18 @@ impl Driver {
         tracing::info!(session_present, %filter, resent = self.saved.len(), "mqtt: connected");
         // Front of the queue: subscribe first, then what the last connection had
         // not delivered, then anything rumqttc itself kept.
-        let mut front = VecDeque::with_capacity(self.saved.len() + 1);
+        // rumqttc sends its `pending` queue without flow control: more
+        // publishes than the in-flight window would wrap the packet ids onto
+        // unacknowledged ones ("collision"), and a collision overwrites the
+        // previous one, losing it. So at most a window's worth goes in now;
+        // each PUBACK lets the next saved publish in (`on_puback`). While
+        // saved publishes wait, the window stays full, so rumqttc takes
+        // nothing newer from the request channel: order is kept.
+        let mut front = VecDeque::with_capacity(self.max_inflight + 1);
         front.push_back(Request::Subscribe(Subscribe::new(filter, QoS::AtLeastOnce)));
-        front.extend(self.saved.drain(..).map(Request::Publish));
+        let now = self.saved.len().min(self.max_inflight);
+        front.extend(self.saved.drain(..now).map(Request::Publish));
+        self.fed_unsent = now;
         front.append(&mut self.eventloop.pending);
         self.eventloop.pending = front;
         self.link_tx.send_modify(|l| {
@@ -521,13 +550,31 @@ impl Driver {
             self.eventloop.clean();
             self.eventloop.state.events.clear();
         }
-        for request in self.eventloop.pending.drain(..) {
-            if let Request::Publish(mut publish) = request {
+        // After rumqttc's clean, `pending` holds, in this order: the saved
+        // publishes we had let in but were not sent yet, the publishes in
+        // flight on the dead connection (older than those), then requests
+        // drained from the channel (newer than everything saved). Restore
+        // publish order: in flight, let in, still saved, drained.
+        let mut publishes = self.eventloop.pending.drain(..).filter_map(|r| match r {
+            Request::Publish(mut publish) => {
                 publish.pkid = 0;
                 publish.dup = false;
-                self.saved.push_back(publish);
+                Some(publish)
             }
-        }
+            _ => None,
+        });
+        let let_in: Vec<Publish> = publishes.by_ref().take(self.fed_unsent).collect();
+        let in_flight: Vec<Publish> = publishes.by_ref().take(self.in_window).collect();
+        let drained: Vec<Publish> = publishes.collect();
+        let still_saved = std::mem::take(&mut self.saved);
+        self.saved = in_flight
+            .into_iter()
+            .chain(let_in)
+            .chain(still_saved)
+            .chain(drained)
+            .collect();
+        self.fed_unsent = 0;
+        self.in_window = 0;
         let message = error.to_string();
         self.link_tx.send_modify(|l| {
             l.connected = false;
