@@ -35,6 +35,11 @@
 //!   after the next `ConnAck`, with fresh packet ids (QoS 1 keeps no broker
 //!   state for client-to-broker publishes, so this is safe in both cases, and
 //!   it avoids the packet-id collision livelock after a broker lost the session).
+//!   They re-enter rumqttc's `pending` queue at most one in-flight window at
+//!   a time, one more per PUBACK: rumqttc sends `pending` without flow
+//!   control, and a backlog larger than the window would wrap packet ids onto
+//!   unacknowledged publishes, where a collision silently drops a publish
+//!   (found by the kill -9 test against the embedded broker).
 //! - **Resubscribe on every ConnAck**, also when the session was present (it
 //!   costs one SUBSCRIBE; a broker that lost our session gets it back).
 //! - **Reconnect** with exponential backoff and full jitter ([`Backoff`]),
