@@ -528,15 +528,22 @@ async fn inflight_statuses_survive_a_broker_that_lost_the_session(kind: BrokerKi
     let proxy = Proxy::start(broker.port()).await?;
     let mut config = device_config(&broker, "d9");
     config.port = proxy.port();
+    let config_window = config.max_inflight;
     let device = MqttTransport::start(config)?;
     ensure!(device.wait_subscribed(LIMIT).await, "never subscribed");
 
     proxy.set_mode(Mode::Freeze);
     let topic = "relay/d9/status";
-    let payloads: Vec<Vec<u8>> = (1..=20)
+    // More than the in-flight window (100): the backlog must go out through
+    // the window, in order, without packet-id collisions.
+    const N: usize = 350;
+    let payloads: Vec<Vec<u8>> = (1..=N)
         .map(|i| status(&format!("s{i}")).to_msgpack())
         .collect();
-    let written: u64 = payloads
+    // What rumqttc writes before its window is full (the rest waits in its
+    // request channel until acks come, which the frozen proxy never lets in).
+    let window = usize::from(config_window);
+    let written: u64 = payloads[..window]
         .iter()
         .map(|p| publish_packet_len(topic, p.len()))
         .sum();
@@ -557,11 +564,11 @@ async fn inflight_statuses_survive_a_broker_that_lost_the_session(kind: BrokerKi
     broker.restart_losing_sessions()?;
     let (_watcher, watcher_task, mut events) = raw_watcher(&broker, "watch-d9", topic).await?;
     proxy.set_mode(Mode::Forward);
-    let mut seen = BTreeSet::new();
-    while seen.len() < 20 {
-        seen.insert(next_status_id(&mut events).await?);
+    let mut seen = Vec::new();
+    while seen.len() < N {
+        seen.push(next_status_id(&mut events).await?);
     }
-    assert_eq!(seen, (1..=20).map(|i| format!("s{i}")).collect());
+    assert_eq!(seen, (1..=N).map(|i| format!("s{i}")).collect::<Vec<_>>());
     let link = device.link().borrow().clone();
     assert!(link.connects >= 2 && !link.session_present, "{link:?}");
     watcher_task.abort();

@@ -278,7 +278,7 @@ impl MqttTransport {
             saved: VecDeque::new(),
             max_inflight: usize::from(config.max_inflight),
             fed_unsent: 0,
-            in_window: 0,
+            window: VecDeque::new(),
         };
         let event_loop_task = tokio::spawn(driver.run());
         let ack_pump_task = tokio::spawn(ack_pump(shared.clone()));
@@ -419,8 +419,9 @@ struct Driver {
     /// Saved publishes moved into rumqttc's `pending` and not sent yet
     /// (rumqttc sends `pending` before anything from the request channel).
     fed_unsent: usize,
-    /// Publishes sent on this connection and not acknowledged yet.
-    in_window: usize,
+    /// Packet ids of the publishes sent on this connection and not
+    /// acknowledged yet, in send order.
+    window: VecDeque<u16>,
 }
 
 impl Driver {
@@ -440,17 +441,19 @@ impl Driver {
                     self.on_connack(connack.session_present)
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => self.on_publish(publish),
-                Ok(Event::Incoming(Packet::PubAck(_))) => {
+                Ok(Event::Incoming(Packet::PubAck(ack))) => {
                     self.shared.publish_acks.send_modify(|n| *n += 1);
-                    self.in_window = self.in_window.saturating_sub(1);
+                    if let Some(at) = self.window.iter().position(|&pkid| pkid == ack.pkid) {
+                        self.window.remove(at);
+                    }
                     // A slot of the window is free: the next saved publish.
                     if let Some(publish) = self.saved.pop_front() {
                         self.eventloop.pending.push_back(Request::Publish(publish));
                         self.fed_unsent += 1;
                     }
                 }
-                Ok(Event::Outgoing(Outgoing::Publish(_))) => {
-                    self.in_window += 1;
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    self.window.push_back(pkid);
                     self.fed_unsent = self.fed_unsent.saturating_sub(1);
                 }
                 Ok(Event::Incoming(Packet::SubAck(suback))) => {
@@ -560,16 +563,21 @@ impl Driver {
         // flight on the dead connection (older than those), then requests
         // drained from the channel (newer than everything saved). Restore
         // publish order: in flight, let in, still saved, drained.
+        // rumqttc lists the in-flight ones by packet id from its last PUBACK
+        // on, which is not send order once ids wrapped (a SUBSCRIBE takes an
+        // id too): sort them by when they were sent.
         let mut publishes = self.eventloop.pending.drain(..).filter_map(|r| match r {
-            Request::Publish(mut publish) => {
-                publish.pkid = 0;
-                publish.dup = false;
-                Some(publish)
-            }
+            Request::Publish(publish) => Some(publish),
             _ => None,
         });
         let let_in: Vec<Publish> = publishes.by_ref().take(self.fed_unsent).collect();
-        let in_flight: Vec<Publish> = publishes.by_ref().take(self.in_window).collect();
+        let mut in_flight: Vec<Publish> = publishes.by_ref().take(self.window.len()).collect();
+        in_flight.sort_by_key(|p| {
+            self.window
+                .iter()
+                .position(|&pkid| pkid == p.pkid)
+                .unwrap_or(usize::MAX)
+        });
         let drained: Vec<Publish> = publishes.collect();
         let still_saved = std::mem::take(&mut self.saved);
         self.saved = in_flight
@@ -577,9 +585,14 @@ impl Driver {
             .chain(let_in)
             .chain(still_saved)
             .chain(drained)
+            .map(|mut publish| {
+                publish.pkid = 0;
+                publish.dup = false;
+                publish
+            })
             .collect();
         self.fed_unsent = 0;
-        self.in_window = 0;
+        self.window.clear();
         let message = error.to_string();
         self.link_tx.send_modify(|l| {
             l.connected = false;
