@@ -10,19 +10,18 @@
 //! Smoke mode (CI, asserts nothing about time): `-- --test`, `RELAY_BENCH_SMOKE=1`, or any run
 //! without `--bench` (e.g. `cargo test --all-targets`).
 
+mod common;
+
 use std::hint::black_box;
-use std::path::PathBuf;
-use std::time::Instant;
 
 use std::sync::Arc;
 
 use relay_core::engine::wasmi::WasmiEngine;
-use relay_core::engine::{Engine, Plugin};
-use relay_core::host_env::{FixedClock, HostEnv, MemKv, TracingLogger};
-use relay_core::limits::Limits;
-use relay_core::plugin::{CallOutcome, Invocation, Role};
+use relay_core::engine::Engine;
 use relay_host::engine::wasmi_record::ValidatedDir;
 use relay_host::engine::wasmtime::WasmtimeEngine;
+
+use common::{echo_artifact, echo_command, fmt_ns, load, median_ns, native_echo};
 
 struct Settings {
     samples: usize,
@@ -30,55 +29,9 @@ struct Settings {
     load_iters: usize,
 }
 
-/// Median time of one operation in nanoseconds, from `samples` batches of `iters`.
-fn measure(s: &Settings, iters: usize, mut op: impl FnMut()) -> f64 {
-    for _ in 0..iters.min(1000) {
-        op();
-    }
-    let mut per_op: Vec<f64> = (0..s.samples)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                op();
-            }
-            t.elapsed().as_nanos() as f64 / iters as f64
-        })
-        .collect();
-    per_op.sort_by(|a, b| a.total_cmp(b));
-    per_op[per_op.len() / 2]
-}
-
-fn env_for(limits: &Limits) -> HostEnv {
-    HostEnv::new(
-        "echo",
-        Box::new(MemKv::default()),
-        Box::new(FixedClock(0)),
-        Box::new(TracingLogger),
-        limits,
-    )
-}
-
-fn load(engine: &dyn Engine, wasm: &[u8]) -> Box<dyn Plugin> {
-    let limits = Limits::default();
-    engine
-        .load(wasm, &limits, &mut |_| env_for(&limits))
-        .expect("echo plugin loads")
-}
-
-/// The baseline: what a handler linked into the host does for `echo`.
-#[inline(never)]
-fn native_echo(cmd: &Invocation) -> CallOutcome {
-    CallOutcome {
-        result: Ok(Some(cmd.payload.clone())),
-        events: Vec::new(),
-    }
-}
-
-fn plugin_path() -> PathBuf {
-    let dir = std::env::var_os("RELAY_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/plugins"));
-    dir.join("echo.wasm")
+/// Median time of one operation (after up to 1,000 warm-up runs).
+fn measure(s: &Settings, iters: usize, op: impl FnMut()) -> f64 {
+    median_ns(s.samples, iters, iters.min(1000), op)
 }
 
 fn main() {
@@ -101,24 +54,8 @@ fn main() {
             load_iters: 20,
         }
     };
-    let path = plugin_path();
-    let wasm = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run `cargo xtask build-plugins` first",
-            path.display()
-        )
-    });
-
-    // 1 KiB msgpack payload: bin16 header + 1024 bytes.
-    let mut payload = vec![0xc5, 0x04, 0x00];
-    payload.extend((0..1024u32).map(|i| (i % 251) as u8));
-    let cmd = Invocation {
-        id: "bench-1".into(),
-        name: "echo".into(),
-        payload,
-        attempt: 1,
-        role: Role::Admin,
-    };
+    let wasm = echo_artifact();
+    let cmd = echo_command();
 
     let native = measure(&s, s.iters, || {
         black_box(native_echo(black_box(&cmd)));
@@ -201,15 +138,5 @@ fn main() {
         ),
     ] {
         println!("| {name} | {} | {:.0}x |", fmt_ns(t), t / native);
-    }
-}
-
-fn fmt_ns(ns: f64) -> String {
-    if ns.abs() >= 1e6 {
-        format!("{:.2} ms", ns / 1e6)
-    } else if ns.abs() >= 1e3 {
-        format!("{:.2} us", ns / 1e3)
-    } else {
-        format!("{ns:.0} ns")
     }
 }

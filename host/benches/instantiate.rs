@@ -12,14 +12,15 @@
 //! every strategy on the WAT guest but only the default one on the SDK
 //! plugin (each load compiles it with Cranelift, slow in a debug build).
 
-use std::hint::black_box;
-use std::time::Instant;
+mod common;
 
-use relay_core::engine::{Engine, Plugin};
-use relay_core::host_env::{FixedClock, HostEnv, MemKv, TracingLogger};
+use std::hint::black_box;
+
 use relay_core::limits::Limits;
-use relay_core::plugin::{CallOutcome, Invocation, Role};
+use relay_core::plugin::Invocation;
 use relay_host::engine::wasmtime::{InstancePolicy, PoolingConfig, WasmtimeConfig, WasmtimeEngine};
+
+use common::{echo_artifact, echo_command, fmt_ns, load, median_ns, native_echo};
 
 /// A canonical-ABI echo in WAT: describe, a bump `cabi_realloc` reset by
 /// `cabi_post_handle`, `handle` returning the payload. Attempt 99 traps.
@@ -59,61 +60,10 @@ struct Settings {
     scale: usize,
 }
 
-/// Median time of one operation in nanoseconds, from `samples` batches of `iters`.
-fn measure(s: &Settings, iters: usize, mut op: impl FnMut()) -> f64 {
+/// Median time of one operation (iterations scaled down in smoke mode).
+fn measure(s: &Settings, iters: usize, op: impl FnMut()) -> f64 {
     let iters = (iters / s.scale).max(1);
-    for _ in 0..iters.min(200) {
-        op();
-    }
-    let mut per_op: Vec<f64> = (0..s.samples)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                op();
-            }
-            t.elapsed().as_nanos() as f64 / iters as f64
-        })
-        .collect();
-    per_op.sort_by(|a, b| a.total_cmp(b));
-    per_op[per_op.len() / 2]
-}
-
-fn load(engine: &dyn Engine, wasm: &[u8]) -> Box<dyn Plugin> {
-    let limits = Limits::default();
-    engine
-        .load(wasm, &limits, &mut |info| {
-            HostEnv::new(
-                &info.name,
-                Box::new(MemKv::default()),
-                Box::new(FixedClock(0)),
-                Box::new(TracingLogger),
-                &limits,
-            )
-        })
-        .expect("echo plugin loads")
-}
-
-#[inline(never)]
-fn native_echo(cmd: &Invocation) -> CallOutcome {
-    CallOutcome {
-        result: Ok(Some(cmd.payload.clone())),
-        events: Vec::new(),
-    }
-}
-
-fn echo_artifact() -> Vec<u8> {
-    let path = relay_host::testing::bundled_plugin("echo").unwrap_or_else(|e| panic!("{e}"));
-    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
-
-fn fmt_ns(ns: f64) -> String {
-    if ns >= 1e6 {
-        format!("{:.2} ms", ns / 1e6)
-    } else if ns >= 1e3 {
-        format!("{:.2} us", ns / 1e3)
-    } else {
-        format!("{ns:.0} ns")
-    }
+    median_ns(s.samples, iters, iters.min(200), op)
 }
 
 fn main() {
@@ -137,15 +87,7 @@ fn main() {
         ("WAT echo", wat::parse_str(WAT_ECHO).expect("WAT")),
     ];
 
-    let mut payload = vec![0xc5, 0x04, 0x00];
-    payload.extend((0..1024u32).map(|i| (i % 251) as u8));
-    let cmd = Invocation {
-        id: "bench-1".into(),
-        name: "echo".into(),
-        payload,
-        attempt: 1,
-        role: Role::Admin,
-    };
+    let cmd = echo_command();
     let trap = Invocation {
         attempt: 99,
         ..cmd.clone()
