@@ -12,9 +12,13 @@
 //! executor done ─> scheduler.finish ─> Journal(Finished) + final status
 //! ```
 //!
-//! Nothing here awaits an fsync: tickets are queued and awaited as events,
+//! A turn takes every event that is ready (up to [`MAX_EVENTS_PER_TURN`])
+//! before it commits, so whatever piled up shares one append. Under load
+//! nothing here awaits an fsync: tickets are queued and awaited as events,
 //! so messages keep flowing in while a batch is being synced (pipelining),
-//! and the group-commit thread merges whatever piled up meanwhile.
+//! and the group-commit thread merges whatever piled up meanwhile. Idle, on
+//! a thread of its own, the driver commits itself (see `submit`): there is
+//! nothing to overlap, and the hand-off would cost more than it saves.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -51,6 +55,10 @@ type TicketFuture = Pin<Box<dyn Future<Output = Result<(), JournalError>> + Send
 /// this window re-runs the command that just finished (as a crash during
 /// its fsync would); under traffic the next command comes much sooner.
 const LAZY_LINGER: Duration = Duration::from_millis(5);
+
+/// Most events one turn takes before it commits: bounds the batch (and
+/// the latency of its first command) under a flood.
+const MAX_EVENTS_PER_TURN: usize = 256;
 
 /// Requests from the [`super::RuntimeHandle`].
 #[derive(Debug)]
@@ -103,6 +111,8 @@ pub struct Driver<T: Link> {
     pub(super) link_closed: bool,
     /// Every [`super::RuntimeHandle`] was dropped.
     pub(super) control_closed: bool,
+    /// The driver has a thread of its own and may block it on a commit.
+    pub(super) commit_inline: bool,
 }
 
 impl<T: Link> Driver<T> {
@@ -117,35 +127,49 @@ impl<T: Link> Driver<T> {
                     break;
                 }
             }
-            match self.next_event().await {
-                Event::Durable(covered, result) => self.on_durable(covered, result)?,
-                Event::Done(Some(done)) => self.on_done(done),
-                Event::Done(None) => return Err(RuntimeError::HandlerThread),
-                Event::Incoming(Some(msg)) => self.on_incoming(msg),
-                Event::Incoming(None) => {
-                    tracing::info!("the link closed: shutting down");
-                    self.link_closed = true;
-                    self.begin_stop();
-                }
-                Event::Delivered(Some(id)) => self.on_delivered(id),
-                Event::Delivered(None) => self.delivered_closed = true,
-                Event::Timer | Event::Deadline => {}
-                Event::Control(Some(Control::Shutdown)) => self.begin_stop(),
-                Event::Control(None) => {
-                    // Every handle is gone: nobody can stop us later, so stop now.
-                    self.control_closed = true;
-                    self.begin_stop();
-                }
-                Event::Control(Some(Control::StatusOf(id, reply))) => {
-                    let _ = reply.send(self.scheduler.status_of(&id));
-                }
-                Event::Control(Some(Control::State(reply))) => {
-                    let _ = reply.send(self.state());
+            let event = self.next_event().await;
+            self.on_event(event)?;
+            // Everything else that is ready now joins this turn, so that
+            // it shares one journal commit (group commit by batching).
+            for _ in 0..MAX_EVENTS_PER_TURN {
+                match ready_now(self.next_event()).await {
+                    Some(Event::Timer | Event::Deadline) | None => break,
+                    Some(event) => self.on_event(event)?,
                 }
             }
             self.after_event()?;
         }
         self.finish().await
+    }
+
+    fn on_event(&mut self, event: Event) -> Result<(), RuntimeError> {
+        match event {
+            Event::Durable(covered, result) => self.on_durable(covered, result)?,
+            Event::Done(Some(done)) => self.on_done(done),
+            Event::Done(None) => return Err(RuntimeError::HandlerThread),
+            Event::Incoming(Some(msg)) => self.on_incoming(msg),
+            Event::Incoming(None) => {
+                tracing::info!("the link closed: shutting down");
+                self.link_closed = true;
+                self.begin_stop();
+            }
+            Event::Delivered(Some(id)) => self.on_delivered(id),
+            Event::Delivered(None) => self.delivered_closed = true,
+            Event::Timer | Event::Deadline => {}
+            Event::Control(Some(Control::Shutdown)) => self.begin_stop(),
+            Event::Control(None) => {
+                // Every handle is gone: nobody can stop us later, so stop now.
+                self.control_closed = true;
+                self.begin_stop();
+            }
+            Event::Control(Some(Control::StatusOf(id, reply))) => {
+                let _ = reply.send(self.scheduler.status_of(&id));
+            }
+            Event::Control(Some(Control::State(reply))) => {
+                let _ = reply.send(self.state());
+            }
+        }
+        Ok(())
     }
 
     fn now(&self) -> u64 {
@@ -178,13 +202,16 @@ impl<T: Link> Driver<T> {
         tokio::select! {
             biased;
             control = self.control.recv(), if !self.control_closed => Event::Control(control),
+            // A finished call before the commit that gates its status: the
+            // status is then released by that commit together with the
+            // command's `accepted`, which it supersedes (one publish).
+            done = self.done_rx.recv() => Event::Done(done),
             (covered, result) = async move {
                 match ticket {
                     Some((covered, fut)) => (*covered, fut.as_mut().await),
                     None => std::future::pending().await,
                 }
             } => Event::Durable(covered, result),
-            done = self.done_rx.recv() => Event::Done(done),
             id = self.delivered_rx.recv(), if !self.delivered_closed => Event::Delivered(id),
             msg = transport.recv(), if accepting => Event::Incoming(msg),
             _ = sleep_opt(timer) => Event::Timer,
@@ -231,8 +258,19 @@ impl<T: Link> Driver<T> {
         }
         self.lazy_since = None;
         if let Some((batch, covered)) = self.pipeline.take_batch() {
-            self.tickets
-                .push_back((covered, Box::pin(journal.append(batch).wait())));
+            // Idle (no earlier commit in flight, nothing queued behind the
+            // command at hand): nothing can happen until this commit is
+            // done, so do it here and skip the journal thread's two wake-ups.
+            // Busy: hand it to the journal thread and keep going, so the
+            // next handler call and the next messages never wait for the
+            // disk and the writer batches what piles up meanwhile.
+            let idle = self.tickets.is_empty() && self.scheduler.pending_len() <= 1;
+            let ticket = if self.commit_inline && idle {
+                journal.append_now(batch)
+            } else {
+                journal.append(batch)
+            };
+            self.tickets.push_back((covered, Box::pin(ticket.wait())));
         }
     }
 
@@ -541,6 +579,16 @@ impl<T: Link> Driver<T> {
             next_wakeup: self.scheduler.next_wakeup(),
         }
     }
+}
+
+/// Polls `future` once: its output if it is ready now.
+async fn ready_now<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| match future.as_mut().poll(cx) {
+        std::task::Poll::Ready(output) => std::task::Poll::Ready(Some(output)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
 }
 
 async fn sleep_opt(d: Option<Duration>) {

@@ -59,7 +59,6 @@ use relay_core::scheduler::{Action, Policy, Scheduler};
 use relay_core::status::Status;
 use relay_store::{FileStorage, Journal, JournalError, StoreError};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 pub mod builtins;
 pub mod clock;
@@ -113,6 +112,12 @@ impl Default for RuntimeOptions {
         }
     }
 }
+
+/// Zeros kept written ahead of the journal (see `FileStorage::preallocate`):
+/// appends then overwrite instead of growing the file, which makes their
+/// fsync cheaper. 1 MiB is ~450 commands with a 1 KiB payload; growing by
+/// it costs one slower commit.
+pub const JOURNAL_PREALLOCATE: u64 = 1 << 20;
 
 /// Why the runtime could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -273,7 +278,8 @@ impl RuntimeBuilder {
 
     /// Opens (or creates) the journal file in `data_dir` and replays it.
     pub fn open_dir(self, data_dir: impl AsRef<Path>) -> Result<Prepared, RuntimeError> {
-        let storage = FileStorage::open(data_dir.as_ref())?;
+        let mut storage = FileStorage::open(data_dir.as_ref())?;
+        storage.preallocate(JOURNAL_PREALLOCATE);
         let recovery = storage.recovery().clone();
         if let Some(discarded) = recovery.discarded {
             let corrupt = discarded.is_corruption();
@@ -339,8 +345,20 @@ impl Prepared {
         self.scheduler.pending_len()
     }
 
-    /// Starts the driver, publisher and handler thread on the current tokio
-    /// runtime.
+    /// Starts the driver, publisher and handler thread.
+    ///
+    /// Where the driver runs depends on the caller's tokio runtime:
+    /// - **multi-thread** (`relay run`, `relay dev`): on a thread of its own
+    ///   (`relay-driver`, a current-thread runtime that also runs the
+    ///   publisher). There it may block, so when the device is otherwise
+    ///   idle it commits the journal itself (see `Driver::submit`): a lone
+    ///   command then crosses threads only where it must (network task ->
+    ///   driver -> network task) instead of also going through the journal
+    ///   thread and back, two wake-ups that on a small or busy machine cost
+    ///   as much as the fsync (`docs/benchmarks.md`).
+    /// - **current-thread** (most tests, with virtual time): as a task of
+    ///   the caller's runtime, every commit through the journal's writer
+    ///   thread, so the one thread never blocks on the disk.
     pub fn start<T: Link>(self, transport: Arc<T>) -> Result<RuntimeHandle, RuntimeError> {
         let Prepared {
             builder,
@@ -355,11 +373,13 @@ impl Prepared {
             clock,
             access,
         } = builder;
+        let own_thread = matches!(
+            tokio::runtime::Handle::current().runtime_flavor(),
+            tokio::runtime::RuntimeFlavor::MultiThread
+        );
         let stats = Arc::new(Stats::default());
         let (executor, done_rx) = executor::Executor::spawn(handlers.clone())?;
         let (delivered_tx, delivered_rx) = mpsc::unbounded_channel();
-        let (publisher, publisher_task) =
-            publisher::spawn(transport.clone(), stats.publish.clone(), delivered_tx);
         let (control_tx, control) = mpsc::unbounded_channel();
         let driver = driver::Driver {
             transport,
@@ -369,8 +389,8 @@ impl Prepared {
             pipeline: pipeline::Pipeline::new(),
             executor: Some(executor),
             done_rx,
-            publisher: Some(publisher),
-            publisher_task: Some(publisher_task),
+            publisher: None,
+            publisher_task: None,
             delivered_rx,
             delivered_closed: false,
             lazy_since: None,
@@ -385,11 +405,39 @@ impl Prepared {
             stopping: None,
             link_closed: false,
             control_closed: false,
+            commit_inline: own_thread,
         };
-        let task = tokio::spawn(driver.run(startup));
+        let (stopped_tx, stopped) = oneshot::channel();
+        let run = async move {
+            let mut driver = driver;
+            let (publisher, publisher_task) = publisher::spawn(
+                driver.transport.clone(),
+                driver.stats.publish.clone(),
+                delivered_tx,
+            );
+            driver.publisher = Some(publisher);
+            driver.publisher_task = Some(publisher_task);
+            let _ = stopped_tx.send(driver.run(startup).await);
+        };
+        if own_thread {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            std::thread::Builder::new()
+                .name("relay-driver".into())
+                // A spawned task, not the `block_on` future itself: as the
+                // latter, the driver stalled for good under load (a wake-up
+                // deferred by tokio's cooperative budget was not delivered
+                // before the thread parked; seen in the kill -9 test).
+                .spawn(move || {
+                    let _ = runtime.block_on(async { tokio::spawn(run).await });
+                })?;
+        } else {
+            tokio::spawn(run);
+        }
         Ok(RuntimeHandle {
             control: control_tx,
-            task: Some(task),
+            stopped: Some(stopped),
             handlers,
             stats,
         })
@@ -400,7 +448,8 @@ impl Prepared {
 /// queries, and `shutdown`.
 pub struct RuntimeHandle {
     control: mpsc::UnboundedSender<driver::Control>,
-    task: Option<JoinHandle<Result<ShutdownReport, RuntimeError>>>,
+    /// The driver's result (dropped unsent if it panicked).
+    stopped: Option<oneshot::Receiver<Result<ShutdownReport, RuntimeError>>>,
     handlers: Handlers,
     stats: Arc<Stats>,
 }
@@ -498,11 +547,11 @@ impl RuntimeHandle {
     /// failure) or through [`RuntimeHandle::request_shutdown`].
     /// Cancel-safe: it can be raced against a signal.
     pub async fn stopped(&mut self) -> Result<ShutdownReport, RuntimeError> {
-        let Some(task) = self.task.as_mut() else {
+        let Some(stopped) = self.stopped.as_mut() else {
             return Err(RuntimeError::Task);
         };
-        let result = task.await;
-        self.task = None;
+        let result = stopped.await;
+        self.stopped = None;
         result.map_err(|_| RuntimeError::Task)?
     }
 

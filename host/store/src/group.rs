@@ -8,6 +8,10 @@
 //! the batch grows by itself; idle, a lone command pays exactly one fsync and
 //! waits for nothing else (no timer, no added latency).
 //!
+//! A caller with a thread of its own may instead commit in that thread when
+//! nothing is queued ([`Journal::append_now`]): the same writer, under the
+//! same lock, without the two hand-offs.
+//!
 //! Keeping fsync on its own thread also means it never blocks a tokio worker
 //! (the runtime awaits a [`Ticket`], backed by a `tokio::sync::oneshot`, which
 //! needs no particular runtime).
@@ -30,8 +34,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
@@ -92,8 +96,39 @@ struct Counters {
 /// joins it; no accepted submission is lost on a graceful shutdown.
 pub struct Journal {
     tx: Option<mpsc::Sender<Request>>,
-    thread: Option<JoinHandle<Option<JournalError>>>,
+    thread: Option<JoinHandle<()>>,
+    /// The storage's writer: used by the thread, or by [`Journal::append_now`]
+    /// in the caller's thread when nothing is queued.
+    writer: Arc<Mutex<Box<dyn Commit>>>,
+    /// Requests sent to the thread and not committed yet.
+    queued: Arc<AtomicUsize>,
     counters: Arc<Counters>,
+}
+
+/// A writer, type-erased so that [`Journal`] needs no type parameter.
+trait Commit: Send {
+    fn commit(&mut self, batch: &mut Vec<Request>);
+    fn failure(&self) -> Option<JournalError>;
+}
+
+impl<S> Commit for Writer<S>
+where
+    S: Storage + Send,
+    S::Error: std::error::Error + Send + Sync + 'static,
+{
+    fn commit(&mut self, batch: &mut Vec<Request>) {
+        Writer::commit(self, batch)
+    }
+
+    fn failure(&self) -> Option<JournalError> {
+        self.failed.clone()
+    }
+}
+
+fn lock(writer: &Mutex<Box<dyn Commit>>) -> MutexGuard<'_, Box<dyn Commit>> {
+    writer
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Journal {
@@ -106,19 +141,52 @@ impl Journal {
     {
         let (tx, rx) = mpsc::channel();
         let counters = Arc::new(Counters::default());
-        let writer = Writer {
+        let writer: Arc<Mutex<Box<dyn Commit>>> = Arc::new(Mutex::new(Box::new(Writer {
             storage,
             failed: None,
             counters: counters.clone(),
+        })));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (writer, queued) = (writer.clone(), queued.clone());
+            std::thread::Builder::new()
+                .name("relay-journal".into())
+                .spawn(move || run(&writer, &queued, rx))?
         };
-        let thread = std::thread::Builder::new()
-            .name("relay-journal".into())
-            .spawn(move || writer.run(rx))?;
         Ok(Journal {
             tx: Some(tx),
             thread: Some(thread),
+            writer,
+            queued,
             counters,
         })
+    }
+
+    /// Like [`Journal::append`], but when nothing submitted earlier is
+    /// still queued, commits in the calling thread (write + fsync) before
+    /// returning, with the ticket already resolved; otherwise it queues
+    /// behind the earlier submissions, as `append` does.
+    ///
+    /// For a caller with a thread of its own and nothing else to do until
+    /// the commit is done (the runtime's driver when it is idle): it saves
+    /// the two thread wake-ups of a hand-off to the writer, which on a small
+    /// or busy machine cost as much as the fsync. It blocks for the fsync,
+    /// so never call it from a thread that other work shares.
+    pub fn append_now(&self, records: Vec<Vec<u8>>) -> Ticket {
+        if let Err(e) = validate(&records) {
+            return Ticket::ready(Err(e.into()));
+        }
+        if self.queued.load(Ordering::SeqCst) > 0 || self.tx.is_none() {
+            return self.submit(Op::Append(records));
+        }
+        // Nothing queued: the thread is idle (or about to park), so the
+        // order of commits is kept.
+        let (done, rx) = oneshot::channel();
+        lock(&self.writer).commit(&mut vec![Request {
+            op: Op::Append(records),
+            done,
+        }]);
+        Ticket::pending(rx)
     }
 
     /// Appends `records` (each 1..=`MAX_RECORD_LEN` bytes) in order; the
@@ -163,18 +231,29 @@ impl Journal {
 
     fn stop(&mut self) -> Result<(), JournalError> {
         drop(self.tx.take());
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(Some(failure))) => Err(failure),
-            Some(Err(_panic)) => Err(JournalError::Closed),
-            Some(Ok(None)) | None => Ok(()),
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                return Err(JournalError::Closed);
+            }
+        }
+        match lock(&self.writer).failure() {
+            Some(failure) => Err(failure),
+            None => Ok(()),
         }
     }
 
     fn submit(&self, op: Op) -> Ticket {
         let (done, rx) = oneshot::channel();
-        match &self.tx {
-            Some(tx) if tx.send(Request { op, done }).is_ok() => Ticket::pending(rx),
-            _ => Ticket::ready(Err(JournalError::Closed)),
+        let Some(tx) = &self.tx else {
+            return Ticket::ready(Err(JournalError::Closed));
+        };
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        match tx.send(Request { op, done }) {
+            Ok(()) => Ticket::pending(rx),
+            Err(_) => {
+                self.queued.fetch_sub(1, Ordering::SeqCst);
+                Ticket::ready(Err(JournalError::Closed))
+            }
         }
     }
 }
@@ -278,7 +357,26 @@ impl Future for Ticket {
     }
 }
 
-/// The writer thread's state.
+/// The writer thread: takes whatever piled up in the channel and commits
+/// it as one batch.
+fn run(writer: &Mutex<Box<dyn Commit>>, queued: &AtomicUsize, rx: mpsc::Receiver<Request>) {
+    let mut batch = Vec::new();
+    // `recv` fails once every sender is gone and the channel is drained.
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH_REQUESTS {
+            match rx.try_recv() {
+                Ok(req) => batch.push(req),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len();
+        lock(writer).commit(&mut batch);
+        queued.fetch_sub(n, Ordering::SeqCst);
+    }
+}
+
+/// The writer's state (behind the journal's lock).
 struct Writer<S> {
     storage: S,
     /// Set by the first storage failure; every later request gets it.
@@ -291,22 +389,6 @@ where
     S: Storage,
     S::Error: std::error::Error + Send + Sync + 'static,
 {
-    fn run(mut self, rx: mpsc::Receiver<Request>) -> Option<JournalError> {
-        let mut batch = Vec::new();
-        // `recv` fails once every sender is gone and the channel is drained.
-        while let Ok(first) = rx.recv() {
-            batch.push(first);
-            while batch.len() < MAX_BATCH_REQUESTS {
-                match rx.try_recv() {
-                    Ok(req) => batch.push(req),
-                    Err(_) => break,
-                }
-            }
-            self.commit(&mut batch);
-        }
-        self.failed
-    }
-
     /// Writes a batch in order with one fsync, then resolves its tickets in
     /// order. A rewrite inside the batch first commits the appends before it.
     fn commit(&mut self, batch: &mut Vec<Request>) {

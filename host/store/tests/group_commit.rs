@@ -226,3 +226,59 @@ fn shared_mem_storage_simulates_a_crash_under_the_journal() -> Result<()> {
     journal.close()?;
     Ok(())
 }
+
+#[test]
+fn append_now_commits_in_the_caller_when_idle_and_queues_behind_earlier_work() -> Result<()> {
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mem = relay_store::SharedStorage::new(MemStorage::new());
+    let storage = Recording {
+        inner: mem.clone(),
+        order: order.clone(),
+    };
+    let journal = Journal::spawn(storage)?;
+    // Idle: committed (synced) before `append_now` returns, ticket resolved.
+    let mut first = journal.append_now(vec![b"a".to_vec(), b"b".to_vec()]);
+    assert!(matches!(first.try_result(), Some(Ok(()))));
+    assert_eq!(mem.lock().sync_count(), 1);
+    assert_eq!(journal.stats().syncs, 1);
+    // Interleaved with queued appends: the log keeps submission order.
+    let mut tickets = Vec::new();
+    for i in 0..200u32 {
+        let record = vec![i.to_le_bytes().to_vec()];
+        tickets.push(if i % 3 == 0 {
+            journal.append_now(record)
+        } else {
+            journal.append(record)
+        });
+    }
+    for t in tickets {
+        t.wait_blocking()?;
+    }
+    let mut expected = vec![b"a".to_vec(), b"b".to_vec()];
+    expected.extend((0..200u32).map(|i| i.to_le_bytes().to_vec()));
+    assert_eq!(*order.lock().unwrap(), expected);
+    journal.close()?;
+    let (recs, _) = mem.lock().replay_all()?;
+    assert_eq!(recs, expected);
+    Ok(())
+}
+
+#[test]
+fn append_now_reports_a_failed_fsync_and_the_journal_stays_failed() -> Result<()> {
+    let journal = Journal::spawn(FailingSync {
+        inner: MemStorage::new(),
+        syncs_left: 1,
+    })?;
+    journal
+        .append_now(vec![b"first".to_vec()])
+        .wait_blocking()?;
+    let failed = journal.append_now(vec![b"second".to_vec()]).wait_blocking();
+    assert!(
+        matches!(failed, Err(JournalError::Storage(_))),
+        "{failed:?}"
+    );
+    let later = journal.append_one(b"third".to_vec()).wait_blocking();
+    assert!(matches!(later, Err(JournalError::Storage(_))));
+    assert!(matches!(journal.close(), Err(JournalError::Storage(_))));
+    Ok(())
+}
