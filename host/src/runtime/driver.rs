@@ -42,6 +42,7 @@ use super::builtins::{self, BuiltinAccess, BuiltinAnswer};
 use super::clock::Clock;
 use super::executor::{Done, Executor};
 use super::handlers::Handlers;
+use super::held::Held;
 use super::pipeline::{Gated, Pipeline};
 use super::publisher::{self, Outgoing};
 use super::shutdown::Link;
@@ -113,6 +114,8 @@ pub struct Driver<T: Link> {
     pub(super) control_closed: bool,
     /// The driver has a thread of its own and may block it on a commit.
     pub(super) commit_inline: bool,
+    /// `accepted` statuses of queued commands, held back under load.
+    pub(super) held: Held,
 }
 
 impl<T: Link> Driver<T> {
@@ -192,10 +195,11 @@ impl<T: Link> Driver<T> {
         let linger = self
             .lazy_since
             .map(|since| (since + LAZY_LINGER).saturating_duration_since(Instant::now()));
-        let timer = match (timer, linger) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let held = self
+            .held
+            .next_due()
+            .map(|at| at.saturating_duration_since(Instant::now()));
+        let timer = [timer, linger, held].into_iter().flatten().min();
         let deadline = self.stopping;
         let transport = &self.transport;
         let ticket = self.tickets.front_mut();
@@ -226,6 +230,9 @@ impl<T: Link> Driver<T> {
             let now = self.now();
             let actions = self.scheduler.poll(now);
             self.apply(actions);
+        }
+        for status in self.held.due(Instant::now()) {
+            self.publish(Outgoing::Status(status));
         }
         self.submit();
         Ok(())
@@ -371,14 +378,31 @@ impl<T: Link> Driver<T> {
                 Gated::Start(start) => self.start(start),
             }
         }
-        let dropped = publisher::coalesce(&mut messages);
+        let mut dropped = publisher::coalesce(&mut messages);
+        for message in messages {
+            if let Outgoing::Status(status) = &message {
+                if status.status == State::Accepted && self.queued_behind(&status.id) {
+                    if let Outgoing::Status(status) = message {
+                        self.held.hold(status, Instant::now());
+                    }
+                    continue;
+                }
+                if self.held.supersede(&status.id) {
+                    dropped += 1;
+                }
+            }
+            self.publish(message);
+        }
         self.stats
             .publish
             .coalesced
             .fetch_add(dropped as u64, Ordering::Relaxed);
-        for message in messages {
-            self.publish(message);
-        }
+    }
+
+    /// Command `id` waits behind another one (see `held`).
+    fn queued_behind(&self, id: &str) -> bool {
+        self.scheduler.pending_len() > 1
+            && self.scheduler.running().is_none_or(|(cmd, _)| cmd.id != id)
     }
 
     fn publish(&self, message: Outgoing) {
@@ -521,6 +545,11 @@ impl<T: Link> Driver<T> {
             .map(|(cmd, attempt)| (cmd.id.clone(), attempt));
         if let Some((id, attempt)) = &abandoned {
             tracing::warn!(%id, attempt, "handler still running at the shutdown deadline; it re-runs after restart");
+        }
+        // Held `accepted` statuses are still true (the commands are
+        // journaled); they go before anything this shutdown releases.
+        for status in self.held.drain() {
+            self.publish(Outgoing::Status(status));
         }
         self.submit();
         while let Some((covered, ticket)) = self.tickets.pop_front() {

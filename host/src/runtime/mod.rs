@@ -13,9 +13,11 @@
 //! | [`config`] | `relay.toml`: broker, device, dirs, engine, retry policy, limits |
 //! | [`loader`] | plugin dir -> registry (each `*.wasm`, persistent kv per plugin) |
 //! | [`handlers`] | the registry shared by the handler thread and the app (`listen` / `off`) |
+//! | [`device_thread`] | the driver's own thread (with the publisher) on a multi-thread runtime |
 //! | [`driver`] | the main loop: the one task that owns the scheduler and awaits |
 //! | [`pipeline`] | durability gates: PUBACKs, statuses and careful starts wait for their records |
 //! | [`executor`] | the handler thread: dispatch, classify, flush kv |
+//! | [`held`] | `accepted` of queued commands held back under load (coalesced into the next status) |
 //! | [`publisher`] | statuses and events out, coalescing intermediate statuses under load |
 //! | [`builtins`] | `_status` and `_plugins`, the host's reserved commands |
 //! | [`clock`] | unix-ms time, virtual in tests |
@@ -58,14 +60,18 @@ use relay_core::registry::{ListenError, NativeHandler, Registry};
 use relay_core::scheduler::{Action, Policy, Scheduler};
 use relay_core::status::Status;
 use relay_store::{FileStorage, Journal, JournalError, StoreError};
+
+pub use device_thread::DeviceThread;
 use tokio::sync::{mpsc, oneshot};
 
 pub mod builtins;
 pub mod clock;
 pub mod config;
+pub mod device_thread;
 pub mod driver;
 pub mod executor;
 pub mod handlers;
+pub mod held;
 pub mod loader;
 pub mod pipeline;
 pub mod publisher;
@@ -348,18 +354,33 @@ impl Prepared {
     /// Starts the driver, publisher and handler thread.
     ///
     /// Where the driver runs depends on the caller's tokio runtime:
-    /// - **multi-thread** (`relay run`, `relay dev`): on a thread of its own
-    ///   (`relay-driver`, a current-thread runtime that also runs the
-    ///   publisher). There it may block, so when the device is otherwise
-    ///   idle it commits the journal itself (see `Driver::submit`): a lone
-    ///   command then crosses threads only where it must (network task ->
-    ///   driver -> network task) instead of also going through the journal
-    ///   thread and back, two wake-ups that on a small or busy machine cost
-    ///   as much as the fsync (`docs/benchmarks.md`).
+    /// - **multi-thread** (`relay run`, `relay dev`, an app): on a
+    ///   [`DeviceThread`] of its own, with the publisher.
+    ///   There it may block, so when the device is otherwise idle it commits
+    ///   the journal itself (see `Driver::submit`) instead of handing the
+    ///   commit to the journal thread and back: two wake-ups that on a small
+    ///   or busy machine cost as much as the fsync (`docs/architecture.md`).
     /// - **current-thread** (most tests, with virtual time): as a task of
     ///   the caller's runtime, every commit through the journal's writer
     ///   thread, so the one thread never blocks on the disk.
     pub fn start<T: Link>(self, transport: Arc<T>) -> Result<RuntimeHandle, RuntimeError> {
+        let multi_thread = matches!(
+            tokio::runtime::Handle::current().runtime_flavor(),
+            tokio::runtime::RuntimeFlavor::MultiThread
+        );
+        if multi_thread {
+            let thread = DeviceThread::spawn()?;
+            self.launch(Some(thread), transport)
+        } else {
+            self.launch(None, transport)
+        }
+    }
+
+    fn launch<T: Link>(
+        self,
+        thread: Option<DeviceThread>,
+        transport: Arc<T>,
+    ) -> Result<RuntimeHandle, RuntimeError> {
         let Prepared {
             builder,
             scheduler,
@@ -373,10 +394,6 @@ impl Prepared {
             clock,
             access,
         } = builder;
-        let own_thread = matches!(
-            tokio::runtime::Handle::current().runtime_flavor(),
-            tokio::runtime::RuntimeFlavor::MultiThread
-        );
         let stats = Arc::new(Stats::default());
         let (executor, done_rx) = executor::Executor::spawn(handlers.clone())?;
         let (delivered_tx, delivered_rx) = mpsc::unbounded_channel();
@@ -405,7 +422,8 @@ impl Prepared {
             stopping: None,
             link_closed: false,
             control_closed: false,
-            commit_inline: own_thread,
+            commit_inline: thread.is_some(),
+            held: Default::default(),
         };
         let (stopped_tx, stopped) = oneshot::channel();
         let run = async move {
@@ -419,21 +437,11 @@ impl Prepared {
             driver.publisher_task = Some(publisher_task);
             let _ = stopped_tx.send(driver.run(startup).await);
         };
-        if own_thread {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            std::thread::Builder::new()
-                .name("relay-driver".into())
-                // A spawned task, not the `block_on` future itself: as the
-                // latter, the driver stalled for good under load (a wake-up
-                // deferred by tokio's cooperative budget was not delivered
-                // before the thread parked; seen in the kill -9 test).
-                .spawn(move || {
-                    let _ = runtime.block_on(async { tokio::spawn(run).await });
-                })?;
-        } else {
-            tokio::spawn(run);
+        match thread {
+            Some(thread) => thread.run(run),
+            None => {
+                tokio::spawn(run);
+            }
         }
         Ok(RuntimeHandle {
             control: control_tx,
