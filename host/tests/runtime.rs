@@ -1180,3 +1180,77 @@ async fn final_statuses_the_broker_never_acked_are_published_again_after_a_crash
     rig.handle.shutdown().await.unwrap();
     old.handle.shutdown().await.unwrap();
 }
+
+/// Under load the `accepted` of a queued command is held back
+/// (`runtime::held`): dropped when its next status goes out first,
+/// published anyway once it was held for `HOLD`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_of_a_queued_command_is_held_back_then_coalesced_or_published() {
+    use relay_host::runtime::held::HOLD;
+    use std::time::Instant;
+    let gate = Gate::default();
+    let rig = Rig::start(Mem::default(), options(10), &gate);
+    // The device is idle: `g1` starts at once, its `accepted` is not held
+    // (it leaves with its `running`, coalesced into it: same commit).
+    let sent = Instant::now();
+    rig.send(&command("g1", "gate"));
+    let first = rig.next_status().await;
+    assert_eq!(first.id, "g1");
+    assert!(!first.is_final());
+    // `q0` waits behind `g1`, which blocks: its `accepted` goes out only
+    // after the hold, while `g1` still runs.
+    rig.send(&command("q0", "ok"));
+    let mut seen = Vec::new();
+    let q0 = loop {
+        let s = rig.next_status().await;
+        if s.id == "q0" {
+            break s;
+        }
+        seen.push(s);
+    };
+    assert_eq!(q0.status, State::Accepted);
+    assert!(sent.elapsed() >= HOLD, "published before the hold ended");
+    assert!(
+        seen.iter().all(|s| s.id == "g1" && !s.is_final()),
+        "{seen:?}"
+    );
+    // Ten more queue up behind `g1`; the gate opens; they run within the
+    // hold, so their `accepted` is superseded by their next status.
+    let ids: Vec<String> = (1..=10).map(|i| format!("q{i}")).collect();
+    let queued_at = Instant::now();
+    for id in &ids {
+        rig.send(&command(id, "ok"));
+    }
+    rig.all_acked().await;
+    gate.open();
+    let mut statuses: HashMap<String, Vec<State>> = HashMap::new();
+    let mut finals_at = HashMap::new();
+    while finals_at.len() < ids.len() {
+        let s = rig.next_status().await;
+        if s.is_final() && ids.contains(&s.id) {
+            finals_at.insert(s.id.clone(), queued_at.elapsed());
+        }
+        statuses.entry(s.id.clone()).or_default().push(s.status);
+    }
+    for id in &ids {
+        let states = &statuses[id];
+        assert_eq!(states.last(), Some(&State::Succeeded), "{id}: {states:?}");
+        assert_eq!(states.iter().filter(|s| **s == State::Succeeded).count(), 1);
+        // In order: whatever intermediate status went out precedes the final.
+        let rank = |s: &State| match s {
+            State::Accepted => 0,
+            State::Running => 1,
+            _ => 2,
+        };
+        assert!(
+            states.windows(2).all(|w| rank(&w[0]) <= rank(&w[1])),
+            "{id}: {states:?}"
+        );
+        // Final within the hold of its queueing: its `accepted` was never due.
+        if finals_at[id] < HOLD {
+            assert!(!states.contains(&State::Accepted), "{id}: {states:?}");
+        }
+    }
+    assert!(rig.handle.stats().statuses_coalesced >= 1);
+    rig.handle.shutdown().await.unwrap();
+}
