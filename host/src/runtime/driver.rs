@@ -33,7 +33,7 @@ use relay_core::registry::is_reserved;
 use relay_core::scheduler::{Action, Scheduler, Start};
 use relay_core::status::{Code, State, Status};
 use relay_store::{Journal, JournalError};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -90,7 +90,7 @@ pub struct Driver<T: Link> {
     pub(super) pipeline: Pipeline,
     pub(super) executor: Option<Executor>,
     pub(super) done_rx: UnboundedReceiver<Done>,
-    pub(super) publisher: Option<UnboundedSender<Outgoing>>,
+    pub(super) publisher: Option<publisher::Front>,
     pub(super) publisher_task: Option<JoinHandle<()>>,
     /// Ids of final statuses the broker acknowledged (from the publisher).
     pub(super) delivered_rx: UnboundedReceiver<String>,
@@ -365,14 +365,10 @@ impl<T: Link> Driver<T> {
     /// alone and send both).
     fn release(&mut self) {
         let mut messages = Vec::new();
+        let mut acks = Vec::new();
         for gated in self.pipeline.release() {
             match gated {
-                Gated::Ack(token) => match self.transport.ack(token) {
-                    Ok(()) => {
-                        self.stats.acked.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(refused) => tracing::debug!(%refused, "ack refused; the broker redelivers"),
-                },
+                Gated::Ack(token) => acks.push(token),
                 Gated::Publish(status) => messages.push(Outgoing::Status(status)),
                 Gated::Event { name, payload } => messages.push(Outgoing::Event { name, payload }),
                 Gated::Start(start) => self.start(start),
@@ -397,6 +393,16 @@ impl<T: Link> Driver<T> {
             .publish
             .coalesced
             .fetch_add(dropped as u64, Ordering::Relaxed);
+        // PUBACKs after the statuses: the app waits for a status, the
+        // broker for nothing in particular (acks keep their own order).
+        for token in acks {
+            match self.transport.ack(token) {
+                Ok(()) => {
+                    self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(refused) => tracing::debug!(%refused, "ack refused; the broker redelivers"),
+            }
+        }
     }
 
     /// Command `id` waits behind another one (see `held`).
@@ -406,8 +412,8 @@ impl<T: Link> Driver<T> {
     }
 
     fn publish(&self, message: Outgoing) {
-        if let Some(tx) = &self.publisher {
-            let _ = tx.send(message);
+        if let Some(front) = &self.publisher {
+            front.publish(&*self.transport, message);
         }
     }
 

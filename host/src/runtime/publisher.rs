@@ -39,6 +39,74 @@ pub enum Outgoing {
     },
 }
 
+/// What the driver hands the task.
+#[derive(Debug)]
+enum Note {
+    /// Publish this.
+    Send(Outgoing),
+    /// The driver published a message itself ([`Front::publish`]); count it
+    /// (and track it if it is the final status of command `final_id`).
+    Sent {
+        final_id: Option<String>,
+        event: bool,
+    },
+}
+
+/// The driver's side of the publisher.
+///
+/// A message goes to the transport directly ([`Transport::try_publish`])
+/// when nothing is queued ahead of it, which skips a hand-off to the task
+/// on the idle path; otherwise, or when the transport's queue is full, it
+/// goes through the task, in order.
+#[derive(Debug)]
+pub struct Front {
+    tx: UnboundedSender<Note>,
+    /// Messages sent to the task and not published yet.
+    queued: Arc<AtomicU64>,
+}
+
+impl Front {
+    /// Publishes `message` now if nothing is queued ahead of it, else queues it.
+    pub fn publish<T: Transport>(&self, transport: &T, message: Outgoing) {
+        if self.queued.load(Ordering::SeqCst) == 0 {
+            let final_id = match &message {
+                Outgoing::Status(s) if s.is_final() && !s.id.is_empty() => Some(s.id.clone()),
+                _ => None,
+            };
+            let (to, payload, event) = match message {
+                Outgoing::Status(status) => (Outbound::Status, status.to_msgpack(), false),
+                Outgoing::Event { name, payload } => (Outbound::Event(name), payload, true),
+            };
+            match transport.try_publish(to, payload) {
+                Ok(()) => {
+                    let _ = self.tx.send(Note::Sent { final_id, event });
+                    return;
+                }
+                Err((to, payload)) => {
+                    // Rebuild it for the task (a status round-trips through msgpack).
+                    let message = match to {
+                        Outbound::Status => match Status::from_msgpack(&payload) {
+                            Ok(status) => Outgoing::Status(status),
+                            Err(_) => return,
+                        },
+                        Outbound::Event(name) => Outgoing::Event { name, payload },
+                    };
+                    self.queue(message);
+                    return;
+                }
+            }
+        }
+        self.queue(message);
+    }
+
+    fn queue(&self, message: Outgoing) {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        if self.tx.send(Note::Send(message)).is_err() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
 /// Counters, readable through the runtime handle.
 #[derive(Debug, Default)]
 pub struct PublishCounters {
@@ -54,9 +122,27 @@ pub fn spawn<T: Transport>(
     transport: Arc<T>,
     counters: Arc<PublishCounters>,
     delivered: UnboundedSender<String>,
-) -> (UnboundedSender<Outgoing>, JoinHandle<()>) {
+) -> (Front, JoinHandle<()>) {
     let (tx, rx) = unbounded_channel();
-    (tx, tokio::spawn(run(transport, rx, counters, delivered)))
+    let queued = Arc::new(AtomicU64::new(0));
+    // The runtime is the transport's only publisher: count from here, now
+    // (the driver may publish directly before the task first runs).
+    let acks = transport.publish_acks();
+    let sent = *acks.borrow();
+    let unacked = Unacked {
+        sent,
+        acks,
+        finals: VecDeque::new(),
+    };
+    let task = tokio::spawn(run(
+        transport,
+        rx,
+        queued.clone(),
+        unacked,
+        counters,
+        delivered,
+    ));
+    (Front { tx, queued }, task)
 }
 
 /// Final statuses handed to the transport and not yet acknowledged.
@@ -82,23 +168,18 @@ impl Unacked {
 
 async fn run<T: Transport>(
     transport: Arc<T>,
-    mut rx: UnboundedReceiver<Outgoing>,
+    mut rx: UnboundedReceiver<Note>,
+    queued: Arc<AtomicU64>,
+    mut unacked: Unacked,
     counters: Arc<PublishCounters>,
     delivered: UnboundedSender<String>,
 ) {
-    let acks = transport.publish_acks();
-    // The runtime is the transport's only publisher: start from its count.
-    let sent = *acks.borrow();
-    let mut unacked = Unacked {
-        sent,
-        acks,
-        finals: VecDeque::new(),
-    };
     let mut acks_open = true;
+    let mut notes = Vec::new();
     let mut round = Vec::new();
     loop {
         tokio::select! {
-            n = rx.recv_many(&mut round, MAX_ROUND) => {
+            n = rx.recv_many(&mut notes, MAX_ROUND) => {
                 if n == 0 {
                     break;
                 }
@@ -109,7 +190,49 @@ async fn run<T: Transport>(
                 continue;
             }
         }
-        let dropped = coalesce(&mut round);
+        // Notes keep their order: what the driver published itself was
+        // published after everything queued before it, and before anything
+        // queued after it (it publishes itself only when nothing is queued).
+        let mut taken = 0u64;
+        for note in notes.drain(..) {
+            match note {
+                Note::Send(message) => {
+                    taken += 1;
+                    round.push(message);
+                }
+                Note::Sent { final_id, event } => {
+                    publish_round(&*transport, &mut round, &counters, &mut unacked).await;
+                    let counter = if event {
+                        &counters.events
+                    } else {
+                        &counters.statuses
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    unacked.sent += 1;
+                    if let Some(id) = final_id {
+                        unacked.finals.push_back((unacked.sent, id));
+                    }
+                }
+            }
+        }
+        publish_round(&*transport, &mut round, &counters, &mut unacked).await;
+        queued.fetch_sub(taken, Ordering::SeqCst);
+        unacked.drain(&delivered);
+    }
+}
+
+/// Publishes `round` (coalesced first) in order and empties it.
+async fn publish_round<T: Transport>(
+    transport: &T,
+    round: &mut Vec<Outgoing>,
+    counters: &PublishCounters,
+    unacked: &mut Unacked,
+) {
+    if round.is_empty() {
+        return;
+    }
+    {
+        let dropped = coalesce(round);
         counters
             .coalesced
             .fetch_add(dropped as u64, Ordering::Relaxed);
@@ -140,7 +263,6 @@ async fn run<T: Transport>(
                 }
             }
         }
-        unacked.drain(&delivered);
     }
 }
 
@@ -174,6 +296,39 @@ pub fn coalesce(round: &mut Vec<Outgoing>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::FakeTransport;
+
+    /// Published directly or through the task, in order; final statuses the
+    /// broker acknowledged are reported as delivered either way.
+    #[tokio::test]
+    async fn direct_and_queued_publishes_keep_order_and_report_deliveries() {
+        let (transport, remote) = FakeTransport::new("dev-1").unwrap();
+        let transport = Arc::new(transport);
+        let counters = Arc::new(PublishCounters::default());
+        let (delivered_tx, mut delivered) = unbounded_channel();
+        let (front, task) = spawn(transport.clone(), counters.clone(), delivered_tx);
+        let fin = |id: &str| Outgoing::Status(Status::new(id, "n", State::Succeeded, 1, 0));
+        // Nothing queued: published at once, before this call returns.
+        front.publish(&*transport, fin("a"));
+        assert_eq!(remote.published().len(), 1);
+        // Queued behind something: goes through the task, in order.
+        front.queue(fin("b"));
+        front.publish(&*transport, fin("c"));
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            got.push(delivered.recv().await.unwrap());
+        }
+        assert_eq!(got, ["a", "b", "c"]);
+        let ids: Vec<String> = remote
+            .published()
+            .iter()
+            .map(|p| Status::from_msgpack(&p.payload).unwrap().id)
+            .collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert_eq!(counters.statuses.load(Ordering::Relaxed), 3);
+        drop(front);
+        task.await.unwrap();
+    }
 
     fn st(id: &str, state: State) -> Outgoing {
         Outgoing::Status(Status::new(id, "n", state, 0, 0))

@@ -104,6 +104,27 @@ impl FakeTransport {
     }
 }
 
+impl FakeTransport {
+    /// Records a publish (both `publish` and `try_publish`).
+    fn publish_now(&self, to: Outbound, payload: Vec<u8>) -> Result<(), TransportError> {
+        let mut state = self.shared.lock();
+        let topic = match &to {
+            Outbound::Status => state.topics.status(),
+            Outbound::Event(name) => state.topics.event(name)?,
+        };
+        let message = Published { to, topic, payload };
+        let tx = state.published_tx.as_ref().ok_or(TransportError::Closed)?;
+        // The remote may have dropped its receiver; the log below still records the message.
+        let _ = tx.send(message.clone());
+        state.published.push(message);
+        if !state.hold_publish_acks {
+            let n = state.published.len() as u64;
+            state.publish_acks.send_replace(n);
+        }
+        Ok(())
+    }
+}
+
 impl Transport for FakeTransport {
     async fn recv(&self) -> Option<Incoming> {
         self.incoming_rx.lock().await.recv().await
@@ -120,21 +141,20 @@ impl Transport for FakeTransport {
     }
 
     async fn publish(&self, to: Outbound, payload: Vec<u8>) -> Result<(), TransportError> {
-        let mut state = self.shared.lock();
-        let topic = match &to {
-            Outbound::Status => state.topics.status(),
-            Outbound::Event(name) => state.topics.event(name)?,
+        self.publish_now(to, payload)
+    }
+
+    fn try_publish(&self, to: Outbound, payload: Vec<u8>) -> Result<(), (Outbound, Vec<u8>)> {
+        // Topic errors are left to `publish`, which reports them.
+        let valid = match &to {
+            Outbound::Status => true,
+            Outbound::Event(name) => self.shared.lock().topics.event(name).is_ok(),
         };
-        let message = Published { to, topic, payload };
-        let tx = state.published_tx.as_ref().ok_or(TransportError::Closed)?;
-        // The remote may have dropped its receiver; the log below still records the message.
-        let _ = tx.send(message.clone());
-        state.published.push(message);
-        if !state.hold_publish_acks {
-            let n = state.published.len() as u64;
-            state.publish_acks.send_replace(n);
+        if !valid {
+            return Err((to, payload));
         }
-        Ok(())
+        self.publish_now(to.clone(), payload.clone())
+            .map_err(|_| (to, payload))
     }
 
     fn publish_acks(&self) -> watch::Receiver<u64> {

@@ -97,6 +97,15 @@ pub trait Transport: Send + Sync + 'static {
         payload: Vec<u8>,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
 
+    /// [`publish`](Self::publish) without waiting, in the same order: `Err`
+    /// hands the message back when it cannot be queued right now (queue
+    /// full, link closed, or a transport without the feature; the default).
+    /// The runtime's driver publishes this way when nothing is queued ahead,
+    /// to skip a hand-off to its publisher task.
+    fn try_publish(&self, to: Outbound, payload: Vec<u8>) -> Result<(), (Outbound, Vec<u8>)> {
+        Err((to, payload))
+    }
+
     /// How many of this transport's publishes the broker has acknowledged
     /// (PUBACK) so far. They are acknowledged in [`publish`](Self::publish)
     /// call order: MQTT requires a broker to send PUBACKs in the order it

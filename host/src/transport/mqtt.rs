@@ -384,6 +384,28 @@ impl Transport for MqttTransport {
             .map_err(|_| TransportError::Closed)
     }
 
+    fn try_publish(&self, to: Outbound, payload: Vec<u8>) -> Result<(), (Outbound, Vec<u8>)> {
+        let topic = match &to {
+            Outbound::Status => self.shared.topics.status(),
+            Outbound::Event(name) => match self.shared.topics.event(name) {
+                Ok(topic) => topic,
+                Err(_) => return Err((to, payload)),
+            },
+        };
+        match self
+            .shared
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)
+        {
+            Ok(()) => Ok(()),
+            Err(
+                rumqttc::ClientError::TryRequest(Request::Publish(publish))
+                | rumqttc::ClientError::Request(Request::Publish(publish)),
+            ) => Err((to, publish.payload.to_vec())),
+            Err(other) => unreachable!("try_publish gave back a non-publish: {other:?}"),
+        }
+    }
+
     fn publish_acks(&self) -> watch::Receiver<u64> {
         self.shared.publish_acks.subscribe()
     }
