@@ -8,8 +8,8 @@
 //! dropped when a later status of the same command is published first; one
 //! that is still held after [`HOLD`] is published then (an app waiting for
 //! `accepted` learns it late, never not at all, unless a later status says
-//! more). Under sustained load this halves the statuses per command (about
-//! 2 -> 1), which is what the broker's capacity was spent on
+//! more). Under sustained load this nearly halves the statuses per command
+//! (about 1.95 -> 1.1), which is what the broker's capacity was spent on
 //! (`docs/benchmarks.md`). An idle device's command is not queued, so its
 //! `accepted` is never held. The protocol allows it: under load an
 //! intermediate status may be coalesced into the next one; a final status
