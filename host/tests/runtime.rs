@@ -1254,3 +1254,32 @@ async fn accepted_of_a_queued_command_is_held_back_then_coalesced_or_published()
     assert!(rig.handle.stats().statuses_coalesced >= 1);
     rig.handle.shutdown().await.unwrap();
 }
+
+/// A final status the broker acknowledges while the host is shutting down
+/// gracefully is journaled as delivered: the restart does not publish it
+/// again. (Found by the bad-input test: a SIGTERM right after the app saw a
+/// status used to lose the ack, and the restarted host re-sent it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_that_arrive_during_shutdown_are_journaled_as_delivered() {
+    let mem = Mem::default();
+    let rig = Rig::start(mem.clone(), options(10), &Gate::default());
+    rig.remote.hold_publish_acks(true);
+    rig.send(&command("late-ack", "ok"));
+    assert_eq!(rig.final_of("late-ack").await.status, State::Succeeded);
+    let Rig { handle, remote, .. } = rig;
+    let stopping = tokio::spawn(handle.shutdown());
+    // The broker acknowledges only now, while the runtime stops.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    remote.hold_publish_acks(false);
+    stopping.await.unwrap().unwrap();
+    let delivered = journal_records(&mem)
+        .iter()
+        .any(|r| matches!(r, Record::Delivered { id } if id == "late-ack"));
+    assert!(delivered, "the late PUBACK was journaled before the stop");
+    // Restarted: nothing to publish again.
+    let again = Rig::start(mem.clone(), options(10), &Gate::default());
+    again.send(&command("after", "ok"));
+    let seen = again.until_final("after").await;
+    assert!(seen.iter().all(|s| s.id == "after"), "{seen:?}");
+    again.handle.shutdown().await.unwrap();
+}

@@ -580,6 +580,26 @@ impl<T: Link> Driver<T> {
                 }
             }
         }
+        // The publisher sends what it still has, then waits (briefly) for
+        // the broker to acknowledge final statuses; journal those as
+        // delivered, so a restart does not publish them again.
+        drop(self.publisher.take());
+        let until = Instant::now() + self.options.shutdown_deadline;
+        while !self.delivered_closed {
+            match tokio::time::timeout_at(until, self.delivered_rx.recv()).await {
+                Ok(Some(id)) => self.on_delivered(id),
+                Ok(None) => self.delivered_closed = true,
+                Err(_) => break,
+            }
+        }
+        self.submit();
+        while let Some((covered, ticket)) = self.tickets.pop_front() {
+            if let Err(error) = ticket.await {
+                tracing::error!(%error, "journal failed during shutdown");
+                return Err(RuntimeError::Journal(error));
+            }
+            self.pipeline.durable_up_to(covered);
+        }
         let pending = self.scheduler.pending_len();
         if let Some(journal) = self.journal.take() {
             match tokio::task::spawn_blocking(move || journal.close()).await {
@@ -593,7 +613,6 @@ impl<T: Link> Driver<T> {
             other => drop(other),
         }
         let deadline = self.options.shutdown_deadline;
-        drop(self.publisher.take());
         if let Some(task) = self.publisher_task.take() {
             if tokio::time::timeout(deadline, task).await.is_err() {
                 tracing::warn!("statuses still queued at the shutdown deadline were dropped");

@@ -17,6 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use relay_core::status::{State, Status};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -27,6 +28,10 @@ use crate::transport::{Outbound, Transport};
 
 /// Most messages taken from the backlog per round (bounds the coalescing map).
 const MAX_ROUND: usize = 4096;
+
+/// At shutdown, how long to wait for the broker to acknowledge the final
+/// statuses already published (a live broker takes milliseconds).
+const FINAL_ACK_WAIT: Duration = Duration::from_secs(1);
 
 /// One outgoing message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -218,6 +223,20 @@ async fn run<T: Transport>(
         publish_round(&*transport, &mut round, &counters, &mut unacked).await;
         queued.fetch_sub(taken, Ordering::SeqCst);
         unacked.drain(&delivered);
+    }
+    // Closed (shutdown): wait a little for the broker to acknowledge the
+    // final statuses already handed over, so the driver can journal them as
+    // delivered and a restart does not publish them again.
+    let wait = tokio::time::sleep(FINAL_ACK_WAIT);
+    tokio::pin!(wait);
+    while acks_open && !unacked.finals.is_empty() {
+        tokio::select! {
+            changed = unacked.acks.changed() => {
+                acks_open = changed.is_ok();
+                unacked.drain(&delivered);
+            }
+            _ = &mut wait => break,
+        }
     }
 }
 
