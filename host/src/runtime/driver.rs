@@ -557,29 +557,7 @@ impl<T: Link> Driver<T> {
         for status in self.held.drain() {
             self.publish(Outgoing::Status(status));
         }
-        self.submit();
-        while let Some((covered, ticket)) = self.tickets.pop_front() {
-            if let Err(error) = ticket.await {
-                tracing::error!(%error, "journal failed during shutdown");
-                return Err(RuntimeError::Journal(error));
-            }
-            self.pipeline.durable_up_to(covered);
-            // Starts released now are dropped: we are stopping.
-            for gated in self.pipeline.release() {
-                match gated {
-                    Gated::Ack(token) => {
-                        if self.transport.ack(token).is_ok() {
-                            self.stats.acked.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Gated::Publish(status) => self.publish(Outgoing::Status(status)),
-                    Gated::Event { name, payload } => {
-                        self.publish(Outgoing::Event { name, payload })
-                    }
-                    Gated::Start(_) => {}
-                }
-            }
-        }
+        self.commit_all().await?;
         // The publisher sends what it still has, then waits (briefly) for
         // the broker to acknowledge final statuses; journal those as
         // delivered, so a restart does not publish them again.
@@ -592,14 +570,7 @@ impl<T: Link> Driver<T> {
                 Err(_) => break,
             }
         }
-        self.submit();
-        while let Some((covered, ticket)) = self.tickets.pop_front() {
-            if let Err(error) = ticket.await {
-                tracing::error!(%error, "journal failed during shutdown");
-                return Err(RuntimeError::Journal(error));
-            }
-            self.pipeline.durable_up_to(covered);
-        }
+        self.commit_all().await?;
         let pending = self.scheduler.pending_len();
         if let Some(journal) = self.journal.take() {
             match tokio::task::spawn_blocking(move || journal.close()).await {
@@ -621,6 +592,35 @@ impl<T: Link> Driver<T> {
         self.transport.close(deadline).await;
         tracing::info!(pending, "stopped");
         Ok(ShutdownReport { pending, abandoned })
+    }
+
+    /// Shutdown: submits what is left and awaits every ticket, releasing
+    /// what each one gates (starts are dropped: we are stopping; publishes
+    /// are dropped once the publisher is closed).
+    async fn commit_all(&mut self) -> Result<(), RuntimeError> {
+        self.submit();
+        while let Some((covered, ticket)) = self.tickets.pop_front() {
+            if let Err(error) = ticket.await {
+                tracing::error!(%error, "journal failed during shutdown");
+                return Err(RuntimeError::Journal(error));
+            }
+            self.pipeline.durable_up_to(covered);
+            for gated in self.pipeline.release() {
+                match gated {
+                    Gated::Ack(token) => {
+                        if self.transport.ack(token).is_ok() {
+                            self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Gated::Publish(status) => self.publish(Outgoing::Status(status)),
+                    Gated::Event { name, payload } => {
+                        self.publish(Outgoing::Event { name, payload })
+                    }
+                    Gated::Start(_) => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     fn state(&self) -> RuntimeState {

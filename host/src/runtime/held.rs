@@ -54,17 +54,12 @@ impl Held {
     /// The held statuses older than [`HOLD`] at `now`, oldest first.
     pub fn due(&mut self, now: Instant) -> Vec<Status> {
         let mut due = Vec::new();
-        while let Some((since, _, _)) = self.order.front() {
-            let live = self.front_is_live();
-            if live && now.saturating_duration_since(*since) < HOLD {
+        while let Some(since) = self.oldest() {
+            if now.saturating_duration_since(since) < HOLD {
                 break;
             }
-            if let Some((_, n, id)) = self.order.pop_front() {
-                if live && self.by_id.get(&id).is_some_and(|(m, _)| *m == n) {
-                    if let Some((_, status)) = self.by_id.remove(&id) {
-                        due.push(status);
-                    }
-                }
+            if let Some((_, _, id)) = self.order.pop_front() {
+                due.extend(self.by_id.remove(&id).map(|(_, status)| status));
             }
         }
         due
@@ -72,20 +67,27 @@ impl Held {
 
     /// When the oldest held status falls due.
     pub fn next_due(&mut self) -> Option<Instant> {
-        while self.order.front().is_some() && !self.front_is_live() {
+        self.oldest().map(|since| since + HOLD)
+    }
+
+    /// Since when the oldest live status is held (superseded entries at the
+    /// front of `order` are dropped on the way).
+    fn oldest(&mut self) -> Option<Instant> {
+        while let Some((since, n, id)) = self.order.front() {
+            if self.by_id.get(id).is_some_and(|(m, _)| m == n) {
+                return Some(*since);
+            }
             self.order.pop_front();
         }
-        self.order.front().map(|(since, _, _)| *since + HOLD)
+        None
     }
 
     /// Every held status, oldest first (shutdown: they are still true).
     pub fn drain(&mut self) -> Vec<Status> {
         let mut all = Vec::new();
-        while let Some((_, n, id)) = self.order.pop_front() {
-            if self.by_id.get(&id).is_some_and(|(m, _)| *m == n) {
-                if let Some((_, status)) = self.by_id.remove(&id) {
-                    all.push(status);
-                }
+        while self.oldest().is_some() {
+            if let Some((_, _, id)) = self.order.pop_front() {
+                all.extend(self.by_id.remove(&id).map(|(_, status)| status));
             }
         }
         all
@@ -99,12 +101,6 @@ impl Held {
     /// Nothing is held.
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
-    }
-
-    fn front_is_live(&self) -> bool {
-        self.order
-            .front()
-            .is_some_and(|(_, n, id)| self.by_id.get(id).is_some_and(|(m, _)| m == n))
     }
 }
 

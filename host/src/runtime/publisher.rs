@@ -74,31 +74,19 @@ impl Front {
     /// Publishes `message` now if nothing is queued ahead of it, else queues it.
     pub fn publish<T: Transport>(&self, transport: &T, message: Outgoing) {
         if self.queued.load(Ordering::SeqCst) == 0 {
-            let final_id = match &message {
-                Outgoing::Status(s) if s.is_final() && !s.id.is_empty() => Some(s.id.clone()),
-                _ => None,
-            };
-            let (to, payload, event) = match message {
-                Outgoing::Status(status) => (Outbound::Status, status.to_msgpack(), false),
-                Outgoing::Event { name, payload } => (Outbound::Event(name), payload, true),
-            };
-            match transport.try_publish(to, payload) {
-                Ok(()) => {
-                    let _ = self.tx.send(Note::Sent { final_id, event });
-                    return;
+            let (to, payload) = match &message {
+                Outgoing::Status(status) => (Outbound::Status, status.to_msgpack()),
+                Outgoing::Event { name, payload } => {
+                    (Outbound::Event(name.clone()), payload.clone())
                 }
-                Err((to, payload)) => {
-                    // Rebuild it for the task (a status round-trips through msgpack).
-                    let message = match to {
-                        Outbound::Status => match Status::from_msgpack(&payload) {
-                            Ok(status) => Outgoing::Status(status),
-                            Err(_) => return,
-                        },
-                        Outbound::Event(name) => Outgoing::Event { name, payload },
-                    };
-                    self.queue(message);
-                    return;
-                }
+            };
+            if transport.try_publish(to, payload).is_ok() {
+                let note = Note::Sent {
+                    final_id: final_id(&message),
+                    event: matches!(message, Outgoing::Event { .. }),
+                };
+                let _ = self.tx.send(note);
+                return;
             }
         }
         self.queue(message);
@@ -256,10 +244,7 @@ async fn publish_round<T: Transport>(
             .coalesced
             .fetch_add(dropped as u64, Ordering::Relaxed);
         for message in round.drain(..) {
-            let final_id = match &message {
-                Outgoing::Status(s) if s.is_final() && !s.id.is_empty() => Some(s.id.clone()),
-                _ => None,
-            };
+            let final_id = final_id(&message);
             let (to, payload, counter) = match message {
                 Outgoing::Status(status) => {
                     (Outbound::Status, status.to_msgpack(), &counters.statuses)
@@ -282,6 +267,14 @@ async fn publish_round<T: Transport>(
                 }
             }
         }
+    }
+}
+
+/// The command id if `message` is a final status (its delivery is tracked).
+fn final_id(message: &Outgoing) -> Option<String> {
+    match message {
+        Outgoing::Status(s) if s.is_final() && !s.id.is_empty() => Some(s.id.clone()),
+        _ => None,
     }
 }
 

@@ -267,7 +267,6 @@ impl FileStorage {
         }
         self.allocated = self.allocated.max(self.written + self.pending.len() as u64);
         self.written = end;
-        debug_assert!(frames <= self.pending.len());
         self.pending.clear();
         self.unsynced = true;
         Ok(())

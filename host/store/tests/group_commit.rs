@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use relay_core::journal::{MemStorage, MemStorageError, ReplayReport, Storage};
-use relay_store::{FileStorage, Journal, JournalError};
+use relay_store::{FileStorage, Journal, JournalError, Ticket};
 
 /// A storage wrapper whose fsync is slow enough that submissions pile up,
 /// and which logs the order records arrive in.
@@ -174,14 +174,15 @@ impl Storage for FailingSync {
     }
 }
 
-#[test]
-fn a_failed_fsync_fails_its_batch_and_everything_after() -> Result<()> {
+/// The first fsync succeeds, the second fails: that submission fails, and
+/// so does everything after it, through `submit` (append or append_now).
+fn failed_fsync_fails_everything_after(submit: fn(&Journal, Vec<u8>) -> Ticket) -> Result<()> {
     let journal = Journal::spawn(FailingSync {
         inner: MemStorage::new(),
         syncs_left: 1,
     })?;
-    journal.append_one(b"first".to_vec()).wait_blocking()?;
-    let failed = journal.append_one(b"second".to_vec()).wait_blocking();
+    submit(&journal, b"first".to_vec()).wait_blocking()?;
+    let failed = submit(&journal, b"second".to_vec()).wait_blocking();
     assert!(
         matches!(failed, Err(JournalError::Storage(_))),
         "{failed:?}"
@@ -190,6 +191,11 @@ fn a_failed_fsync_fails_its_batch_and_everything_after() -> Result<()> {
     assert!(matches!(later, Err(JournalError::Storage(_))));
     assert!(matches!(journal.close(), Err(JournalError::Storage(_))));
     Ok(())
+}
+
+#[test]
+fn a_failed_fsync_fails_its_batch_and_everything_after() -> Result<()> {
+    failed_fsync_fails_everything_after(Journal::append_one)
 }
 
 #[test]
@@ -265,20 +271,5 @@ fn append_now_commits_in_the_caller_when_idle_and_queues_behind_earlier_work() -
 
 #[test]
 fn append_now_reports_a_failed_fsync_and_the_journal_stays_failed() -> Result<()> {
-    let journal = Journal::spawn(FailingSync {
-        inner: MemStorage::new(),
-        syncs_left: 1,
-    })?;
-    journal
-        .append_now(vec![b"first".to_vec()])
-        .wait_blocking()?;
-    let failed = journal.append_now(vec![b"second".to_vec()]).wait_blocking();
-    assert!(
-        matches!(failed, Err(JournalError::Storage(_))),
-        "{failed:?}"
-    );
-    let later = journal.append_one(b"third".to_vec()).wait_blocking();
-    assert!(matches!(later, Err(JournalError::Storage(_))));
-    assert!(matches!(journal.close(), Err(JournalError::Storage(_))));
-    Ok(())
+    failed_fsync_fails_everything_after(|journal, record| journal.append_now(vec![record]))
 }
