@@ -4,11 +4,19 @@
 //!
 //! | figure | what |
 //! |--------|------|
-//! | fsync | 1,000 small appends, each followed by `fdatasync`, in the dir the host's journal uses |
+//! | fsync | a 64 B append to a growing file + `fdatasync`, in the dir the host's journal uses |
 //! | bare RTT | app -> broker -> echo client -> broker -> app, 1 KiB, QoS 1 both ways, TCP_NODELAY everywhere |
 //! | host RTT | app publishes a command (QoS 1) -> host (journal fsync, echo handler) -> `succeeded` status back at the app |
 //! | bare rate | the same bare echo, pipelined (bounded window) |
 //! | host rate | commands pipelined (bounded window) until every final status is back |
+//!
+//! Both hosts (wasm plugin and native handler) and the bare echo run side by
+//! side, and the figures are sampled interleaved: each latency round takes
+//! one sample of every figure (in a rotating order), each throughput round
+//! one share of every rate. This machine is shared and its noise comes and
+//! goes over seconds; measured one after the other, a figure that happened
+//! to run in a quiet spell made the comparison swing by more than the
+//! 0.1 ms the goal allows.
 //!
 //! The host runs in this process through the runtime API (`start_device`
 //! for the wasmtime `echo` plugin, `Runtime::builder().listen` for the
@@ -73,11 +81,13 @@ const LIMIT: Duration = Duration::from_secs(120);
 
 struct Settings {
     smoke: bool,
-    fsyncs: usize,
     warmup: usize,
+    /// Samples of each latency figure (one per interleaved round).
     round_trips: usize,
+    /// Commands (and bare pings) pipelined per throughput figure, in `rounds`.
     pipelined: usize,
     window: usize,
+    rounds: usize,
 }
 
 impl Settings {
@@ -95,20 +105,20 @@ impl Settings {
         if smoke {
             Settings {
                 smoke,
-                fsyncs: 20,
                 warmup: 5,
                 round_trips: 20,
                 pipelined: 200,
                 window: 50,
+                rounds: 2,
             }
         } else {
             Settings {
                 smoke,
-                fsyncs: n("RELAY_BENCH_FSYNCS", 1_000),
                 warmup: n("RELAY_BENCH_WARMUP", 200),
                 round_trips: n("RELAY_BENCH_ROUND_TRIPS", 2_000),
                 pipelined: n("RELAY_BENCH_COMMANDS", 20_000),
                 window: n("RELAY_BENCH_WINDOW", 500),
+                rounds: n("RELAY_BENCH_ROUNDS", 4).max(1),
             }
         }
     }
@@ -141,22 +151,30 @@ fn bench_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")))
 }
 
-/// One fsync: `fdatasync` after a small append, as the journal does.
-fn measure_fsync(dir: &Path, count: usize) -> Result<Dist> {
-    let tmp = tempfile::tempdir_in(dir)?;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(tmp.path().join("fsync.log"))?;
-    let record = [0x5au8; 64];
-    let mut samples = Vec::with_capacity(count);
-    for _ in 0..count {
-        let t = Instant::now();
-        file.write_all(&record)?;
-        file.sync_data()?;
-        samples.push(t.elapsed());
+/// One fsync: `fdatasync` after a small append to a growing file (what a
+/// journal without preallocation pays per commit).
+struct Fsync {
+    _dir: tempfile::TempDir,
+    file: std::fs::File,
+}
+
+impl Fsync {
+    fn open(dir: &Path) -> Result<Fsync> {
+        let tmp = tempfile::tempdir_in(dir)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(tmp.path().join("fsync.log"))?;
+        Ok(Fsync { _dir: tmp, file })
     }
-    Ok(dist(samples))
+
+    fn once(&mut self) -> Result<Duration> {
+        let record = [0x5au8; 64];
+        let t = Instant::now();
+        self.file.write_all(&record)?;
+        self.file.sync_data()?;
+        Ok(t.elapsed())
+    }
 }
 
 /// A rumqttc client with TCP_NODELAY, subscribed to `topic`; incoming
@@ -209,91 +227,114 @@ async fn client(
     Ok((client, rx))
 }
 
-/// The bare broker: an echo client republishing `bench/ping` to `bench/pong`.
-async fn start_bare_echo(port: u16) -> Result<()> {
-    let (echo, mut pings) = client(port, "bench-echo", "bench/ping").await?;
-    tokio::spawn(async move {
-        while let Some((payload, _)) = pings.recv().await {
-            if echo
-                .publish("bench/pong", QoS::AtLeastOnce, false, payload)
-                .await
-                .is_err()
-            {
-                return;
+/// The bare broker: an echo client republishing `bench/ping` to
+/// `bench/pong`, and the app that pings it.
+struct Bare {
+    app: AsyncClient,
+    pongs: mpsc::UnboundedReceiver<(Vec<u8>, Instant)>,
+    payload: Vec<u8>,
+}
+
+impl Bare {
+    async fn start(port: u16) -> Result<Bare> {
+        let (echo, mut pings) = client(port, "bench-echo", "bench/ping").await?;
+        tokio::spawn(async move {
+            while let Some((payload, _)) = pings.recv().await {
+                if echo
+                    .publish("bench/pong", QoS::AtLeastOnce, false, payload)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
             }
-        }
-    });
-    Ok(())
-}
-
-async fn bare_round_trips(port: u16, s: &Settings) -> Result<Dist> {
-    let (app, mut pongs) = client(port, "bench-bare-app", "bench/pong").await?;
-    let payload = vec![0xa5u8; PAYLOAD];
-    let mut samples = Vec::with_capacity(s.round_trips);
-    for i in 0..s.warmup + s.round_trips {
-        let t = Instant::now();
-        app.publish("bench/ping", QoS::AtLeastOnce, false, payload.clone())
-            .await?;
-        let (_, at) = tokio::time::timeout(LIMIT, pongs.recv())
-            .await?
-            .context("pong channel closed")?;
-        if i >= s.warmup {
-            samples.push(at - t);
-        }
-    }
-    app.disconnect().await.ok();
-    Ok(dist(samples))
-}
-
-async fn bare_rate(port: u16, s: &Settings) -> Result<f64> {
-    let (app, mut pongs) = client(port, "bench-bare-rate", "bench/pong").await?;
-    let payload = vec![0xa5u8; PAYLOAD];
-    let (mut sent, mut received) = (0usize, 0usize);
-    let t = Instant::now();
-    while received < s.pipelined {
-        while sent < s.pipelined && sent - received < s.window {
-            app.publish("bench/ping", QoS::AtLeastOnce, false, payload.clone())
-                .await?;
-            sent += 1;
-        }
-        tokio::time::timeout(LIMIT, pongs.recv())
-            .await?
-            .context("pong channel closed")?;
-        received += 1;
-    }
-    let rate = s.pipelined as f64 / t.elapsed().as_secs_f64();
-    app.disconnect().await.ok();
-    Ok(rate)
-}
-
-/// The app side of a device: sends commands, reads statuses.
-struct DeviceApp {
-    client: AsyncClient,
-    statuses: mpsc::UnboundedReceiver<(Vec<u8>, Instant)>,
-    topics: Topics,
-    /// Statuses received, and intermediate ones among them.
-    received: u64,
-    intermediate: u64,
-}
-
-impl DeviceApp {
-    async fn connect(port: u16, device: &str) -> Result<DeviceApp> {
-        let topics = Topics::new("relay", device)?;
-        let (client, statuses) =
-            client(port, &format!("bench-app-{device}"), &topics.status()).await?;
-        Ok(DeviceApp {
-            client,
-            statuses,
-            topics,
-            received: 0,
-            intermediate: 0,
+        });
+        let (app, pongs) = client(port, "bench-bare-app", "bench/pong").await?;
+        Ok(Bare {
+            app,
+            pongs,
+            payload: vec![0xa5u8; PAYLOAD],
         })
     }
 
-    async fn send(&self, id: &str, payload: &[u8]) -> Result<()> {
-        let envelope = Envelope::new(id, "echo", now_ms())
+    async fn round_trip(&mut self) -> Result<Duration> {
+        let t = Instant::now();
+        self.app
+            .publish("bench/ping", QoS::AtLeastOnce, false, self.payload.clone())
+            .await?;
+        let (_, at) = tokio::time::timeout(LIMIT, self.pongs.recv())
+            .await?
+            .context("pong channel closed")?;
+        Ok(at - t)
+    }
+
+    /// `count` pings pipelined (at most `window` unanswered); the time taken.
+    async fn pipelined(&mut self, count: usize, window: usize) -> Result<Duration> {
+        let (mut sent, mut received) = (0usize, 0usize);
+        let t = Instant::now();
+        while received < count {
+            while sent < count && sent - received < window {
+                self.app
+                    .publish("bench/ping", QoS::AtLeastOnce, false, self.payload.clone())
+                    .await?;
+                sent += 1;
+            }
+            tokio::time::timeout(LIMIT, self.pongs.recv())
+                .await?
+                .context("pong channel closed")?;
+            received += 1;
+        }
+        Ok(t.elapsed())
+    }
+}
+
+/// A host under test and the app side of its device: sends commands,
+/// reads statuses.
+struct Host {
+    tag: &'static str,
+    handle: RuntimeHandle,
+    client: AsyncClient,
+    statuses: mpsc::UnboundedReceiver<(Vec<u8>, Instant)>,
+    topics: Topics,
+    payload: Vec<u8>,
+    /// Commands sent so far (for unique ids).
+    sent: usize,
+    /// Statuses received.
+    received: u64,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Host {
+    async fn connect(
+        port: u16,
+        tag: &'static str,
+        handle: RuntimeHandle,
+        dirs: Vec<tempfile::TempDir>,
+    ) -> Result<Host> {
+        let device = format!("bench-{tag}");
+        let topics = Topics::new("relay", &device)?;
+        let (client, statuses) =
+            client(port, &format!("bench-app-{device}"), &topics.status()).await?;
+        Ok(Host {
+            tag,
+            handle,
+            client,
+            statuses,
+            topics,
+            payload: command_payload(),
+            sent: 0,
+            received: 0,
+            _dirs: dirs,
+        })
+    }
+
+    /// Sends one command; its id.
+    async fn send(&mut self) -> Result<String> {
+        let id = format!("{}-{}", self.tag, self.sent);
+        self.sent += 1;
+        let envelope = Envelope::new(id.as_str(), "echo", now_ms())
             .with_kind(Kind::Command)
-            .with_payload(payload.to_vec());
+            .with_payload(self.payload.clone());
         self.client
             .publish(
                 self.topics.command(Role::Primary),
@@ -302,7 +343,7 @@ impl DeviceApp {
                 envelope.to_msgpack(),
             )
             .await?;
-        Ok(())
+        Ok(id)
     }
 
     /// The next final status (and when it arrived).
@@ -317,7 +358,43 @@ impl DeviceApp {
             if status.is_final() {
                 return Ok((status, at));
             }
-            self.intermediate += 1;
+        }
+    }
+
+    /// Send -> `succeeded` received.
+    async fn round_trip(&mut self) -> Result<Duration> {
+        let t = Instant::now();
+        let id = self.send().await?;
+        let (status, at) = self.next_final().await?;
+        if status.id != id || status.status != State::Succeeded {
+            bail!("unexpected final status {status:?} for {id}");
+        }
+        Ok(at - t)
+    }
+
+    /// `count` commands pipelined with at most `window` not final, until
+    /// every final status is back; the time taken.
+    async fn pipelined(&mut self, count: usize, window: usize) -> Result<Duration> {
+        let mut pending = HashSet::new();
+        let (mut sent, mut done) = (0usize, 0usize);
+        let t = Instant::now();
+        while done < count {
+            while sent < count && sent - done < window {
+                pending.insert(self.send().await?);
+                sent += 1;
+            }
+            let (status, _) = self.next_final().await?;
+            if status.status != State::Succeeded || !pending.remove(&status.id) {
+                bail!("unexpected final status {status:?}");
+            }
+            done += 1;
+        }
+        Ok(t.elapsed())
+    }
+
+    async fn stop(self) {
+        if let Err(e) = tokio::time::timeout(LIMIT, self.handle.shutdown()).await {
+            eprintln!("shutdown: {e}");
         }
     }
 }
@@ -333,46 +410,6 @@ fn command_payload() -> Vec<u8> {
     v
 }
 
-async fn host_round_trips(app: &mut DeviceApp, s: &Settings, tag: &str) -> Result<Dist> {
-    let payload = command_payload();
-    let mut samples = Vec::with_capacity(s.round_trips);
-    for i in 0..s.warmup + s.round_trips {
-        let id = format!("{tag}-lat-{i}");
-        let t = Instant::now();
-        app.send(&id, &payload).await?;
-        let (status, at) = app.next_final().await?;
-        if status.id != id || status.status != State::Succeeded {
-            bail!("unexpected final status {status:?} for {id}");
-        }
-        if i >= s.warmup {
-            samples.push(at - t);
-        }
-    }
-    Ok(dist(samples))
-}
-
-/// Commands pipelined with at most `window` not final; commands/s.
-async fn host_rate(app: &mut DeviceApp, s: &Settings, tag: &str) -> Result<f64> {
-    let payload = command_payload();
-    let mut pending = HashSet::new();
-    let (mut sent, mut done) = (0usize, 0usize);
-    let t = Instant::now();
-    while done < s.pipelined {
-        while sent < s.pipelined && sent - done < s.window {
-            let id = format!("{tag}-rate-{sent}");
-            app.send(&id, &payload).await?;
-            pending.insert(id);
-            sent += 1;
-        }
-        let (status, _) = app.next_final().await?;
-        if status.status != State::Succeeded || !pending.remove(&status.id) {
-            bail!("unexpected final status {status:?}");
-        }
-        done += 1;
-    }
-    Ok(s.pipelined as f64 / t.elapsed().as_secs_f64())
-}
-
 /// A device config on `port` with a fresh data dir on the bench disk.
 fn device_config(port: u16, device: &str, plugin_dir: &Path, data_dir: &Path) -> Config {
     let mut config = Config::for_device(device);
@@ -383,24 +420,6 @@ fn device_config(port: u16, device: &str, plugin_dir: &Path, data_dir: &Path) ->
     config
 }
 
-struct HostFigures {
-    latency: Dist,
-    rate: f64,
-    statuses_per_command: f64,
-}
-
-async fn measure_host(app: &mut DeviceApp, s: &Settings, tag: &str) -> Result<HostFigures> {
-    let latency = host_round_trips(app, s, tag).await?;
-    let before = (app.received, app.intermediate);
-    let rate = host_rate(app, s, tag).await?;
-    let statuses = (app.received - before.0) as f64;
-    Ok(HostFigures {
-        latency,
-        rate,
-        statuses_per_command: statuses / s.pipelined as f64,
-    })
-}
-
 async fn wait_subscribed(transport: &MqttTransport) -> Result<()> {
     if !transport.wait_subscribed(LIMIT).await {
         bail!("the device did not subscribe within {LIMIT:?}");
@@ -409,7 +428,7 @@ async fn wait_subscribed(transport: &MqttTransport) -> Result<()> {
 }
 
 /// The wasmtime `echo` plugin through `start_device`, as `relay run` does.
-async fn plugin_host(port: u16, s: &Settings) -> Result<HostFigures> {
+async fn plugin_host(port: u16) -> Result<Host> {
     let echo = relay_host::testing::bundled_plugin("echo")
         .map_err(|e| anyhow::anyhow!("{e}: run `cargo xtask build-plugins` first"))?;
     let plugins = tempfile::tempdir()?;
@@ -418,14 +437,11 @@ async fn plugin_host(port: u16, s: &Settings) -> Result<HostFigures> {
     let config = device_config(port, "bench-wasm", plugins.path(), data.path());
     let device = runtime::start_device(&config)?;
     wait_subscribed(&device.transport).await?;
-    let mut app = DeviceApp::connect(port, "bench-wasm").await?;
-    let figures = measure_host(&mut app, s, "wasm").await;
-    stop(device.handle).await;
-    figures
+    Host::connect(port, "wasm", device.handle, vec![plugins, data]).await
 }
 
 /// A native `echo` handler through `Runtime::builder().listen`.
-async fn native_host(port: u16, s: &Settings) -> Result<HostFigures> {
+async fn native_host(port: u16) -> Result<Host> {
     let data = tempfile::tempdir_in(bench_dir())?;
     let config = device_config(port, "bench-native", Path::new("."), data.path());
     let echo = |inv: &Invocation| Ok((!inv.payload.is_empty()).then(|| inv.payload.clone()));
@@ -436,16 +452,77 @@ async fn native_host(port: u16, s: &Settings) -> Result<HostFigures> {
     let transport = Arc::new(MqttTransport::start(config.mqtt())?);
     let handle = prepared.start(transport.clone())?;
     wait_subscribed(&transport).await?;
-    let mut app = DeviceApp::connect(port, "bench-native").await?;
-    let figures = measure_host(&mut app, s, "native").await;
-    stop(handle).await;
-    figures
+    Host::connect(port, "native", handle, vec![data]).await
 }
 
-async fn stop(handle: RuntimeHandle) {
-    if let Err(e) = tokio::time::timeout(LIMIT, handle.shutdown()).await {
-        eprintln!("shutdown: {e}");
+/// The four latency figures, sampled in the same moments.
+struct Latencies {
+    fsync: Dist,
+    bare: Dist,
+    wasm: Dist,
+    native: Dist,
+}
+
+/// Interleaved: each round takes one sample of each figure, in an order
+/// that rotates from round to round, so that every figure sees the same
+/// moments of this (shared, noisy) machine and the comparison does not
+/// depend on which one ran during a quiet spell.
+async fn latencies(
+    s: &Settings,
+    fsync: &mut Fsync,
+    bare: &mut Bare,
+    wasm: &mut Host,
+    native: &mut Host,
+) -> Result<Latencies> {
+    let mut samples: [Vec<Duration>; 4] = Default::default();
+    for round in 0..s.warmup + s.round_trips {
+        for k in 0..4 {
+            let which = (round + k) % 4;
+            let sample = match which {
+                0 => fsync.once()?,
+                1 => bare.round_trip().await?,
+                2 => wasm.round_trip().await?,
+                _ => native.round_trip().await?,
+            };
+            if round >= s.warmup {
+                samples[which].push(sample);
+            }
+        }
     }
+    let [fsync, bare, wasm, native] = samples.map(dist);
+    Ok(Latencies {
+        fsync,
+        bare,
+        wasm,
+        native,
+    })
+}
+
+/// Rates (per second) of the bare echo and both hosts, pipelined.
+struct Rates {
+    bare: f64,
+    wasm: f64,
+    native: f64,
+}
+
+/// In `s.rounds` rounds (rotating order) of `pipelined / rounds` each, for
+/// the same reason as [`latencies`].
+async fn rates(s: &Settings, bare: &mut Bare, wasm: &mut Host, native: &mut Host) -> Result<Rates> {
+    let per_round = (s.pipelined / s.rounds).max(1);
+    let mut spent = [Duration::ZERO; 3];
+    for round in 0..s.rounds {
+        for k in 0..3 {
+            let which = (round + k) % 3;
+            spent[which] += match which {
+                0 => bare.pipelined(per_round, s.window).await?,
+                1 => wasm.pipelined(per_round, s.window).await?,
+                _ => native.pipelined(per_round, s.window).await?,
+            };
+        }
+    }
+    let total = (per_round * s.rounds) as f64;
+    let [bare, wasm, native] = spent.map(|d| total / d.as_secs_f64());
+    Ok(Rates { bare, wasm, native })
 }
 
 fn main() -> Result<()> {
@@ -470,90 +547,86 @@ fn main() -> Result<()> {
             .enable_all()
             .build()?,
     };
-
-    let fsync = measure_fsync(&bench_dir(), s.fsyncs)?;
-    let (bare, bare_rate, wasm, native) = rt.block_on(async {
-        start_bare_echo(port).await?;
-        let bare = bare_round_trips(port, &s).await?;
-        let bare_rate = bare_rate(port, &s).await?;
-        let wasm = plugin_host(port, &s).await?;
-        let native = native_host(port, &s).await?;
-        anyhow::Ok((bare, bare_rate, wasm, native))
+    let mut fsync = Fsync::open(&bench_dir())?;
+    let (latency, rate, statuses) = rt.block_on(async {
+        let mut bare = Bare::start(port).await?;
+        let mut wasm = plugin_host(port).await?;
+        let mut native = native_host(port).await?;
+        let latency = latencies(&s, &mut fsync, &mut bare, &mut wasm, &mut native).await?;
+        let before = [wasm.received, native.received];
+        let rate = rates(&s, &mut bare, &mut wasm, &mut native).await?;
+        let commands = ((s.pipelined / s.rounds).max(1) * s.rounds) as f64;
+        let statuses = [
+            (wasm.received - before[0]) as f64 / commands,
+            (native.received - before[1]) as f64 / commands,
+        ];
+        wasm.stop().await;
+        native.stop().await;
+        anyhow::Ok((latency, rate, statuses))
     })?;
-
-    print_report(&s, fsync, bare, bare_rate, &wasm, &native);
+    print_report(&s, &latency, &rate, statuses);
     Ok(())
 }
 
-fn print_report(
-    s: &Settings,
-    fsync: Dist,
-    bare: Dist,
-    bare_rate: f64,
-    wasm: &HostFigures,
-    native: &HostFigures,
-) {
+fn print_report(s: &Settings, latency: &Latencies, rate: &Rates, statuses: [f64; 2]) {
+    let Latencies {
+        fsync,
+        bare,
+        wasm,
+        native,
+    } = latency;
     let floor = bare.p50 + fsync.p50;
     println!(
         "## End to end: Mosquitto on loopback, {PAYLOAD} B payload, QoS 1, fsync on ({} mode)\n",
         if s.smoke { "smoke" } else { "full" }
     );
     println!(
-        "Samples: {} fsyncs, {} round trips after {} warm-up, {} pipelined (window {}).\n",
-        s.fsyncs, s.round_trips, s.warmup, s.pipelined, s.window
+        "Samples: {} interleaved rounds (one of each latency figure per round) after {} warm-up; {} pipelined per throughput figure in {} interleaved rounds (window {}).\n",
+        s.round_trips, s.warmup, s.pipelined, s.rounds, s.window
     );
     println!("| figure | p50 ms | p99 ms | mean ms |");
     println!("|--------|-------:|-------:|--------:|");
-    println!(
-        "| one fsync (64 B append + fdatasync) | {:.3} | {:.3} | {:.3} |",
-        fsync.p50, fsync.p99, fsync.mean
-    );
-    println!(
-        "| bare broker round trip | {:.3} | {:.3} | {:.3} |",
-        bare.p50, bare.p99, bare.mean
-    );
-    for (name, h) in [
-        ("host, echo plugin (wasmtime)", wasm),
-        ("host, native handler", native),
+    for (name, d) in [
+        ("one fsync (64 B append + fdatasync)", fsync),
+        ("bare broker round trip", bare),
+        ("host, echo plugin (wasmtime): send -> `succeeded`", wasm),
+        ("host, native handler: send -> `succeeded`", native),
     ] {
-        println!(
-            "| {name}: send -> `succeeded` | {:.3} | {:.3} | {:.3} |",
-            h.latency.p50, h.latency.p99, h.latency.mean
-        );
+        println!("| {name} | {:.3} | {:.3} | {:.3} |", d.p50, d.p99, d.mean);
     }
     println!();
     println!(
         "Latency goal: p50 <= bare RTT + one fsync + 0.1 ms = {:.3} ms; echo plugin p50 {:.3} ms ({:+.3} ms vs bare + fsync, {:.2}x) -> {}; p99 {:.3} ms < 2 ms -> {}.",
         floor + 0.1,
-        wasm.latency.p50,
-        wasm.latency.p50 - floor,
-        wasm.latency.p50 / floor,
-        verdict(wasm.latency.p50 <= floor + 0.1),
-        wasm.latency.p99,
-        verdict(wasm.latency.p99 < 2.0),
+        wasm.p50,
+        wasm.p50 - floor,
+        wasm.p50 / floor,
+        verdict(wasm.p50 <= floor + 0.1),
+        wasm.p99,
+        verdict(wasm.p99 < 2.0),
     );
     println!();
     println!("| throughput | per second | vs native | statuses per command |");
     println!("|------------|-----------:|----------:|---------------------:|");
-    println!("| bare broker echo, pipelined | {bare_rate:.0} | | |");
+    println!("| bare broker echo, pipelined | {:.0} | | |", rate.bare);
     println!(
         "| host, native handler | {:.0} | 1.00 | {:.2} |",
-        native.rate, native.statuses_per_command
+        rate.native, statuses[1]
     );
     println!(
         "| host, echo plugin (wasmtime) | {:.0} | {:.2} | {:.2} |",
-        wasm.rate,
-        wasm.rate / native.rate,
-        wasm.statuses_per_command
+        rate.wasm,
+        rate.wasm / rate.native,
+        statuses[0]
     );
     println!();
     println!(
         "Throughput goal: >= 5,000 commands/s -> {} ({:.0}); >= 0.8 of native -> {} ({:.2}); host/bare broker = {:.2}.",
-        verdict(wasm.rate >= 5_000.0),
-        wasm.rate,
-        verdict(wasm.rate >= 0.8 * native.rate),
-        wasm.rate / native.rate,
-        wasm.rate / bare_rate,
+        verdict(rate.wasm >= 5_000.0),
+        rate.wasm,
+        verdict(rate.wasm >= 0.8 * rate.native),
+        rate.wasm / rate.native,
+        rate.wasm / rate.bare,
     );
     if s.smoke {
         println!("\n(smoke mode: too few samples for the figures to mean anything)");
