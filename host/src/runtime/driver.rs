@@ -116,6 +116,8 @@ pub struct Driver<T: Link> {
     pub(super) commit_inline: bool,
     /// `accepted` statuses of queued commands, held back under load.
     pub(super) held: Held,
+    /// Retries, expiries, the lazy linger and held statuses share it.
+    pub(super) timer: Timer,
 }
 
 impl<T: Link> Driver<T> {
@@ -187,22 +189,11 @@ impl<T: Link> Driver<T> {
 
     async fn next_event(&mut self) -> Event {
         let accepting = self.accepting();
-        let timer = match (self.stopping, self.scheduler.next_wakeup()) {
-            (None, Some(at)) => Some(Duration::from_millis(at.saturating_sub(self.now()))),
-            _ => None,
-        };
-        // Wake up to submit lazy records whose linger ends.
-        let linger = self
-            .lazy_since
-            .map(|since| (since + LAZY_LINGER).saturating_duration_since(Instant::now()));
-        let held = self
-            .held
-            .next_due()
-            .map(|at| at.saturating_duration_since(Instant::now()));
-        let timer = [timer, linger, held].into_iter().flatten().min();
+        self.arm_timer();
         let deadline = self.stopping;
         let transport = &self.transport;
         let ticket = self.tickets.front_mut();
+        let timer = &mut self.timer;
         tokio::select! {
             biased;
             control = self.control.recv(), if !self.control_closed => Event::Control(control),
@@ -218,9 +209,30 @@ impl<T: Link> Driver<T> {
             } => Event::Durable(covered, result),
             id = self.delivered_rx.recv(), if !self.delivered_closed => Event::Delivered(id),
             msg = transport.recv(), if accepting => Event::Incoming(msg),
-            _ = sleep_opt(timer) => Event::Timer,
+            () = timer.sleep.as_mut(), if timer.at.is_some() => {
+                timer.at = None;
+                Event::Timer
+            }
             _ = sleep_until_opt(deadline) => Event::Deadline,
         }
+    }
+
+    /// Points the one timer at the earliest of: the scheduler's next
+    /// wake-up (retry, expiry), the end of the lazy records' linger, and
+    /// the next held `accepted`. The timer is re-armed only when that
+    /// moment moves: a timer registration per poll would cost every turn
+    /// (several per command) a lock on tokio's timer wheel.
+    fn arm_timer(&mut self) {
+        let scheduler = match (self.stopping, self.scheduler.next_wakeup()) {
+            (None, Some(at)) => {
+                Some(Instant::now() + Duration::from_millis(at.saturating_sub(self.now())))
+            }
+            _ => None,
+        };
+        let linger = self.lazy_since.map(|since| since + LAZY_LINGER);
+        let held = self.held.next_due();
+        let at = [scheduler, linger, held].into_iter().flatten().min();
+        self.timer.point_at(at);
     }
 
     /// Work that follows any event: start what can start, then submit the
@@ -645,10 +657,38 @@ async fn ready_now<F: Future>(future: F) -> Option<F::Output> {
     .await
 }
 
-async fn sleep_opt(d: Option<Duration>) {
-    match d {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
+/// The driver's one timer (see `Driver::arm_timer`).
+pub(super) struct Timer {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// Where it points; `None`: disarmed.
+    at: Option<Instant>,
+}
+
+impl Default for Timer {
+    fn default() -> Self {
+        Timer {
+            sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
+            at: None,
+        }
+    }
+}
+
+impl Timer {
+    /// Scheduler wake-ups come in whole milliseconds from a wall clock, so
+    /// the same one maps to a slightly different `Instant` on every turn. A
+    /// timer already armed up to this much *earlier* is kept: at worst it
+    /// fires a little early, the turn finds nothing due and re-arms it.
+    const SLACK: Duration = Duration::from_millis(1);
+
+    fn point_at(&mut self, at: Option<Instant>) {
+        match (self.at, at) {
+            (_, None) => self.at = None,
+            (Some(armed), Some(at)) if armed <= at && at - armed < Self::SLACK => {}
+            (_, Some(at)) => {
+                self.sleep.as_mut().reset(at);
+                self.at = Some(at);
+            }
+        }
     }
 }
 
@@ -656,5 +696,36 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one timer is re-armed only when its moment moves: later by less
+    /// than the slack keeps it (it fires a little early, which is harmless),
+    /// earlier or much later re-arms it, `None` disarms it.
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_is_rearmed_only_when_its_moment_moves() {
+        let base = Instant::now();
+        let ms = Duration::from_millis;
+        let mut timer = Timer::default();
+        assert_eq!(timer.at, None);
+        timer.point_at(Some(base + ms(10)));
+        assert_eq!(timer.at, Some(base + ms(10)));
+        timer.point_at(Some(base + ms(10) + Duration::from_micros(600)));
+        assert_eq!(timer.at, Some(base + ms(10)), "within the slack: kept");
+        timer.point_at(Some(base + ms(5)));
+        assert_eq!(timer.at, Some(base + ms(5)), "earlier: re-armed");
+        timer.point_at(Some(base + ms(7)));
+        assert_eq!(timer.at, Some(base + ms(7)), "later beyond the slack: re-armed");
+        timer.point_at(None);
+        assert_eq!(timer.at, None);
+
+        // It fires at the moment it points to.
+        timer.point_at(Some(base + ms(20)));
+        timer.sleep.as_mut().await;
+        assert_eq!(Instant::now(), base + ms(20));
     }
 }

@@ -424,6 +424,7 @@ impl Prepared {
             control_closed: false,
             commit_inline: thread.is_some(),
             held: Default::default(),
+            timer: Default::default(),
         };
         let (stopped_tx, stopped) = oneshot::channel();
         let run = async move {
