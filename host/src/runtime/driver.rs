@@ -719,7 +719,11 @@ mod tests {
         timer.point_at(Some(base + ms(5)));
         assert_eq!(timer.at, Some(base + ms(5)), "earlier: re-armed");
         timer.point_at(Some(base + ms(7)));
-        assert_eq!(timer.at, Some(base + ms(7)), "later beyond the slack: re-armed");
+        assert_eq!(
+            timer.at,
+            Some(base + ms(7)),
+            "later beyond the slack: re-armed"
+        );
         timer.point_at(None);
         assert_eq!(timer.at, None);
 

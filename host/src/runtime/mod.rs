@@ -286,6 +286,10 @@ impl RuntimeBuilder {
     pub fn open_dir(self, data_dir: impl AsRef<Path>) -> Result<Prepared, RuntimeError> {
         let mut storage = FileStorage::open(data_dir.as_ref())?;
         storage.preallocate(JOURNAL_PREALLOCATE);
+        // One write-through write per commit where the disk allows it
+        // (relay_store::direct); buffered write + fdatasync otherwise.
+        let write_through = storage.write_through()?;
+        tracing::debug!(write_through, path = %storage.path().display(), "journal opened");
         let recovery = storage.recovery().clone();
         if let Some(discarded) = recovery.discarded {
             let corrupt = discarded.is_corruption();

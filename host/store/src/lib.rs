@@ -11,6 +11,7 @@
 //! | module | role |
 //! |--------|------|
 //! | [`file`] | [`FileStorage`]: the journal file (header, CRC frames, torn-tail repair at open, atomic compaction) |
+//! | [`direct`] | write-through appends (`O_DIRECT \| O_DSYNC`): one syscall per durable commit, no page-cache round trip |
 //! | [`group`] | [`Journal`] + [`Ticket`]: group commit on a dedicated thread, so N concurrent commands cost one fsync per batch and fsync never blocks a tokio worker |
 //! | [`kv`] | [`FileKv`]: a plugin's kv namespace as an atomically replaced snapshot file |
 //! | [`shared`] | [`SharedStorage`]: a storage the journal thread and a test share (crash simulation in runtime tests) |
@@ -31,6 +32,7 @@
 //! CRC-framed file gives all three in a few hundred lines, with crash
 //! behaviour we can test byte by byte.
 
+pub mod direct;
 pub mod file;
 pub mod fsutil;
 pub mod group;
