@@ -41,19 +41,37 @@ pub struct DirectWriter {
 impl DirectWriter {
     /// Opens `path` for direct, data-synchronous writes, with `log` (the
     /// buffered handle on the same file) read for the partial block before
-    /// `end`. `Ok(None)`: this filesystem (or OS) has no direct I/O.
-    pub fn open(path: &Path, log: &File, end: u64) -> io::Result<Option<DirectWriter>> {
+    /// `end`, the end of the log. Everything after `end` must be zeros or
+    /// nothing (what the journal keeps there).
+    ///
+    /// Some filesystems accept `O_DIRECT` at open and refuse the writes
+    /// (`EINVAL`: a larger block size, or no direct I/O after all), so this
+    /// tries one right away: the last block written again as it is, zeros
+    /// after the log included (a block of zeros when the log ends on a block
+    /// boundary). `Ok(None)`: no direct I/O here. Otherwise the writer and
+    /// where that write's zeros end.
+    pub fn open(path: &Path, log: &File, end: u64) -> io::Result<Option<(DirectWriter, u64)>> {
         let Some(file) = open_direct(path)? else {
             return Ok(None);
         };
         let start = end - end % BLOCK;
         let mut tail = vec![0u8; (end - start) as usize];
         log.read_exact_at(&mut tail, start)?;
-        Ok(Some(DirectWriter {
+        let mut writer = DirectWriter {
             file,
             tail,
             scratch: Vec::new(),
-        }))
+        };
+        let zeros_to = if writer.tail.is_empty() {
+            end + BLOCK
+        } else {
+            0
+        };
+        match writer.append(end, &[], zeros_to) {
+            Ok(zeros_end) => Ok(Some((writer, zeros_end))),
+            Err(e) if refused(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Writes `frames` at `end` (the end of the log) and zeros after them
@@ -81,6 +99,19 @@ impl DirectWriter {
     }
 }
 
+/// `EINVAL`: the filesystem does not do direct I/O (at open or at write).
+fn refused(e: &io::Error) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        e.raw_os_error() == Some(libc::EINVAL)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = e;
+        false
+    }
+}
+
 fn round_up(n: u64) -> u64 {
     n.div_ceil(BLOCK) * BLOCK
 }
@@ -94,8 +125,7 @@ fn open_direct(path: &Path) -> io::Result<Option<File>> {
         .open(path)
     {
         Ok(file) => Ok(Some(file)),
-        // EINVAL: the filesystem does not do direct I/O.
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+        Err(e) if refused(&e) => Ok(None),
         Err(e) => Err(e),
     }
 }

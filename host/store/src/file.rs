@@ -184,8 +184,14 @@ impl FileStorage {
     pub fn write_through(&mut self) -> Result<bool, StoreError> {
         self.check_poison()?;
         self.write_pending()?;
-        self.direct = DirectWriter::open(&self.path, &self.file, self.written)
-            .map_err(io_err("open (direct)", &self.path))?;
+        self.direct = match DirectWriter::open(&self.path, &self.file, self.written) {
+            Ok(Some((direct, zeros_end))) => {
+                self.allocated = self.allocated.max(zeros_end);
+                Some(direct)
+            }
+            Ok(None) => None,
+            Err(e) => return Err(io_err("open (direct)", &self.path)(e)),
+        };
         Ok(self.direct.is_some())
     }
 
@@ -398,7 +404,12 @@ impl Storage for FileStorage {
         if self.direct.is_some() {
             // The old handle points at the replaced file.
             match DirectWriter::open(&self.path, &self.file, self.written) {
-                Ok(direct) => self.direct = direct,
+                Ok(direct) => {
+                    if let Some((_, zeros_end)) = &direct {
+                        self.allocated = self.allocated.max(*zeros_end);
+                    }
+                    self.direct = direct.map(|(direct, _)| direct);
+                }
                 Err(e) => return Err(self.poison(io_err("open (direct)", &self.path)(e))),
             }
         }

@@ -160,3 +160,34 @@ fn unsynced_appends_are_not_written_and_a_torn_tail_is_repaired() -> Result<()> 
     assert_eq!(s.recovery().discarded, None);
     Ok(())
 }
+
+/// Enabling write-through tries one direct write at once (the last block
+/// again, or a block of zeros when the log ends on a block boundary), so a
+/// filesystem that accepts `O_DIRECT` at open but refuses the writes is
+/// found before any commit depends on it. That write leaves the log intact.
+#[test]
+fn enabling_on_a_log_that_ends_on_a_block_boundary_keeps_it_intact() -> Result<()> {
+    let dir = real_disk_dir()?;
+    let path = dir.path().join(JOURNAL_FILE);
+    // 16-byte header + 8-byte frame header + 4,072 bytes = one 4 KiB block.
+    let first = vec![b'z'; 4096 - 16 - 8];
+    {
+        let mut s = FileStorage::open(dir.path())?;
+        append_synced(&mut s, std::slice::from_ref(&first))?;
+        assert_eq!(s.len(), 4096);
+    }
+    let (mut s, on) = open_write_through(dir.path(), 0)?;
+    if on {
+        assert_eq!(
+            fs::metadata(&path)?.len(),
+            8192,
+            "a block of zeros after the log"
+        );
+    }
+    append_synced(&mut s, &[b"second".to_vec()])?;
+    drop(s);
+    let (got, s) = replay(dir.path())?;
+    assert_eq!(got, vec![first, b"second".to_vec()]);
+    assert_eq!(s.recovery().discarded, None);
+    Ok(())
+}
