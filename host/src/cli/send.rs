@@ -3,6 +3,7 @@
 //! parsing and printing; the work is in [`crate::client`].
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -12,6 +13,7 @@ use relay_core::status::{State, Status};
 
 use crate::client::json::{msgpack_to_json, parse_json_payload};
 use crate::client::{Client, ClientOptions, CommandRequest, Payload};
+use crate::transport::TlsFiles;
 
 /// Exit code when the command ended `failed`, `rejected` or `expired`.
 pub const EXIT_NOT_SUCCEEDED: i32 = 3;
@@ -31,13 +33,32 @@ pub struct BrokerArgs {
     /// Give up connecting after this long (e.g. `5s`, `500ms`).
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub connect_timeout: Duration,
+    /// Connect with TLS, trusting this CA (PEM).
+    #[arg(long, env = "RELAY_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// Connect with TLS using the system's root certificates.
+    #[arg(long, conflicts_with = "tls_ca")]
+    pub tls: bool,
+    /// TLS client certificate (PEM), for brokers that require one.
+    #[arg(long, env = "RELAY_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS client key (PEM).
+    #[arg(long, env = "RELAY_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl BrokerArgs {
     pub fn options(&self) -> ClientOptions {
+        let tls =
+            (self.tls || self.tls_ca.is_some() || self.tls_cert.is_some()).then(|| TlsFiles {
+                ca: self.tls_ca.clone(),
+                client_cert: self.tls_cert.clone(),
+                client_key: self.tls_key.clone(),
+            });
         ClientOptions {
             prefix: self.prefix.clone(),
             connect_timeout: self.connect_timeout,
+            tls,
             ..ClientOptions::new(self.host.clone(), self.port)
         }
     }

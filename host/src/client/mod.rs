@@ -61,6 +61,8 @@ pub struct ClientOptions {
     /// Topic prefix, default `relay`; must match the devices'.
     pub prefix: String,
     pub credentials: Option<(String, String)>,
+    /// TLS (CA, client identity); `None`: plain TCP.
+    pub tls: Option<crate::transport::TlsFiles>,
     /// Limit for the first connection (TCP + CONNACK).
     pub connect_timeout: Duration,
     /// Limit for the broker's SUBACK / PUBACK.
@@ -76,6 +78,7 @@ impl ClientOptions {
             client_id: None,
             prefix: DEFAULT_PREFIX.into(),
             credentials: None,
+            tls: None,
             connect_timeout: Duration::from_secs(5),
             ack_timeout: Duration::from_secs(10),
             keep_alive: Duration::from_secs(30),
@@ -199,6 +202,8 @@ pub enum ClientError {
     NotTracked(String),
     #[error("the connection to the broker is closed")]
     Closed,
+    #[error(transparent)]
+    Tls(#[from] crate::transport::TlsError),
 }
 
 #[derive(Debug)]
@@ -284,6 +289,9 @@ impl Client {
             .set_request_channel_capacity(256);
         if let Some((user, password)) = &options.credentials {
             mqtt.set_credentials(user.clone(), password.clone());
+        }
+        if let Some(tls) = &options.tls {
+            mqtt.set_transport(tls.transport()?);
         }
         let (client, mut eventloop) = AsyncClient::new(mqtt, 256);
         eventloop.network_options.set_tcp_nodelay(true);

@@ -88,6 +88,8 @@ pub struct BrokerConfig {
     /// Reconnect backoff: first delay and cap (full jitter in between).
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
+    /// `[broker.tls]`: present = TLS (see `transport::tls`).
+    pub tls: Option<crate::transport::TlsFiles>,
 }
 
 impl Default for BrokerConfig {
@@ -102,6 +104,7 @@ impl Default for BrokerConfig {
             connect_timeout_ms: 5_000,
             reconnect_min_ms: 100,
             reconnect_max_ms: 30_000,
+            tls: None,
         }
     }
 }
@@ -258,6 +261,13 @@ impl Config {
         if self.broker.host.is_empty() {
             return invalid("broker.host is empty".into());
         }
+        if let Some(tls) = &self.broker.tls {
+            // Read and check the files now: a bad path is a start-up error,
+            // not a reconnect loop.
+            if let Err(e) = tls.client_config() {
+                return invalid(format!("broker.tls: {e}"));
+            }
+        }
         if self.broker.username.is_none() && self.broker.password.is_some() {
             return invalid("broker.password is set without broker.username".into());
         }
@@ -315,6 +325,7 @@ impl Config {
             .username
             .clone()
             .map(|u| (u, b.password.clone().unwrap_or_default()));
+        m.tls = b.tls.clone();
         m.keep_alive = Duration::from_millis(b.keep_alive_ms);
         m.connect_timeout = Duration::from_millis(b.connect_timeout_ms);
         m.backoff_base = Duration::from_millis(b.reconnect_min_ms.max(1));
@@ -337,6 +348,22 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[broker.tls]` is read with the config and its files are checked
+    /// right away, so `relay run` stops at start with the path in the
+    /// message (the working case is `tests/e2e_tls.rs`).
+    #[test]
+    fn broker_tls_files_are_checked_with_the_config() {
+        let error = Config::parse("device = \"d1\"\n[broker.tls]\nca = \"/nonexistent/ca.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("broker.tls") && error.contains("/nonexistent/ca.pem"),
+            "{error}"
+        );
+        let unknown = Config::parse("device = \"d1\"\n[broker.tls]\ncafile = \"x\"\n");
+        assert!(unknown.is_err(), "unknown keys are refused");
+    }
 
     #[test]
     fn minimal_config_gets_every_default() {

@@ -22,12 +22,14 @@ pub mod ack_order;
 pub mod backoff;
 pub mod fake;
 pub mod mqtt;
+pub mod tls;
 pub mod topics;
 
 pub use ack_order::{AckRefused, AckToken};
 pub use backoff::Backoff;
 pub use fake::{FakeRemote, FakeTransport};
 pub use mqtt::{LinkState, MqttConfig, MqttTransport};
+pub use tls::{TlsError, TlsFiles};
 pub use topics::{TopicError, Topics};
 
 /// One command delivery, as received. Hand `token` back to
@@ -68,6 +70,8 @@ pub enum TransportError {
     Closed,
     #[error("invalid transport configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// The seam between the runtime and the network.

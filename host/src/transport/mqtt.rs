@@ -91,6 +91,8 @@ pub struct MqttConfig {
     pub client_id: Option<String>,
     /// Username and password, if the broker wants them.
     pub credentials: Option<(String, String)>,
+    /// TLS (CA, client identity); `None`: plain TCP.
+    pub tls: Option<super::TlsFiles>,
     pub keep_alive: Duration,
     /// TCP connect + CONNACK timeout (rounded up to whole seconds by rumqttc).
     pub connect_timeout: Duration,
@@ -113,6 +115,7 @@ impl MqttConfig {
             prefix: DEFAULT_PREFIX.to_string(),
             client_id: None,
             credentials: None,
+            tls: None,
             keep_alive: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             max_inflight: 100,
@@ -251,6 +254,9 @@ impl MqttTransport {
             .set_max_packet_size(config.max_incoming_packet, config.max_outgoing_packet);
         if let Some((user, password)) = &config.credentials {
             options.set_credentials(user.clone(), password.clone());
+        }
+        if let Some(tls) = &config.tls {
+            options.set_transport(tls.transport()?);
         }
         let (client, mut eventloop) = AsyncClient::new(options, config.queue_capacity);
         eventloop.network_options.set_tcp_nodelay(true);

@@ -24,11 +24,20 @@ pub struct Mosquitto {
     dir: tempfile::TempDir,
     binary: PathBuf,
     child: Option<Child>,
+    /// The config template and extra `{{KEY}}` -> value substitutions.
+    template: &'static str,
+    vars: Vec<(String, String)>,
 }
 
 impl Mosquitto {
     /// Starts a broker on a free loopback port with a fresh persistence directory.
     pub fn start() -> Result<Self> {
+        Self::start_with(TEMPLATE, &[])
+    }
+
+    /// [`Mosquitto::start`] with another config template, whose `{{KEY}}`s
+    /// beyond `{{PORT}}` and `{{DIR}}` are filled in from `vars`.
+    pub fn start_with(template: &'static str, vars: &[(&str, &str)]) -> Result<Self> {
         let binary = find_binary()?;
         let dir = tempfile::Builder::new()
             .prefix("relay-mosquitto-")
@@ -38,6 +47,11 @@ impl Mosquitto {
             dir,
             binary,
             child: None,
+            template,
+            vars: vars
+                .iter()
+                .map(|(k, v)| (format!("{{{{{k}}}}}"), v.to_string()))
+                .collect(),
         };
         broker.start_again()?;
         Ok(broker)
@@ -65,13 +79,17 @@ impl Mosquitto {
             bail!("mosquitto is already running on port {}", self.port);
         }
         let dir = self.dir.path();
-        let config = TEMPLATE
+        let mut config = self
+            .template
             .replace("{{PORT}}", &self.port.to_string())
             .replace(
                 "{{DIR}}",
                 dir.to_str()
                     .ok_or_else(|| anyhow!("temp dir is not UTF-8"))?,
             );
+        for (key, value) in &self.vars {
+            config = config.replace(key.as_str(), value);
+        }
         let config_path = dir.join("mosquitto.conf");
         std::fs::write(&config_path, config)?;
         // Its stderr (e.g. the "should not be run as root" warning) goes next to its log.
