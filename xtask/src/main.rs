@@ -182,9 +182,15 @@ fn dev(args: &[String]) -> Result<()> {
     run(&mut cmd)
 }
 
-/// The mosquitto binary the integration tests start; installed from Debian if absent.
-fn ensure_mosquitto() -> Result<()> {
-    if which("mosquitto") {
+/// What the integration tests run besides cargo: the Mosquitto broker they
+/// start, and `openssl`, which makes the TLS test's certificates. Installed
+/// from Debian if absent (as root), else a clear error.
+fn ensure_test_tools() -> Result<()> {
+    let missing: Vec<&str> = ["mosquitto", "openssl"]
+        .into_iter()
+        .filter(|bin| !which(bin))
+        .collect();
+    if missing.is_empty() {
         return Ok(());
     }
     let is_root = Command::new("id")
@@ -195,11 +201,13 @@ fn ensure_mosquitto() -> Result<()> {
     if is_root && which("apt-get") {
         run(Command::new("apt-get").arg("update"))?;
         run(Command::new("apt-get")
-            .args(["install", "-y", "mosquitto"])
+            .args(["install", "-y"])
+            .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
         return Ok(());
     }
-    bail!("the integration tests need Mosquitto: install it (Debian: `sudo apt-get install -y mosquitto`)")
+    let missing = missing.join(" ");
+    bail!("the integration tests need: {missing} (Debian: `sudo apt-get install -y {missing}`)")
 }
 
 fn which(bin: &str) -> bool {
@@ -214,7 +222,7 @@ fn which(bin: &str) -> bool {
 
 fn test(_args: &[String]) -> Result<()> {
     ensure_targets(&[WASM_TARGET, MCU_TARGET])?;
-    ensure_mosquitto()?;
+    ensure_test_tools()?;
     let plugins = build_plugins()?;
     run(cargo()
         .args(["test", "--workspace", "--all-targets"])
