@@ -47,7 +47,7 @@ use super::pipeline::{Gated, Pipeline};
 use super::publisher::{self, Outgoing};
 use super::shutdown::Link;
 use super::{RuntimeError, RuntimeOptions, RuntimeState, ShutdownReport, Stats};
-use crate::transport::Incoming;
+use crate::transport::{AckToken, Incoming};
 
 type TicketFuture = Pin<Box<dyn Future<Output = Result<(), JournalError>> + Send>>;
 
@@ -209,7 +209,7 @@ impl<T: Link> Driver<T> {
             } => Event::Durable(covered, result),
             id = self.delivered_rx.recv(), if !self.delivered_closed => Event::Delivered(id),
             msg = transport.recv(), if accepting => Event::Incoming(msg),
-            () = timer.sleep.as_mut(), if timer.at.is_some() => {
+            () = timer.wait(), if timer.at.is_some() => {
                 timer.at = None;
                 Event::Timer
             }
@@ -408,12 +408,16 @@ impl<T: Link> Driver<T> {
         // PUBACKs after the statuses: the app waits for a status, the
         // broker for nothing in particular (acks keep their own order).
         for token in acks {
-            match self.transport.ack(token) {
-                Ok(()) => {
-                    self.stats.acked.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(refused) => tracing::debug!(%refused, "ack refused; the broker redelivers"),
+            self.ack(token);
+        }
+    }
+
+    fn ack(&self, token: AckToken) {
+        match self.transport.ack(token) {
+            Ok(()) => {
+                self.stats.acked.fetch_add(1, Ordering::Relaxed);
             }
+            Err(refused) => tracing::debug!(%refused, "ack refused; the broker redelivers"),
         }
     }
 
@@ -619,11 +623,7 @@ impl<T: Link> Driver<T> {
             self.pipeline.durable_up_to(covered);
             for gated in self.pipeline.release() {
                 match gated {
-                    Gated::Ack(token) => {
-                        if self.transport.ack(token).is_ok() {
-                            self.stats.acked.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                    Gated::Ack(token) => self.ack(token),
                     Gated::Publish(status) => self.publish(Outgoing::Status(status)),
                     Gated::Event { name, payload } => {
                         self.publish(Outgoing::Event { name, payload })
@@ -657,20 +657,15 @@ async fn ready_now<F: Future>(future: F) -> Option<F::Output> {
     .await
 }
 
-/// The driver's one timer (see `Driver::arm_timer`).
+/// The driver's one timer (see `Driver::arm_timer`). Its `Sleep` is made on
+/// first use, so it belongs to the runtime the driver runs on (a `Sleep`
+/// binds to the runtime current where it is created, and the driver is
+/// built on the caller's).
+#[derive(Default)]
 pub(super) struct Timer {
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Where it points; `None`: disarmed.
     at: Option<Instant>,
-}
-
-impl Default for Timer {
-    fn default() -> Self {
-        Timer {
-            sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
-            at: None,
-        }
-    }
 }
 
 impl Timer {
@@ -685,9 +680,20 @@ impl Timer {
             (_, None) => self.at = None,
             (Some(armed), Some(at)) if armed <= at && at - armed < Self::SLACK => {}
             (_, Some(at)) => {
-                self.sleep.as_mut().reset(at);
+                match &mut self.sleep {
+                    Some(sleep) => sleep.as_mut().reset(at),
+                    None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+                }
                 self.at = Some(at);
             }
+        }
+    }
+
+    /// Until the moment it points to (forever if it was never armed).
+    async fn wait(&mut self) {
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().await,
+            None => std::future::pending().await,
         }
     }
 }
@@ -729,7 +735,7 @@ mod tests {
 
         // It fires at the moment it points to.
         timer.point_at(Some(base + ms(20)));
-        timer.sleep.as_mut().await;
+        timer.wait().await;
         assert_eq!(Instant::now(), base + ms(20));
     }
 }

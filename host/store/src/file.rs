@@ -280,8 +280,14 @@ impl FileStorage {
             return Ok(());
         }
         let end = self.written + self.pending.len() as u64;
-        if self.direct.is_some() {
-            return self.write_through_pending(end);
+        if let Some(direct) = &mut self.direct {
+            let zeros_to = if self.preallocate > 0 && end > self.allocated {
+                end + self.preallocate
+            } else {
+                0
+            };
+            let written = direct.append(self.written, &self.pending, zeros_to);
+            return self.written_through(end, written);
         }
         let frames = self.pending.len();
         if self.preallocate > 0 && end > self.allocated {
@@ -302,18 +308,10 @@ impl FileStorage {
 }
 
 impl FileStorage {
-    /// [`FileStorage::write_pending`] with write-through on: durable when it
-    /// returns, so it counts as the commit's sync.
-    fn write_through_pending(&mut self, end: u64) -> Result<(), StoreError> {
-        let zeros_to = if self.preallocate > 0 && end > self.allocated {
-            end + self.preallocate
-        } else {
-            0
-        };
-        let Some(direct) = &mut self.direct else {
-            return Ok(());
-        };
-        match direct.append(self.written, &self.pending, zeros_to) {
+    /// The end of [`FileStorage::write_pending`] with write-through on: the
+    /// write was durable when it returned, so it counts as the commit's sync.
+    fn written_through(&mut self, end: u64, written: io::Result<u64>) -> Result<(), StoreError> {
+        match written {
             Ok(zeros_end) => {
                 self.allocated = self.allocated.max(zeros_end);
                 self.written = end;
@@ -403,14 +401,8 @@ impl Storage for FileStorage {
         self.syncs += 1;
         if self.direct.is_some() {
             // The old handle points at the replaced file.
-            match DirectWriter::open(&self.path, &self.file, self.written) {
-                Ok(direct) => {
-                    if let Some((_, zeros_end)) = &direct {
-                        self.allocated = self.allocated.max(*zeros_end);
-                    }
-                    self.direct = direct.map(|(direct, _)| direct);
-                }
-                Err(e) => return Err(self.poison(io_err("open (direct)", &self.path)(e))),
+            if let Err(e) = self.write_through() {
+                return Err(self.poison(e));
             }
         }
         Ok(())
