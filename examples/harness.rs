@@ -1,4 +1,4 @@
-//! A plugin author's test, with [`relay_host::testing::Harness`].
+//! A plugin author's test, with [`relay_harness::Harness`].
 //!
 //! The harness runs one plugin on one engine with no broker, journal or
 //! device: the plugin sits in a real registry (so role checks and unknown
@@ -17,13 +17,13 @@
 //!
 //! In a crate's tests the same lines go into a `#[test]`.
 //! Needs the bundled plugins: `cargo xtask build-plugins` first.
-//! Run: `cargo run -p relay-host --example harness` (wasmtime compiles the
+//! Run: `cargo run -p relay-cli --example harness` (wasmtime compiles the
 //! plugin with Cranelift at each load: seconds in a debug build).
 
 use anyhow::ensure;
-use relay_host::core::engine::EngineKind;
-use relay_host::core::plugin::{ErrorKind, Role};
-use relay_host::testing::{bundled_plugin, Harness};
+use relay_core::engine::EngineKind;
+use relay_core::plugin::{ErrorKind, Role};
+use relay_harness::{bundled_plugin, Harness};
 use serde_json::json;
 
 fn main() -> anyhow::Result<()> {

@@ -13,17 +13,17 @@
 //! 4. `off("reboot")` and sends it again: now `rejected` with `unknown_command`;
 //! 5. shuts down gracefully.
 //!
-//! Run: `cargo run -p relay-host --example native_handler`
+//! Run: `cargo run -p relay-cli --example native_handler`
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use relay_host::broker::EmbeddedBroker;
-use relay_host::client::json::{json_to_msgpack, msgpack_to_json};
-use relay_host::client::{Client, ClientOptions, CommandRequest};
-use relay_host::core::plugin::{HandlerResult, Invocation};
-use relay_host::core::status::State;
+use relay_cli::embedded_broker::EmbeddedBroker;
+use relay_client::json::{json_to_msgpack, msgpack_to_json};
+use relay_client::{Client, ClientOptions, CommandRequest};
+use relay_core::plugin::{HandlerResult, Invocation};
+use relay_core::status::State;
 use relay_host::runtime::{Config, Runtime};
 use relay_host::transport::MqttTransport;
 use serde_json::json;
@@ -35,10 +35,12 @@ const LIMIT: Duration = Duration::from_secs(30);
 /// The handler: a plain function of the delivery, run on the runtime's
 /// handler thread (blocking is allowed). Its reply is msgpack.
 fn reboot(cmd: &Invocation) -> HandlerResult {
-    let payload = msgpack_to_json(&cmd.payload).unwrap_or_default();
+    let payload = msgpack_to_json(&cmd.payload);
     println!("  [device] reboot attempt {} with {payload}", cmd.attempt);
     std::thread::sleep(Duration::from_millis(200)); // the work
-    Ok(Some(json_to_msgpack(&json!({ "rebooting": true }))))
+    Ok(Some(
+        json_to_msgpack(&json!({ "rebooting": true })).expect("plain JSON always encodes"),
+    ))
 }
 
 #[tokio::main]
@@ -85,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
         let status = client.next_status(&id, LIMIT).await?;
         print!("  {} (attempt {})", status.status, status.attempt);
         match status.reply.as_deref().map(msgpack_to_json) {
-            Some(reply) => println!(", reply {}", reply.map_err(anyhow::Error::msg)?),
+            Some(reply) => println!(", reply {reply}"),
             None => println!(),
         }
         if status.is_final() {

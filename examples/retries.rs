@@ -15,17 +15,17 @@
 //! 4. prints every transition of both and the `deployed` event.
 //!
 //! Needs the bundled plugins: `cargo xtask build-plugins` first.
-//! Run: `cargo run -p relay-host --example retries`
+//! Run: `cargo run -p relay-cli --example retries`
 
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use relay_host::broker::EmbeddedBroker;
-use relay_host::client::json::msgpack_to_json;
-use relay_host::client::{Client, ClientOptions, CommandRequest, DeviceMessage};
-use relay_host::core::status::{State, Status};
+use relay_cli::embedded_broker::EmbeddedBroker;
+use relay_client::json::msgpack_to_json;
+use relay_client::{Client, ClientOptions, CommandRequest, DeviceMessage};
+use relay_core::status::{State, Status};
 use relay_host::runtime::{start_device, Config};
-use relay_host::testing::{bundled_plugin, bundled_plugin_dir};
+use relay_harness::{bundled_plugin, bundled_plugin_dir};
 use serde_json::json;
 
 /// Upper bound of every wait: a hang becomes an error instead of a stuck example.
@@ -107,7 +107,7 @@ async fn main() -> anyhow::Result<()> {
         None
     });
     let (name, payload) = event.await?.context("no event")?;
-    let payload = msgpack_to_json(&payload).map_err(anyhow::Error::msg)?;
+    let payload = msgpack_to_json(&payload);
     println!("event {name}: {payload}");
 
     client.close().await;

@@ -1,6 +1,6 @@
 //! An RPC from an app to a device, with the client library.
 //!
-//! The app side of Relay is [`relay_host::client::Client`]: it builds the
+//! The app side of Relay is [`relay_client::Client`]: it builds the
 //! command envelope exactly as the device will check it, publishes it at
 //! QoS 1 and collects the device's status messages. An RPC (`.rpc(true)`)
 //! is never retried, and its reply travels in the final status as one
@@ -14,20 +14,20 @@
 //! 4. decodes the msgpack reply back to JSON and checks it is the payload.
 //!
 //! Needs the bundled plugins: `cargo xtask build-plugins` first.
-//! Run: `cargo run -p relay-host --example send_and_wait [wasmi|wasmtime]`
+//! Run: `cargo run -p relay-cli --example send_and_wait [wasmi|wasmtime]`
 //! (default `wasmi`: it starts at once, where wasmtime first compiles every
 //! plugin with Cranelift, which takes seconds in a debug build).
 
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use relay_host::broker::EmbeddedBroker;
-use relay_host::client::json::msgpack_to_json;
-use relay_host::client::{Client, ClientOptions, CommandRequest};
-use relay_host::core::engine::EngineKind;
-use relay_host::core::status::State;
+use relay_cli::embedded_broker::EmbeddedBroker;
+use relay_client::json::msgpack_to_json;
+use relay_client::{Client, ClientOptions, CommandRequest};
+use relay_core::engine::EngineKind;
+use relay_core::status::State;
 use relay_host::runtime::{start_device, Config};
-use relay_host::testing::{bundled_plugin, bundled_plugin_dir};
+use relay_harness::{bundled_plugin, bundled_plugin_dir};
 use serde_json::json;
 
 const DEVICE: &str = "sensor-7";
@@ -77,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
     let last = transitions.last().context("no status")?;
     ensure!(last.status == State::Succeeded, "echo failed: {last:?}");
     let reply = last.reply.as_deref().context("the RPC has no reply")?;
-    let reply = msgpack_to_json(reply).map_err(anyhow::Error::msg)?;
+    let reply = msgpack_to_json(reply);
     println!("reply: {reply}");
     ensure!(reply == payload, "echo changed the payload");
 

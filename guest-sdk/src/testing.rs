@@ -5,7 +5,7 @@
 //! [`Ctx`](crate::Ctx) on it with [`Ctx::for_test`](crate::Ctx::for_test),
 //! then call a handler function directly or the whole plugin through the
 //! `PLUGIN` static that `plugin!` defines. The engine-level harness
-//! (`relay test`, `relay_host::testing`) runs the built `.wasm` instead; this
+//! (`relay test`, `relay_harness`) runs the built `.wasm` instead; this
 //! is the fast inner loop.
 //!
 //! ```ignore

@@ -30,9 +30,9 @@
 //! `RELAY_BENCH_SMOKE=1` (also the default without `--bench`, e.g. under
 //! `cargo test --benches`).
 
-// The tests' Mosquitto fixture (config template `host/tests/mosquitto.conf`);
+// The tests' Mosquitto fixture (config template `cli/tests/mosquitto.conf`);
 // it needs the three helpers below from its parent module.
-#[path = "../tests/support/mosquitto.rs"]
+#[path = "../../cli/tests/support/mosquitto.rs"]
 #[allow(dead_code)]
 mod mosquitto;
 
@@ -429,7 +429,7 @@ async fn wait_subscribed(transport: &MqttTransport) -> Result<()> {
 
 /// The wasmtime `echo` plugin through `start_device`, as `relay run` does.
 async fn plugin_host(port: u16) -> Result<Host> {
-    let echo = relay_host::testing::bundled_plugin("echo")
+    let echo = relay_host::bundled::plugin("echo")
         .map_err(|e| anyhow::anyhow!("{e}: run `cargo xtask build-plugins` first"))?;
     let plugins = tempfile::tempdir()?;
     std::fs::copy(&echo, plugins.path().join("echo.wasm"))?;

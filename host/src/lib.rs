@@ -1,7 +1,8 @@
 //! # relay-host
 //!
-//! The std side of Relay: everything that does I/O, around the sans-IO core in
-//! [`relay_core`].
+//! The Linux device: everything that does I/O around the sans-IO core in
+//! [`relay_core`]. Apps use `relay-client` instead (no engine), plugin
+//! authors `relay-harness`, and the `relay` command line is `relay-cli`.
 //!
 //! # Layout: one command's data path, top to bottom
 //!
@@ -9,15 +10,11 @@
 //! -> `relay_core::scheduler` -> `relay_core::registry` -> [`engine`]
 //! (wasmtime here, wasmi in the core) -> status/ack back through `transport`.
 //!
-//! [`testing`] is the plugin author's harness (both engines), used by
-//! `relay test` and by `cargo test` in plugin crates.
+//! [`bundled`] finds the bundled plugins (`relay dev`, tests, benchmarks).
 
-pub mod broker;
-pub mod cli;
-pub mod client;
+pub mod bundled;
 pub mod engine;
 pub mod runtime;
-pub mod testing;
 pub mod transport;
 
 pub use relay_core as core;

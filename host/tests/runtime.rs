@@ -1013,7 +1013,7 @@ async fn file_journal_survives_restart_and_compacts() {
 
 /// The bundled `echo` artifact (built by `cargo xtask build-plugins`).
 fn echo_wasm() -> std::path::PathBuf {
-    relay_host::testing::bundled_plugin("echo")
+    relay_host::bundled::plugin("echo")
         .expect("the bundled plugins are built first: run `cargo xtask build-plugins`")
 }
 
@@ -1182,12 +1182,12 @@ async fn final_statuses_the_broker_never_acked_are_published_again_after_a_crash
 }
 
 /// Under load the `accepted` of a queued command is held back
-/// (`runtime::held`): dropped when its next status goes out first,
+/// (`relay_core::machine`): dropped when its next status goes out first,
 /// published anyway once it was held for `HOLD`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_of_a_queued_command_is_held_back_then_coalesced_or_published() {
-    use relay_host::runtime::held::HOLD;
     use std::time::Instant;
+    const HOLD: Duration = Duration::from_millis(relay_host::core::machine::HOLD_MS);
     let gate = Gate::default();
     let rig = Rig::start(Mem::default(), options(10), &gate);
     // The device is idle: `g1` starts at once, its `accepted` is not held

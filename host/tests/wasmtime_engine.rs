@@ -16,7 +16,7 @@ use relay_host::engine::wasmtime::{InstancePolicy, PoolingConfig, WasmtimeConfig
 /// The bundled echo artifact, where `cargo xtask build-plugins` puts it
 /// (`$RELAY_PLUGIN_DIR/echo.wasm`, else `target/plugins/echo.wasm`).
 fn echo_wasm() -> Vec<u8> {
-    let path = relay_host::testing::bundled_plugin("echo").unwrap_or_else(|e| panic!("{e}"));
+    let path = relay_host::bundled::plugin("echo").unwrap_or_else(|e| panic!("{e}"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 

@@ -68,7 +68,7 @@ pub fn load(engine: &dyn Engine, wasm: &[u8]) -> Box<dyn Plugin> {
 
 /// The bundled echo plugin, where `cargo xtask build-plugins` puts it.
 pub fn echo_artifact() -> Vec<u8> {
-    let path = relay_host::testing::bundled_plugin("echo").unwrap_or_else(|e| panic!("{e}"));
+    let path = relay_host::bundled::plugin("echo").unwrap_or_else(|e| panic!("{e}"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 

@@ -12,6 +12,7 @@
 //! | 1 | [`envelope`] | decode and validate a command envelope (depth-bounded msgpack) |
 //! | 2 | [`journal`]  | durable record format + the [`journal::Storage`] trait |
 //! | 3 | [`scheduler`] | sans-IO state machine: FIFO, retries, expiry, virtual time |
+//! | 3 | [`machine`] | the device's decisions around it: decode, built-ins, commit pipeline, durability gates, held statuses; events in, effects out |
 //! | 4 | [`registry`] | command name -> handler; `listen` / `off`; atomic plugin replace |
 //! | 5 | [`engine`]   | the [`engine::Engine`] trait, limits, and the wasmi engine |
 //! | 6 | [`status`]   | status messages and their codes, as published back |
@@ -29,6 +30,7 @@ pub mod envelope;
 pub mod host_env;
 pub mod journal;
 pub mod limits;
+pub mod machine;
 pub mod msgpack;
 pub mod name;
 pub mod plugin;

@@ -1,24 +1,27 @@
-//! The main loop: the one task that owns the sans-IO core (scheduler) and
-//! the only place that awaits. Each turn takes one event (a message, a
-//! journal ticket, a finished call, a timer, a control request), feeds it to
-//! the core, carries out the resulting actions, then submits the records the
-//! turn produced as one group-commit append.
+//! The device's I/O loop: the one task that awaits. Each turn takes one
+//! event (a message, a journal ticket, a finished call, a delivery report, a
+//! timer, a control request), feeds it to the sans-IO
+//! [`Machine`](relay_core::machine::Machine), and carries out the effects it
+//! returns: journal appends (tickets awaited as events), publishes, PUBACKs
+//! and handler starts. Every decision (what to journal when, what waits for
+//! durability, what is held or coalesced, when to compact) is the machine's.
 //!
 //! ```text
-//! transport.recv ─> envelope::decode ─> scheduler.accept ─> Journal(Accepted) ─┐
-//!                                        scheduler.poll ─> Journal(Started) ──┤ one append
-//!                                                           Start ─> executor  │ per turn
-//! ticket resolves ─> pipeline.release ─> PUBACK, statuses, careful starts <────┘
-//! executor done ─> scheduler.finish ─> Journal(Finished) + final status
+//! transport.recv ─> machine.on_message ─┐
+//! executor done  ─> machine.on_attempt_done ─┤                ┌─> Append/Rewrite ─> journal ticket
+//! ticket resolves ─> machine.on_durable ─────┼─> machine.tick ┼─> Publish ─> publisher
+//! publisher acked ─> machine.on_delivered ───┘  (one per turn) ├─> Ack ─> transport
+//!                                                              └─> Start ─> executor
 //! ```
 //!
 //! A turn takes every event that is ready (up to [`MAX_EVENTS_PER_TURN`])
-//! before it commits, so whatever piled up shares one append. Under load
-//! nothing here awaits an fsync: tickets are queued and awaited as events,
-//! so messages keep flowing in while a batch is being synced (pipelining),
-//! and the group-commit thread merges whatever piled up meanwhile. Idle, on
-//! a thread of its own, the driver commits itself (see `submit`): there is
-//! nothing to overlap, and the hand-off would cost more than it saves.
+//! before the machine's `tick`, so whatever piled up shares one append.
+//! Under load nothing here awaits an fsync: tickets are queued and awaited
+//! as events, so messages keep flowing in while a batch is being synced
+//! (pipelining), and the group-commit thread merges whatever piled up
+//! meanwhile. Idle, on a thread of its own, the driver commits itself (an
+//! `Append` the machine marks `idle`): there is nothing to overlap, and the
+//! hand-off would cost more than it saves.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -27,35 +30,23 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay_core::envelope::{self, Envelope};
-use relay_core::journal::record::Record;
-use relay_core::registry::is_reserved;
-use relay_core::scheduler::{Action, Scheduler, Start};
-use relay_core::status::{Code, State, Status};
+use relay_core::machine::{Effect, Machine};
+use relay_core::status::Status;
 use relay_store::{Journal, JournalError};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::builtins::{self, BuiltinAccess, BuiltinAnswer};
 use super::clock::Clock;
 use super::executor::{Done, Executor};
 use super::handlers::Handlers;
-use super::held::Held;
-use super::pipeline::{Gated, Pipeline};
-use super::publisher::{self, Outgoing};
+use super::publisher;
 use super::shutdown::Link;
-use super::{RuntimeError, RuntimeOptions, RuntimeState, ShutdownReport, Stats};
+use super::{RuntimeError, RuntimeState, ShutdownReport, Stats};
 use crate::transport::{AckToken, Incoming};
 
 type TicketFuture = Pin<Box<dyn Future<Output = Result<(), JournalError>> + Send>>;
-
-/// How long lazy records (outcomes, see `pipeline`) may wait for an eager
-/// record to share its fsync before they are submitted alone. A crash in
-/// this window re-runs the command that just finished (as a crash during
-/// its fsync would); under traffic the next command comes much sooner.
-const LAZY_LINGER: Duration = Duration::from_millis(5);
 
 /// Most events one turn takes before it commits: bounds the batch (and
 /// the latency of its first command) under a flood.
@@ -84,10 +75,9 @@ enum Event {
 /// The driver's state. See the module doc.
 pub struct Driver<T: Link> {
     pub(super) transport: Arc<T>,
-    pub(super) scheduler: Scheduler,
+    pub(super) machine: Machine<AckToken>,
     pub(super) journal: Option<Journal>,
     pub(super) tickets: VecDeque<(u64, TicketFuture)>,
-    pub(super) pipeline: Pipeline,
     pub(super) executor: Option<Executor>,
     pub(super) done_rx: UnboundedReceiver<Done>,
     pub(super) publisher: Option<publisher::Front>,
@@ -97,15 +87,11 @@ pub struct Driver<T: Link> {
     /// The publisher stopped reporting deliveries.
     pub(super) delivered_closed: bool,
     pub(super) clock: Arc<dyn Clock>,
-    pub(super) options: RuntimeOptions,
-    pub(super) access: BuiltinAccess,
+    /// How long a shutdown waits for the running handler.
+    pub(super) shutdown_deadline: Duration,
     pub(super) handlers: Handlers,
     pub(super) control: UnboundedReceiver<Control>,
     pub(super) stats: Arc<Stats>,
-    /// Records appended since the last compaction.
-    pub(super) since_compaction: u64,
-    /// Since when lazy records wait in the outbox.
-    pub(super) lazy_since: Option<Instant>,
     /// Set once a shutdown began: when the running handler must be done.
     pub(super) stopping: Option<Instant>,
     /// The transport's receive side ended.
@@ -114,20 +100,21 @@ pub struct Driver<T: Link> {
     pub(super) control_closed: bool,
     /// The driver has a thread of its own and may block it on a commit.
     pub(super) commit_inline: bool,
-    /// `accepted` statuses of queued commands, held back under load.
-    pub(super) held: Held,
-    /// Retries, expiries, the lazy linger and held statuses share it.
+    /// The machine's wake-ups (retries, expiries, linger, held statuses).
     pub(super) timer: Timer,
+    /// Reused buffer for the machine's effects.
+    pub(super) effects: Vec<Effect<AckToken>>,
+    /// The machine's coalesced count already added to the shared stats.
+    pub(super) coalesced_reported: u64,
 }
 
 impl<T: Link> Driver<T> {
     /// Runs until a shutdown completes (or the journal fails).
-    pub async fn run(mut self, startup: Vec<Action>) -> Result<ShutdownReport, RuntimeError> {
-        self.apply(startup);
-        self.after_event()?;
+    pub async fn run(mut self) -> Result<ShutdownReport, RuntimeError> {
+        self.end_turn();
         loop {
             if let Some(deadline) = self.stopping {
-                let idle = self.scheduler.running().is_none();
+                let idle = self.machine.running().is_none();
                 if idle || Instant::now() >= deadline {
                     break;
                 }
@@ -142,17 +129,53 @@ impl<T: Link> Driver<T> {
                     Some(event) => self.on_event(event)?,
                 }
             }
-            self.after_event()?;
+            self.end_turn();
         }
         self.finish().await
     }
 
     fn on_event(&mut self, event: Event) -> Result<(), RuntimeError> {
+        let now = self.now();
         match event {
-            Event::Durable(covered, result) => self.on_durable(covered, result)?,
-            Event::Done(Some(done)) => self.on_done(done),
+            Event::Durable(covered, result) => {
+                self.tickets.pop_front();
+                if let Err(error) = result {
+                    tracing::error!(%error, "journal failed: no more acks; stopping (restart to recover from the journal)");
+                    return Err(RuntimeError::Journal(error));
+                }
+                self.copy_journal_stats();
+                self.machine.on_durable(covered, now);
+            }
+            Event::Done(Some(done)) => {
+                let Done {
+                    invocation,
+                    result,
+                    events,
+                    elapsed,
+                } = done;
+                tracing::debug!(id = %invocation.id, attempt = invocation.attempt, ?elapsed, ?result, "attempt ended");
+                self.stats.finished.fetch_add(1, Ordering::Relaxed);
+                self.machine
+                    .on_attempt_done(&invocation.id, result, events, now);
+            }
             Event::Done(None) => return Err(RuntimeError::HandlerThread),
-            Event::Incoming(Some(msg)) => self.on_incoming(msg),
+            Event::Incoming(Some(msg)) => {
+                self.stats.received.fetch_add(1, Ordering::Relaxed);
+                let Incoming {
+                    role,
+                    payload,
+                    token,
+                    ..
+                } = msg;
+                let handlers = &self.handlers;
+                self.machine.on_message(
+                    role.as_ref().copied().map_err(String::as_str),
+                    &payload,
+                    token,
+                    now,
+                    || handlers.plugins(),
+                );
+            }
             Event::Incoming(None) => {
                 tracing::info!("the link closed: shutting down");
                 self.link_closed = true;
@@ -168,12 +191,13 @@ impl<T: Link> Driver<T> {
                 self.begin_stop();
             }
             Event::Control(Some(Control::StatusOf(id, reply))) => {
-                let _ = reply.send(self.scheduler.status_of(&id));
+                let _ = reply.send(self.machine.status_of(&id));
             }
             Event::Control(Some(Control::State(reply))) => {
-                let _ = reply.send(self.state());
+                let _ = reply.send(self.machine.state());
             }
         }
+        self.carry_out();
         Ok(())
     }
 
@@ -181,14 +205,8 @@ impl<T: Link> Driver<T> {
         self.clock.now_ms()
     }
 
-    fn accepting(&self) -> bool {
-        self.stopping.is_none()
-            && !self.link_closed
-            && self.scheduler.pending_len() < self.options.max_pending
-    }
-
     async fn next_event(&mut self) -> Event {
-        let accepting = self.accepting();
+        let accepting = !self.link_closed && self.machine.accepting();
         self.arm_timer();
         let deadline = self.stopping;
         let transport = &self.transport;
@@ -217,93 +235,94 @@ impl<T: Link> Driver<T> {
         }
     }
 
-    /// Points the one timer at the earliest of: the scheduler's next
-    /// wake-up (retry, expiry), the end of the lazy records' linger, and
-    /// the next held `accepted`. The timer is re-armed only when that
-    /// moment moves: a timer registration per poll would cost every turn
-    /// (several per command) a lock on tokio's timer wheel.
+    /// Points the one timer at the machine's next wake-up. The timer is
+    /// re-armed only when that moment moves: a timer registration per poll
+    /// would cost every turn (several per command) a lock on tokio's timer
+    /// wheel.
     fn arm_timer(&mut self) {
-        let scheduler = match (self.stopping, self.scheduler.next_wakeup()) {
-            (None, Some(at)) => {
-                Some(Instant::now() + Duration::from_millis(at.saturating_sub(self.now())))
-            }
-            _ => None,
-        };
-        let linger = self.lazy_since.map(|since| since + LAZY_LINGER);
-        let held = self.held.next_due();
-        let at = [scheduler, linger, held].into_iter().flatten().min();
+        let now = self.now();
+        let at = self
+            .machine
+            .next_wakeup(now)
+            .map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(now)));
         self.timer.point_at(at);
     }
 
-    /// Work that follows any event: start what can start, then submit the
-    /// turn's records as one append (or a compaction).
-    fn after_event(&mut self) -> Result<(), RuntimeError> {
-        if self.stopping.is_none() {
-            let now = self.now();
-            let actions = self.scheduler.poll(now);
-            self.apply(actions);
-        }
-        for status in self.held.due(Instant::now()) {
-            self.publish(Outgoing::Status(status));
-        }
-        self.submit();
-        Ok(())
+    /// The turn's events are in: the machine starts what can start and
+    /// submits the turn's records; carry that out.
+    fn end_turn(&mut self) {
+        let now = self.now();
+        self.machine.tick(now);
+        self.carry_out();
     }
 
-    fn submit(&mut self) {
-        let Some(journal) = &self.journal else { return };
-        if self.since_compaction >= self.options.compact_after_records
-            && self.options.compact_after_records > 0
-        {
-            let covered = self.pipeline.supersede_outbox();
-            let records: Vec<Vec<u8>> = self
-                .scheduler
-                .retained_records()
-                .iter()
-                .map(Record::encode)
-                .collect();
-            tracing::debug!(records = records.len(), "compacting the journal");
-            self.stats.compactions.fetch_add(1, Ordering::Relaxed);
-            self.since_compaction = 0;
-            self.tickets
-                .push_back((covered, Box::pin(journal.rewrite(records).wait())));
-            return;
-        }
-        if self.stopping.is_none() && self.pipeline.has_outbox() && !self.pipeline.must_submit() {
-            let since = *self.lazy_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < LAZY_LINGER {
-                return;
+    /// Carries out the machine's effects, in order.
+    fn carry_out(&mut self) {
+        let mut effects = std::mem::take(&mut self.effects);
+        self.machine.take_effects(&mut effects);
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::Append {
+                    records,
+                    covered,
+                    idle,
+                } => {
+                    let Some(journal) = &self.journal else { continue };
+                    // Idle: nothing can happen until this commit is done, so
+                    // do it here and skip the journal thread's two wake-ups.
+                    // Busy: hand it to the journal thread and keep going, so
+                    // the next handler call and the next messages never wait
+                    // for the disk and the writer batches what piles up.
+                    let ticket = if self.commit_inline && idle {
+                        journal.append_now(records)
+                    } else {
+                        journal.append(records)
+                    };
+                    self.tickets.push_back((covered, Box::pin(ticket.wait())));
+                }
+                Effect::Rewrite { records, covered } => {
+                    let Some(journal) = &self.journal else { continue };
+                    self.stats.compactions.fetch_add(1, Ordering::Relaxed);
+                    self.tickets
+                        .push_back((covered, Box::pin(journal.rewrite(records).wait())));
+                }
+                Effect::Publish(message) => {
+                    if let Some(front) = &self.publisher {
+                        front.publish(&*self.transport, message);
+                    }
+                }
+                Effect::Ack(token) => match self.transport.ack(token) {
+                    Ok(()) => {
+                        self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(refused) => {
+                        tracing::debug!(%refused, "ack refused; the broker redelivers")
+                    }
+                },
+                Effect::Start(invocation) => {
+                    tracing::debug!(id = %invocation.id, name = %invocation.name, attempt = invocation.attempt, "starting");
+                    self.stats.started.fetch_add(1, Ordering::Relaxed);
+                    let submitted = self.executor.as_ref().is_some_and(|e| e.submit(invocation));
+                    if !submitted {
+                        tracing::error!("the handler thread is gone");
+                    }
+                }
             }
         }
-        self.lazy_since = None;
-        if let Some((batch, covered)) = self.pipeline.take_batch() {
-            // Idle (no earlier commit in flight, nothing queued behind the
-            // command at hand): nothing can happen until this commit is
-            // done, so do it here and skip the journal thread's two wake-ups.
-            // Busy: hand it to the journal thread and keep going, so the
-            // next handler call and the next messages never wait for the
-            // disk and the writer batches what piles up meanwhile.
-            let idle = self.tickets.is_empty() && self.scheduler.pending_len() <= 1;
-            let ticket = if self.commit_inline && idle {
-                journal.append_now(batch)
-            } else {
-                journal.append(batch)
-            };
-            self.tickets.push_back((covered, Box::pin(ticket.wait())));
+        self.effects = effects;
+        let counters = self.machine.counters();
+        self.stats.rejected.store(counters.rejected, Ordering::Relaxed);
+        let coalesced = counters.coalesced - self.coalesced_reported;
+        if coalesced > 0 {
+            self.coalesced_reported = counters.coalesced;
+            self.stats
+                .publish
+                .coalesced
+                .fetch_add(coalesced, Ordering::Relaxed);
         }
     }
 
-    fn on_durable(
-        &mut self,
-        covered: u64,
-        result: Result<(), JournalError>,
-    ) -> Result<(), RuntimeError> {
-        self.tickets.pop_front();
-        if let Err(error) = result {
-            tracing::error!(%error, "journal failed: no more acks; stopping (restart to recover from the journal)");
-            return Err(RuntimeError::Journal(error));
-        }
-        self.pipeline.durable_up_to(covered);
+    fn copy_journal_stats(&self) {
         if let Some(journal) = &self.journal {
             let j = journal.stats();
             self.stats
@@ -311,249 +330,25 @@ impl<T: Link> Driver<T> {
                 .store(j.records, Ordering::Relaxed);
             self.stats.journal_syncs.store(j.syncs, Ordering::Relaxed);
         }
-        self.release();
-        Ok(())
     }
 
-    /// Journals `Delivered` for this and every other acknowledged final
-    /// status waiting in the channel (they ride the turn's append; nothing
-    /// waits for them to be durable).
+    /// Reports this and every other acknowledged final status waiting in
+    /// the channel (their records ride the turn's append).
     fn on_delivered(&mut self, first: String) {
-        let mut actions: Vec<Action> = self.scheduler.delivered(&first).into_iter().collect();
+        let now = self.now();
+        self.machine.on_delivered(&first, now);
         while let Ok(id) = self.delivered_rx.try_recv() {
-            actions.extend(self.scheduler.delivered(&id));
-        }
-        self.apply(actions);
-    }
-
-    /// Carries out the scheduler's actions in order (see the pipeline doc
-    /// for what waits for durability).
-    fn apply(&mut self, actions: Vec<Action>) {
-        let mut finished_id: Option<String> = None;
-        for action in actions {
-            match action {
-                Action::Journal(record) => {
-                    finished_id = match &record {
-                        Record::Finished(s) => Some(s.id.clone()),
-                        _ => None,
-                    };
-                    match &record {
-                        Record::Finished(_) | Record::Delivered { .. } => {
-                            self.pipeline.record_lazy(record.encode())
-                        }
-                        _ => self.pipeline.record(record.encode()),
-                    }
-                    self.since_compaction += 1;
-                }
-                Action::Publish(status) => {
-                    let mut after = self.pipeline.emitted();
-                    // A final status waits for the records before its own
-                    // `Finished`, not for it: a crash before it is durable
-                    // re-runs the command, which was in flight (docs/architecture.md).
-                    if status.is_final() && finished_id.as_deref() == Some(status.id.as_str()) {
-                        after -= 1;
-                    }
-                    self.pipeline.gate(after, Gated::Publish(status));
-                    finished_id = None;
-                }
-                Action::Start(start) => {
-                    finished_id = None;
-                    if start.persist_first {
-                        self.pipeline
-                            .gate(self.pipeline.emitted(), Gated::Start(start));
-                    } else {
-                        self.start(start);
-                    }
-                }
-            }
-        }
-        self.release();
-    }
-
-    /// Carries out what became durable. Messages released together are
-    /// coalesced here, before they reach the publisher: a fast handler's
-    /// final status is released by the same fsync as its `accepted`, which
-    /// it supersedes (the publisher could otherwise wake for the first one
-    /// alone and send both).
-    fn release(&mut self) {
-        let mut messages = Vec::new();
-        let mut acks = Vec::new();
-        for gated in self.pipeline.release() {
-            match gated {
-                Gated::Ack(token) => acks.push(token),
-                Gated::Publish(status) => messages.push(Outgoing::Status(status)),
-                Gated::Event { name, payload } => messages.push(Outgoing::Event { name, payload }),
-                Gated::Start(start) => self.start(start),
-            }
-        }
-        let mut dropped = publisher::coalesce(&mut messages);
-        for message in messages {
-            if let Outgoing::Status(status) = &message {
-                if status.status == State::Accepted && self.queued_behind(&status.id) {
-                    if let Outgoing::Status(status) = message {
-                        self.held.hold(status, Instant::now());
-                    }
-                    continue;
-                }
-                if self.held.supersede(&status.id) {
-                    dropped += 1;
-                }
-            }
-            self.publish(message);
-        }
-        self.stats
-            .publish
-            .coalesced
-            .fetch_add(dropped as u64, Ordering::Relaxed);
-        // PUBACKs after the statuses: the app waits for a status, the
-        // broker for nothing in particular (acks keep their own order).
-        for token in acks {
-            self.ack(token);
-        }
-    }
-
-    fn ack(&self, token: AckToken) {
-        match self.transport.ack(token) {
-            Ok(()) => {
-                self.stats.acked.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(refused) => tracing::debug!(%refused, "ack refused; the broker redelivers"),
-        }
-    }
-
-    /// Command `id` waits behind another one (see `held`).
-    fn queued_behind(&self, id: &str) -> bool {
-        self.scheduler.pending_len() > 1
-            && self.scheduler.running().is_none_or(|(cmd, _)| cmd.id != id)
-    }
-
-    fn publish(&self, message: Outgoing) {
-        if let Some(front) = &self.publisher {
-            front.publish(&*self.transport, message);
-        }
-    }
-
-    fn start(&mut self, start: Start) {
-        let Start { invocation, .. } = start;
-        tracing::debug!(id = %invocation.id, name = %invocation.name, attempt = invocation.attempt, "starting");
-        self.stats.started.fetch_add(1, Ordering::Relaxed);
-        let submitted = self.executor.as_ref().is_some_and(|e| e.submit(invocation));
-        if !submitted {
-            tracing::error!("the handler thread is gone");
-        }
-    }
-
-    fn on_done(&mut self, done: Done) {
-        let Done {
-            invocation,
-            result,
-            events,
-            elapsed,
-        } = done;
-        tracing::debug!(id = %invocation.id, attempt = invocation.attempt, ?elapsed, ?result, "attempt ended");
-        self.stats.finished.fetch_add(1, Ordering::Relaxed);
-        // Events leave with the call's final status: after the records
-        // before its `Finished`.
-        let after = self.pipeline.emitted();
-        for event in events {
-            self.pipeline.gate(
-                after,
-                Gated::Event {
-                    name: event.name,
-                    payload: event.payload,
-                },
-            );
-        }
-        let now = self.now();
-        match self.scheduler.finish(&invocation.id, result, now) {
-            Ok(actions) => self.apply(actions),
-            Err(error) => tracing::error!(%error, "scheduler refused an attempt result"),
-        }
-    }
-
-    fn on_incoming(&mut self, msg: Incoming) {
-        let now = self.now();
-        self.stats.received.fetch_add(1, Ordering::Relaxed);
-        let Incoming {
-            role,
-            payload,
-            token,
-            redelivered,
-            ..
-        } = msg;
-        let decoded = envelope::decode(&payload, &self.options.envelope_limits);
-        let actions = match (role, decoded) {
-            (Err(level), decoded) => {
-                let (id, name) = match decoded {
-                    Ok(env) => (Some(env.id), Some(env.name)),
-                    Err(rejection) => (rejection.id, rejection.name),
-                };
-                let message =
-                    format!("topic level {level:?} is not a role (admin, primary, secondary)");
-                self.reject(id, name, Code::NotPermitted, message, now)
-            }
-            (Ok(_), Err(rejection)) => {
-                tracing::warn!(%rejection, "invalid command envelope");
-                let (message, code) = (rejection.error.to_string(), rejection.code());
-                self.reject(rejection.id, rejection.name, code, message, now)
-            }
-            (Ok(role), Ok(env)) if is_reserved(&env.name) => {
-                let handlers = &self.handlers;
-                match builtins::answer(
-                    &env,
-                    role,
-                    &self.access,
-                    &self.scheduler,
-                    || handlers.plugins(),
-                    now,
-                ) {
-                    BuiltinAnswer::Publish(status) => vec![Action::Publish(status)],
-                    BuiltinAnswer::Reject { code, message } => {
-                        self.reject(Some(env.id), Some(env.name), code, message, now)
-                    }
-                }
-            }
-            (Ok(role), Ok(env)) => {
-                tracing::debug!(id = %env.id, name = %env.name, %role, redelivered, "command received");
-                self.scheduler.accept(env, role, now)
-            }
-        };
-        self.apply(actions);
-        // The PUBACK waits for every record this message produced (its
-        // `Accepted`, or its rejection's `Finished`).
-        self.pipeline
-            .gate(self.pipeline.emitted(), Gated::Ack(token));
-        self.release();
-    }
-
-    /// A `rejected` status: journaled and deduped when the id is known,
-    /// published as is (empty id) otherwise.
-    fn reject(
-        &mut self,
-        id: Option<String>,
-        name: Option<String>,
-        code: Code,
-        message: String,
-        now: u64,
-    ) -> Vec<Action> {
-        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-        let name = name.unwrap_or_default();
-        match id {
-            Some(id) => self
-                .scheduler
-                .reject(&Envelope::new(id, name, 0), code, message, now),
-            None => vec![Action::Publish(
-                Status::new("", name, State::Rejected, 0, now).with_code(code, message),
-            )],
+            self.machine.on_delivered(&id, now);
         }
     }
 
     fn begin_stop(&mut self) {
         if self.stopping.is_none() {
-            let deadline = Instant::now() + self.options.shutdown_deadline;
-            if let Some((cmd, attempt)) = self.scheduler.running() {
-                tracing::info!(id = %cmd.id, attempt, deadline = ?self.options.shutdown_deadline, "waiting for the running handler");
+            let deadline = Instant::now() + self.shutdown_deadline;
+            if let Some((id, attempt)) = self.machine.running() {
+                tracing::info!(%id, attempt, deadline = ?self.shutdown_deadline, "waiting for the running handler");
             }
+            self.machine.stop();
             self.stopping = Some(deadline);
         }
     }
@@ -562,23 +357,19 @@ impl<T: Link> Driver<T> {
     /// the publisher and the link.
     async fn finish(mut self) -> Result<ShutdownReport, RuntimeError> {
         let abandoned = self
-            .scheduler
+            .machine
             .running()
-            .map(|(cmd, attempt)| (cmd.id.clone(), attempt));
+            .map(|(id, attempt)| (id.to_string(), attempt));
         if let Some((id, attempt)) = &abandoned {
             tracing::warn!(%id, attempt, "handler still running at the shutdown deadline; it re-runs after restart");
         }
-        // Held `accepted` statuses are still true (the commands are
-        // journaled); they go before anything this shutdown releases.
-        for status in self.held.drain() {
-            self.publish(Outgoing::Status(status));
-        }
+        self.machine.close(self.now());
         self.commit_all().await?;
         // The publisher sends what it still has, then waits (briefly) for
         // the broker to acknowledge final statuses; journal those as
         // delivered, so a restart does not publish them again.
         drop(self.publisher.take());
-        let until = Instant::now() + self.options.shutdown_deadline;
+        let until = Instant::now() + self.shutdown_deadline;
         while !self.delivered_closed {
             match tokio::time::timeout_at(until, self.delivered_rx.recv()).await {
                 Ok(Some(id)) => self.on_delivered(id),
@@ -586,8 +377,9 @@ impl<T: Link> Driver<T> {
                 Err(_) => break,
             }
         }
+        self.machine.tick(self.now());
         self.commit_all().await?;
-        let pending = self.scheduler.pending_len();
+        let pending = self.machine.pending_len();
         if let Some(journal) = self.journal.take() {
             match tokio::task::spawn_blocking(move || journal.close()).await {
                 Ok(Ok(())) => {}
@@ -599,7 +391,7 @@ impl<T: Link> Driver<T> {
             Some(executor) if abandoned.is_some() => executor.detach(),
             other => drop(other),
         }
-        let deadline = self.options.shutdown_deadline;
+        let deadline = self.shutdown_deadline;
         if let Some(task) = self.publisher_task.take() {
             if tokio::time::timeout(deadline, task).await.is_err() {
                 tracing::warn!("statuses still queued at the shutdown deadline were dropped");
@@ -610,40 +402,19 @@ impl<T: Link> Driver<T> {
         Ok(ShutdownReport { pending, abandoned })
     }
 
-    /// Shutdown: submits what is left and awaits every ticket, releasing
-    /// what each one gates (starts are dropped: we are stopping; publishes
-    /// are dropped once the publisher is closed).
+    /// Shutdown: carries out what the machine submitted and awaits every
+    /// ticket, carrying out what each one releases.
     async fn commit_all(&mut self) -> Result<(), RuntimeError> {
-        self.submit();
+        self.carry_out();
         while let Some((covered, ticket)) = self.tickets.pop_front() {
             if let Err(error) = ticket.await {
                 tracing::error!(%error, "journal failed during shutdown");
                 return Err(RuntimeError::Journal(error));
             }
-            self.pipeline.durable_up_to(covered);
-            for gated in self.pipeline.release() {
-                match gated {
-                    Gated::Ack(token) => self.ack(token),
-                    Gated::Publish(status) => self.publish(Outgoing::Status(status)),
-                    Gated::Event { name, payload } => {
-                        self.publish(Outgoing::Event { name, payload })
-                    }
-                    Gated::Start(_) => {}
-                }
-            }
+            self.machine.on_durable(covered, self.now());
+            self.carry_out();
         }
         Ok(())
-    }
-
-    fn state(&self) -> RuntimeState {
-        RuntimeState {
-            pending: self.scheduler.pending_len(),
-            remembered: self.scheduler.remembered_len(),
-            running: self.scheduler.running().map(|(c, a)| (c.id.clone(), a)),
-            records_emitted: self.pipeline.emitted(),
-            records_durable: self.pipeline.durable(),
-            next_wakeup: self.scheduler.next_wakeup(),
-        }
     }
 }
 

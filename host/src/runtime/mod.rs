@@ -14,12 +14,9 @@
 //! | [`loader`] | plugin dir -> registry (each `*.wasm`, persistent kv per plugin) |
 //! | [`handlers`] | the registry shared by the handler thread and the app (`listen` / `off`) |
 //! | [`device_thread`] | the driver's own thread (with the publisher) on a multi-thread runtime |
-//! | [`driver`] | the main loop: the one task that owns the scheduler and awaits |
-//! | [`pipeline`] | durability gates: PUBACKs, statuses and careful starts wait for their records |
+//! | [`driver`] | the I/O loop: feeds events to the sans-IO [`relay_core::machine::Machine`] (which decides what is journaled, acked, published and started, and when) and carries out its effects |
 //! | [`executor`] | the handler thread: dispatch, classify, flush kv |
-//! | [`held`] | `accepted` of queued commands held back under load (coalesced into the next status) |
 //! | [`publisher`] | statuses and events out, coalescing intermediate statuses under load |
-//! | [`builtins`] | `_status` and `_plugins`, the host's reserved commands |
 //! | [`clock`] | unix-ms time, virtual in tests |
 //! | [`shutdown`] | signals and the order of a graceful stop |
 //! | [`start`] | from a [`Config`] to a running device on MQTT (`relay run`, `relay dev`) |
@@ -55,30 +52,32 @@ use relay_core::engine::Plugin;
 use relay_core::envelope::EnvelopeLimits;
 use relay_core::journal::record::Record;
 use relay_core::journal::Storage;
+use relay_core::machine::{Machine, MachineOptions};
 use relay_core::plugin::{CommandSpec, PluginInfo};
 use relay_core::registry::{ListenError, NativeHandler, Registry};
-use relay_core::scheduler::{Action, Policy, Scheduler};
+use relay_core::scheduler::Policy;
 use relay_core::status::Status;
 use relay_store::{FileStorage, Journal, JournalError, StoreError};
 
 pub use device_thread::DeviceThread;
 use tokio::sync::{mpsc, oneshot};
 
-pub mod builtins;
 pub mod clock;
 pub mod config;
 pub mod device_thread;
 pub mod driver;
 pub mod executor;
 pub mod handlers;
-pub mod held;
 pub mod loader;
-pub mod pipeline;
 pub mod publisher;
 pub mod shutdown;
 pub mod start;
 
-pub use builtins::BuiltinAccess;
+pub use relay_core::machine::builtins;
+pub use relay_core::machine::BuiltinAccess;
+/// A snapshot of the driver's state (tests, diagnostics).
+pub use relay_core::machine::MachineState as RuntimeState;
+pub use relay_core::machine::{DEFAULT_COMPACT_AFTER_RECORDS, DEFAULT_MAX_PENDING};
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use config::{Config, ConfigError};
 pub use handlers::Handlers;
@@ -87,10 +86,6 @@ pub use start::{start_device, DeviceRuntime};
 
 /// Default graceful-shutdown deadline for the running handler.
 pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
-/// Default journal size (records appended) that triggers a compaction.
-pub const DEFAULT_COMPACT_AFTER_RECORDS: u64 = 20_000;
-/// Default cap on pending commands before the runtime stops reading.
-pub const DEFAULT_MAX_PENDING: usize = 10_000;
 
 /// Knobs of the runtime (what `relay.toml` sets besides the link and plugins).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,17 +145,6 @@ pub struct ShutdownReport {
     /// `(id, attempt)` of a handler still running at the deadline; it runs
     /// again (next attempt) after a restart.
     pub abandoned: Option<(String, u32)>,
-}
-
-/// A snapshot of the driver's state (tests, diagnostics).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuntimeState {
-    pub pending: usize,
-    pub remembered: usize,
-    pub running: Option<(String, u32)>,
-    pub records_emitted: u64,
-    pub records_durable: u64,
-    pub next_wakeup: Option<u64>,
 }
 
 /// Counters since start.
@@ -318,22 +302,27 @@ impl RuntimeBuilder {
             .map_err(|e| RuntimeError::Replay(e.to_string()))?;
         let replayed = records.len();
         let now = self.clock.now_ms();
-        let (scheduler, startup) = Scheduler::restore(self.options.policy.clone(), records, now);
+        let options = MachineOptions {
+            envelope_limits: self.options.envelope_limits.clone(),
+            compact_after_records: self.options.compact_after_records,
+            max_pending: self.options.max_pending,
+            builtins: self.access.clone(),
+        };
+        let machine = Machine::restore(self.options.policy.clone(), records, options, now);
+        let state = machine.state();
         tracing::info!(
             records = replayed,
             undecodable,
             discarded = ?report.discarded,
-            pending = scheduler.pending_len(),
-            remembered = scheduler.remembered_len(),
+            pending = state.pending,
+            remembered = state.remembered,
             "journal replayed"
         );
         let journal = Journal::spawn(storage)?;
         Ok(Prepared {
             builder: self,
-            scheduler,
-            startup,
+            machine,
             journal,
-            replayed: replayed as u64,
         })
     }
 }
@@ -343,16 +332,14 @@ impl RuntimeBuilder {
 /// the MQTT link connects and subscribes.
 pub struct Prepared {
     builder: RuntimeBuilder,
-    scheduler: Scheduler,
-    startup: Vec<Action>,
+    machine: Machine<crate::transport::AckToken>,
     journal: Journal,
-    replayed: u64,
 }
 
 impl Prepared {
     /// Commands restored from the journal and not final.
     pub fn pending(&self) -> usize {
-        self.scheduler.pending_len()
+        self.machine.pending_len()
     }
 
     /// Starts the driver, publisher and handler thread.
@@ -387,16 +374,14 @@ impl Prepared {
     ) -> Result<RuntimeHandle, RuntimeError> {
         let Prepared {
             builder,
-            scheduler,
-            startup,
+            machine,
             journal,
-            replayed,
         } = self;
         let RuntimeBuilder {
             options,
             handlers,
             clock,
-            access,
+            access: _,
         } = builder;
         let stats = Arc::new(Stats::default());
         let (executor, done_rx) = executor::Executor::spawn(handlers.clone())?;
@@ -404,31 +389,27 @@ impl Prepared {
         let (control_tx, control) = mpsc::unbounded_channel();
         let driver = driver::Driver {
             transport,
-            scheduler,
+            machine,
             journal: Some(journal),
             tickets: Default::default(),
-            pipeline: pipeline::Pipeline::new(),
             executor: Some(executor),
             done_rx,
             publisher: None,
             publisher_task: None,
             delivered_rx,
             delivered_closed: false,
-            lazy_since: None,
             clock,
-            options,
-            access,
+            shutdown_deadline: options.shutdown_deadline,
             handlers: handlers.clone(),
             control,
             stats: stats.clone(),
-            // Replayed records count towards the next compaction.
-            since_compaction: replayed,
             stopping: None,
             link_closed: false,
             control_closed: false,
             commit_inline: thread.is_some(),
-            held: Default::default(),
             timer: Default::default(),
+            effects: Vec::new(),
+            coalesced_reported: 0,
         };
         let (stopped_tx, stopped) = oneshot::channel();
         let run = async move {
@@ -440,7 +421,7 @@ impl Prepared {
             );
             driver.publisher = Some(publisher);
             driver.publisher_task = Some(publisher_task);
-            let _ = stopped_tx.send(driver.run(startup).await);
+            let _ = stopped_tx.send(driver.run().await);
         };
         match thread {
             Some(thread) => thread.run(run),

@@ -14,12 +14,12 @@
 //! delivered; a final status not known delivered is published again after a
 //! restart, so a crash between an outcome and its PUBACK loses nothing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay_core::status::{State, Status};
+pub use relay_core::machine::{coalesce, Outgoing};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -32,17 +32,6 @@ const MAX_ROUND: usize = 4096;
 /// At shutdown, how long to wait for the broker to acknowledge the final
 /// statuses already published (a live broker takes milliseconds).
 const FINAL_ACK_WAIT: Duration = Duration::from_secs(1);
-
-/// One outgoing message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outgoing {
-    Status(Status),
-    /// `event/<name>` with a msgpack payload.
-    Event {
-        name: String,
-        payload: Vec<u8>,
-    },
-}
 
 /// What the driver hands the task.
 #[derive(Debug)]
@@ -82,7 +71,7 @@ impl Front {
             };
             if transport.try_publish(to, payload).is_ok() {
                 let note = Note::Sent {
-                    final_id: final_id(&message),
+                    final_id: message.final_id().map(str::to_string),
                     event: matches!(message, Outgoing::Event { .. }),
                 };
                 let _ = self.tx.send(note);
@@ -244,7 +233,7 @@ async fn publish_round<T: Transport>(
             .coalesced
             .fetch_add(dropped as u64, Ordering::Relaxed);
         for message in round.drain(..) {
-            let final_id = final_id(&message);
+            let final_id = message.final_id().map(str::to_string);
             let (to, payload, counter) = match message {
                 Outgoing::Status(status) => {
                     (Outbound::Status, status.to_msgpack(), &counters.statuses)
@@ -270,45 +259,11 @@ async fn publish_round<T: Transport>(
     }
 }
 
-/// The command id if `message` is a final status (its delivery is tracked).
-fn final_id(message: &Outgoing) -> Option<String> {
-    match message {
-        Outgoing::Status(s) if s.is_final() && !s.id.is_empty() => Some(s.id.clone()),
-        _ => None,
-    }
-}
-
-/// Drops intermediate statuses superseded later in `round`; returns how many.
-pub fn coalesce(round: &mut Vec<Outgoing>) -> usize {
-    let mut last: HashMap<&str, usize> = HashMap::new();
-    for (i, message) in round.iter().enumerate() {
-        if let Outgoing::Status(s) = message {
-            if !s.id.is_empty() {
-                last.insert(s.id.as_str(), i);
-            }
-        }
-    }
-    let superseded: Vec<bool> = round
-        .iter()
-        .enumerate()
-        .map(|(i, message)| match message {
-            Outgoing::Status(s) => {
-                matches!(s.status, State::Accepted | State::Running)
-                    && last.get(s.id.as_str()).is_some_and(|&j| j > i)
-            }
-            Outgoing::Event { .. } => false,
-        })
-        .collect();
-    let before = round.len();
-    let mut flags = superseded.into_iter();
-    round.retain(|_| !flags.next().unwrap_or(false));
-    before - round.len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::transport::FakeTransport;
+    use relay_core::status::{State, Status};
 
     /// Published directly or through the task, in order; final statuses the
     /// broker acknowledged are reported as delivered either way.
@@ -340,39 +295,5 @@ mod tests {
         assert_eq!(counters.statuses.load(Ordering::Relaxed), 3);
         drop(front);
         task.await.unwrap();
-    }
-
-    fn st(id: &str, state: State) -> Outgoing {
-        Outgoing::Status(Status::new(id, "n", state, 0, 0))
-    }
-
-    #[test]
-    fn coalesces_only_superseded_intermediates() {
-        let mut round = vec![
-            st("a", State::Accepted),
-            st("b", State::Accepted),
-            st("a", State::Running),
-            Outgoing::Event {
-                name: "e".into(),
-                payload: vec![],
-            },
-            st("a", State::Retrying),
-            st("a", State::Running),
-            st("a", State::Succeeded),
-            st("b", State::Running),
-        ];
-        assert_eq!(coalesce(&mut round), 4);
-        assert_eq!(
-            round,
-            vec![
-                Outgoing::Event {
-                    name: "e".into(),
-                    payload: vec![]
-                },
-                st("a", State::Retrying),
-                st("a", State::Succeeded),
-                st("b", State::Running),
-            ]
-        );
     }
 }

@@ -8,9 +8,8 @@
 //! against [`MqttTransport`] (rumqttc).
 //!
 //! # Layout
-//! - [`topics`]: the topic layout and role parsing.
+//! - [`topics`], [`tls`], [`backoff`]: shared with the app side (`relay-client`).
 //! - [`ack_order`]: PUBACKs in arrival order, never on a newer connection.
-//! - [`backoff`]: exponential reconnect backoff with full jitter.
 //! - [`mqtt`]: the rumqttc transport (event loop task, reconnects, resubscribes).
 //! - [`fake`]: the in-memory transport for runtime tests.
 
@@ -19,11 +18,12 @@ use std::future::Future;
 use relay_core::plugin::Role;
 
 pub mod ack_order;
-pub mod backoff;
 pub mod fake;
 pub mod mqtt;
-pub mod tls;
-pub mod topics;
+
+/// Shared with the app side (`relay-client`): the same topics, TLS files and
+/// reconnect backoff on both ends of the link.
+pub use relay_client::{backoff, tls, topics};
 
 pub use ack_order::{AckRefused, AckToken};
 pub use backoff::Backoff;

@@ -1,0 +1,562 @@
+//! The device's decisions between the link and the handler, as one sans-IO
+//! state machine: events in, [`Effect`]s out, time passed in as `now`.
+//!
+//! It owns the [`Scheduler`] (step 3) and everything around it that used to
+//! be decided inside an I/O loop: decoding and refusing envelopes, the
+//! built-in commands, the commit pipeline (which records go into which
+//! group-commit append, and the short linger of outcome records), the rule
+//! that a PUBACK, a status or a careful start waits for its records to be
+//! durable, holding and coalescing statuses under load, and compaction. The
+//! Linux driver (`relay-host`) and the microcontroller loop only carry out
+//! the effects: nothing here awaits, reads a clock or touches a file.
+//!
+//! # Driving it
+//!
+//! ```text
+//! let mut m = Machine::restore(policy, journal_records, options, now);
+//! m.on_message(role, &payload, ack_token, now, plugins)  // each delivery
+//! m.on_attempt_done(id, result, events, now)             // a handler returned
+//! m.on_durable(covered, now)                             // an Append/Rewrite is on disk
+//! m.on_delivered(id, now)                                // the broker acked a final status
+//! m.tick(now)                  // after a turn's events, and when next_wakeup(now) passes
+//! m.take_effects(&mut buf)     // then carry out buf in order
+//! m.stop(); m.close(now)       // graceful shutdown (see below)
+//! ```
+//!
+//! Effects are carried out in order: [`Effect::Append`] / [`Effect::Rewrite`]
+//! go to the journal, and their `covered` count comes back through
+//! [`Machine::on_durable`] once the write is synced (in submission order);
+//! [`Effect::Publish`], [`Effect::Ack`] and [`Effect::Start`] go to the link
+//! and the handler. **Durability is stated by the effects, not by their
+//! order:** the machine emits an `Ack`, a `Publish` or a careful `Start` only
+//! once `on_durable` reported every record it depends on, so a driver may
+//! carry effects out as it likes within that order.
+//!
+//! Batching is the driver's choice: it may feed several events before one
+//! `tick`, and all the records they produced share one `Append` (one fsync).
+//!
+//! # Shutdown
+//! [`Machine::stop`] stops starting attempts and lingering; the driver waits
+//! for the running handler (its deadline is the driver's), then calls
+//! [`Machine::close`]: held statuses are published, everything left is
+//! submitted, and from then on released starts are dropped.
+//!
+//! # Layout
+//! - `pipeline`: record numbering and the durability gates.
+//! - `held`: `accepted` statuses held back under load.
+//! - [`outgoing`]: what is published, and the coalescing rule.
+//! - [`builtins`]: `_status` and `_plugins`, answered at arrival.
+//! - `tests`: the runtime's behaviour in virtual time, no I/O.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::envelope::{self, Envelope, EnvelopeLimits};
+use crate::journal::record::Record;
+use crate::plugin::{Event, Invocation, PluginInfo, Role};
+use crate::registry::is_reserved;
+use crate::scheduler::{Action, AttemptResult, Policy, Scheduler, Start};
+use crate::status::{Code, State, Status};
+
+pub mod builtins;
+mod held;
+pub mod outgoing;
+mod pipeline;
+#[cfg(test)]
+mod tests;
+
+pub use builtins::{BuiltinAccess, BuiltinAnswer};
+pub use held::HOLD_MS;
+pub use outgoing::{coalesce, Outgoing};
+
+use held::Held;
+use pipeline::{Gated, Pipeline};
+
+/// How long lazy records (outcomes, see `pipeline`) may wait for an eager
+/// record to share its fsync before they are submitted alone. A crash in
+/// this window re-runs the command that just finished (as a crash during
+/// its fsync would); under traffic the next command comes much sooner.
+pub const LAZY_LINGER_MS: u64 = 5;
+
+/// Default journal size (records appended) that triggers a compaction.
+pub const DEFAULT_COMPACT_AFTER_RECORDS: u64 = 20_000;
+/// Default cap on pending commands before the device stops reading.
+pub const DEFAULT_MAX_PENDING: usize = 10_000;
+
+/// The machine's knobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineOptions {
+    pub envelope_limits: EnvelopeLimits,
+    /// Compact the journal after this many appended records (0: never).
+    pub compact_after_records: u64,
+    /// Stop reading new messages while this many commands are pending (the
+    /// broker keeps the rest; nothing is acked that is not journaled).
+    pub max_pending: usize,
+    /// Which roles may call the built-ins.
+    pub builtins: BuiltinAccess,
+}
+
+impl Default for MachineOptions {
+    fn default() -> Self {
+        MachineOptions {
+            envelope_limits: EnvelopeLimits::default(),
+            compact_after_records: DEFAULT_COMPACT_AFTER_RECORDS,
+            max_pending: DEFAULT_MAX_PENDING,
+            builtins: BuiltinAccess::default(),
+        }
+    }
+}
+
+/// Something for the driver to carry out; `A` is the link's ack token.
+#[derive(Debug)]
+pub enum Effect<A> {
+    /// Append these encoded records as one group commit, then report
+    /// [`Machine::on_durable`]`(covered)`. `idle`: no other commit is in
+    /// flight and nothing waits behind the command at hand, so nothing can
+    /// happen before this commit is done (a driver may write it inline
+    /// instead of handing it to a writer thread).
+    Append {
+        records: Vec<Vec<u8>>,
+        covered: u64,
+        idle: bool,
+    },
+    /// Replace the journal by this snapshot (compaction), then report
+    /// [`Machine::on_durable`]`(covered)`.
+    Rewrite { records: Vec<Vec<u8>>, covered: u64 },
+    /// Publish a status or event (its records are durable).
+    Publish(Outgoing),
+    /// Acknowledge this delivery (its records are durable).
+    Ack(A),
+    /// Run this attempt on the handler.
+    Start(Invocation),
+}
+
+/// A snapshot of the machine's state (tests, diagnostics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineState {
+    pub pending: usize,
+    pub remembered: usize,
+    pub running: Option<(String, u32)>,
+    pub records_emitted: u64,
+    pub records_durable: u64,
+    /// The scheduler's next wake-up (unix ms).
+    pub next_wakeup: Option<u64>,
+}
+
+/// Counters the machine keeps (the driver adds its own I/O counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Deliveries refused with a `rejected` status before or instead of queuing.
+    pub rejected: u64,
+    /// Intermediate statuses dropped because a later one superseded them.
+    pub coalesced: u64,
+    /// Journal compactions started.
+    pub compactions: u64,
+}
+
+/// Milliseconds that never run backwards, derived from the wall clock the
+/// caller passes in: the linger and the hold must end even if the wall
+/// clock is set back (the scheduler keeps wall time: statuses carry it).
+#[derive(Debug, Default)]
+struct Monotonic {
+    last_wall: Option<u64>,
+    now: u64,
+}
+
+impl Monotonic {
+    fn advance(&mut self, wall: u64) -> u64 {
+        if let Some(last) = self.last_wall {
+            self.now += wall.saturating_sub(last);
+        }
+        self.last_wall = Some(wall);
+        self.now
+    }
+
+    /// The wall time at which monotonic time `at` is reached, seen from `wall`.
+    fn to_wall(&self, at: u64, wall: u64) -> u64 {
+        wall.saturating_add(at.saturating_sub(self.now))
+    }
+}
+
+/// See the module doc.
+#[derive(Debug)]
+pub struct Machine<A> {
+    scheduler: Scheduler,
+    pipeline: Pipeline<A>,
+    held: Held,
+    options: MachineOptions,
+    clock: Monotonic,
+    /// Since when (monotonic ms) lazy records wait in the outbox.
+    lazy_since: Option<u64>,
+    /// Records appended since the last compaction.
+    since_compaction: u64,
+    /// Appends and rewrites handed out and not reported durable yet.
+    commits_in_flight: usize,
+    /// No new attempts, no linger (a shutdown began).
+    stopping: bool,
+    /// The final flush: released starts are dropped, nothing is held.
+    closing: bool,
+    counters: Counters,
+    effects: Vec<Effect<A>>,
+}
+
+impl<A> Machine<A> {
+    /// Rebuilds the state from the journal's records (oldest first) and
+    /// queues what the restart calls for (re-runs, re-published outcomes).
+    pub fn restore(
+        policy: Policy,
+        records: Vec<Record>,
+        options: MachineOptions,
+        now: u64,
+    ) -> Self {
+        let replayed = records.len() as u64;
+        let (scheduler, startup) = Scheduler::restore(policy, records, now);
+        let mut machine = Machine {
+            scheduler,
+            pipeline: Pipeline::new(),
+            held: Held::default(),
+            options,
+            clock: Monotonic::default(),
+            lazy_since: None,
+            // Replayed records count towards the next compaction.
+            since_compaction: replayed,
+            commits_in_flight: 0,
+            stopping: false,
+            closing: false,
+            counters: Counters::default(),
+            effects: Vec::new(),
+        };
+        let mono = machine.clock.advance(now);
+        machine.apply(startup, mono);
+        machine
+    }
+
+    /// Moves the effects produced so far to the end of `into`, in order.
+    pub fn take_effects(&mut self, into: &mut Vec<Effect<A>>) {
+        into.append(&mut self.effects);
+    }
+
+    /// A delivery arrived on the command topic whose last level gave `role`
+    /// (`Err(level)`: not a role). `plugins` lists the loaded plugins, for
+    /// the `_plugins` built-in.
+    pub fn on_message(
+        &mut self,
+        role: Result<Role, &str>,
+        payload: &[u8],
+        token: A,
+        now: u64,
+        plugins: impl FnOnce() -> Vec<PluginInfo>,
+    ) {
+        let mono = self.clock.advance(now);
+        let decoded = envelope::decode(payload, &self.options.envelope_limits);
+        let actions = match (role, decoded) {
+            (Err(level), decoded) => {
+                let (id, name) = match decoded {
+                    Ok(env) => (Some(env.id), Some(env.name)),
+                    Err(rejection) => (rejection.id, rejection.name),
+                };
+                let message = alloc::format!(
+                    "topic level {level:?} is not a role (admin, primary, secondary)"
+                );
+                self.reject(id, name, Code::NotPermitted, message, now)
+            }
+            (Ok(_), Err(rejection)) => {
+                tracing::warn!(%rejection, "invalid command envelope");
+                let (message, code) = (alloc::string::ToString::to_string(&rejection.error), rejection.code());
+                self.reject(rejection.id, rejection.name, code, message, now)
+            }
+            (Ok(role), Ok(env)) if is_reserved(&env.name) => {
+                match builtins::answer(
+                    &env,
+                    role,
+                    &self.options.builtins,
+                    &self.scheduler,
+                    plugins,
+                    now,
+                ) {
+                    BuiltinAnswer::Publish(status) => alloc::vec![Action::Publish(status)],
+                    BuiltinAnswer::Reject { code, message } => {
+                        self.reject(Some(env.id), Some(env.name), code, message, now)
+                    }
+                }
+            }
+            (Ok(role), Ok(env)) => {
+                tracing::debug!(id = %env.id, name = %env.name, %role, "command received");
+                self.scheduler.accept(env, role, now)
+            }
+        };
+        self.apply(actions, mono);
+        // The PUBACK waits for every record this message produced (its
+        // `Accepted`, or its rejection's `Finished`).
+        self.pipeline
+            .gate(self.pipeline.emitted(), Gated::Ack(token));
+        self.release(mono);
+    }
+
+    /// The attempt of command `id` ended with `result`; `events` are what
+    /// the call emitted (they leave with its status).
+    pub fn on_attempt_done(&mut self, id: &str, result: AttemptResult, events: Vec<Event>, now: u64) {
+        let mono = self.clock.advance(now);
+        // Events leave with the call's final status: after the records
+        // before its `Finished`.
+        let after = self.pipeline.emitted();
+        for Event { name, payload } in events {
+            self.pipeline.gate(after, Gated::Event { name, payload });
+        }
+        match self.scheduler.finish(id, result, now) {
+            Ok(actions) => self.apply(actions, mono),
+            Err(error) => tracing::error!(%error, "scheduler refused an attempt result"),
+        }
+    }
+
+    /// The records up to `covered` are durable (an `Append` or `Rewrite`
+    /// finished; they finish in the order they were handed out).
+    pub fn on_durable(&mut self, covered: u64, now: u64) {
+        let mono = self.clock.advance(now);
+        self.commits_in_flight = self.commits_in_flight.saturating_sub(1);
+        self.pipeline.durable_up_to(covered);
+        self.release(mono);
+    }
+
+    /// The broker acknowledged the final status of command `id`: journal it
+    /// as delivered (rides the next append; nothing waits for it).
+    pub fn on_delivered(&mut self, id: &str, now: u64) {
+        let mono = self.clock.advance(now);
+        let actions: Vec<Action> = self.scheduler.delivered(id).into_iter().collect();
+        self.apply(actions, mono);
+    }
+
+    /// The end of a turn, and every time [`Machine::next_wakeup`] passes:
+    /// start what can start, publish held statuses that fell due, and
+    /// submit the turn's records as one append (or a compaction).
+    pub fn tick(&mut self, now: u64) {
+        let mono = self.clock.advance(now);
+        if !self.stopping {
+            let actions = self.scheduler.poll(now);
+            self.apply(actions, mono);
+        }
+        for status in self.held.due(mono) {
+            self.effects.push(Effect::Publish(Outgoing::Status(status)));
+        }
+        self.submit(mono);
+    }
+
+    /// A graceful shutdown began: start nothing new, stop lingering.
+    pub fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    /// The final flush of a shutdown (after [`Machine::stop`] and the
+    /// running handler): held statuses are still true and go out first,
+    /// then everything left is submitted. Releases after this drop starts.
+    pub fn close(&mut self, now: u64) {
+        self.stopping = true;
+        self.closing = true;
+        for status in self.held.drain() {
+            self.effects.push(Effect::Publish(Outgoing::Status(status)));
+        }
+        self.tick(now);
+    }
+
+    /// Whether the driver should read more messages.
+    pub fn accepting(&self) -> bool {
+        !self.stopping && self.scheduler.pending_len() < self.options.max_pending
+    }
+
+    /// When (wall ms) [`Machine::tick`] has work without new input: a retry
+    /// or expiry, the end of the lazy records' linger, a held status due.
+    pub fn next_wakeup(&self, now: u64) -> Option<u64> {
+        let scheduler = self.scheduler.next_wakeup().filter(|_| !self.stopping);
+        let linger = self
+            .lazy_since
+            .map(|since| self.clock.to_wall(since + LAZY_LINGER_MS, now));
+        let held = self.held.next_due().map(|at| self.clock.to_wall(at, now));
+        [scheduler, linger, held].into_iter().flatten().min()
+    }
+
+    /// The last known status of request `id` (what `_status` answers).
+    pub fn status_of(&self, id: &str) -> Option<Status> {
+        self.scheduler.status_of(id)
+    }
+
+    /// The command whose attempt runs now, if any.
+    pub fn running(&self) -> Option<(&str, u32)> {
+        self.scheduler
+            .running()
+            .map(|(cmd, attempt)| (cmd.id.as_str(), attempt))
+    }
+
+    /// Commands journaled and not final.
+    pub fn pending_len(&self) -> usize {
+        self.scheduler.pending_len()
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    pub fn state(&self) -> MachineState {
+        MachineState {
+            pending: self.scheduler.pending_len(),
+            remembered: self.scheduler.remembered_len(),
+            running: self
+                .scheduler
+                .running()
+                .map(|(c, a)| (c.id.clone(), a)),
+            records_emitted: self.pipeline.emitted(),
+            records_durable: self.pipeline.durable(),
+            next_wakeup: self.scheduler.next_wakeup(),
+        }
+    }
+
+    /// Submits the outbox: a compaction snapshot when one is due, else one
+    /// append, unless only lazy records wait and their linger is not over.
+    fn submit(&mut self, mono: u64) {
+        let compact_after = self.options.compact_after_records;
+        if compact_after > 0 && self.since_compaction >= compact_after {
+            let covered = self.pipeline.supersede_outbox();
+            let records: Vec<Vec<u8>> = self
+                .scheduler
+                .retained_records()
+                .iter()
+                .map(Record::encode)
+                .collect();
+            tracing::debug!(records = records.len(), "compacting the journal");
+            self.counters.compactions += 1;
+            self.since_compaction = 0;
+            self.commits_in_flight += 1;
+            self.effects.push(Effect::Rewrite { records, covered });
+            return;
+        }
+        if !self.stopping && self.pipeline.has_outbox() && !self.pipeline.must_submit() {
+            let since = *self.lazy_since.get_or_insert(mono);
+            if mono.saturating_sub(since) < LAZY_LINGER_MS {
+                return;
+            }
+        }
+        self.lazy_since = None;
+        if let Some((records, covered)) = self.pipeline.take_batch() {
+            let idle = self.commits_in_flight == 0 && self.scheduler.pending_len() <= 1;
+            self.commits_in_flight += 1;
+            self.effects.push(Effect::Append {
+                records,
+                covered,
+                idle,
+            });
+        }
+    }
+
+    /// Turns the scheduler's actions into records and gated effects.
+    fn apply(&mut self, actions: Vec<Action>, mono: u64) {
+        let mut finished_id: Option<String> = None;
+        for action in actions {
+            match action {
+                Action::Journal(record) => {
+                    finished_id = match &record {
+                        Record::Finished(s) => Some(s.id.clone()),
+                        _ => None,
+                    };
+                    match &record {
+                        Record::Finished(_) | Record::Delivered { .. } => {
+                            self.pipeline.record_lazy(record.encode())
+                        }
+                        _ => self.pipeline.record(record.encode()),
+                    }
+                    self.since_compaction += 1;
+                }
+                Action::Publish(status) => {
+                    let mut after = self.pipeline.emitted();
+                    // A final status waits for the records before its own
+                    // `Finished`, not for it: a crash before it is durable
+                    // re-runs the command, which was in flight (docs/architecture.md).
+                    if status.is_final() && finished_id.as_deref() == Some(status.id.as_str()) {
+                        after -= 1;
+                    }
+                    self.pipeline.gate(after, Gated::Publish(status));
+                    finished_id = None;
+                }
+                Action::Start(start) => {
+                    finished_id = None;
+                    if start.persist_first {
+                        self.pipeline
+                            .gate(self.pipeline.emitted(), Gated::Start(start));
+                    } else {
+                        self.start(start);
+                    }
+                }
+            }
+        }
+        self.release(mono);
+    }
+
+    /// Turns what became durable into effects. Messages released together
+    /// are coalesced first: a fast handler's final status is released by
+    /// the same fsync as its `accepted`, which it supersedes.
+    fn release(&mut self, mono: u64) {
+        let mut messages = Vec::new();
+        let mut acks = Vec::new();
+        for gated in self.pipeline.release() {
+            match gated {
+                Gated::Ack(token) => acks.push(token),
+                Gated::Publish(status) => messages.push(Outgoing::Status(status)),
+                Gated::Event { name, payload } => messages.push(Outgoing::Event { name, payload }),
+                Gated::Start(start) if !self.closing => self.start(start),
+                Gated::Start(_) => {}
+            }
+        }
+        let mut dropped = coalesce(&mut messages);
+        for message in messages {
+            if let Outgoing::Status(status) = &message {
+                if !self.closing
+                    && status.status == State::Accepted
+                    && self.queued_behind(&status.id)
+                {
+                    if let Outgoing::Status(status) = message {
+                        self.held.hold(status, mono);
+                    }
+                    continue;
+                }
+                if self.held.supersede(&status.id) {
+                    dropped += 1;
+                }
+            }
+            self.effects.push(Effect::Publish(message));
+        }
+        self.counters.coalesced += dropped as u64;
+        // PUBACKs after the statuses: the app waits for a status, the
+        // broker for nothing in particular (acks keep their own order).
+        self.effects.extend(acks.into_iter().map(Effect::Ack));
+    }
+
+    /// Command `id` waits behind another one (see `held`).
+    fn queued_behind(&self, id: &str) -> bool {
+        self.scheduler.pending_len() > 1
+            && self.scheduler.running().is_none_or(|(cmd, _)| cmd.id != id)
+    }
+
+    fn start(&mut self, start: Start) {
+        self.effects.push(Effect::Start(start.invocation));
+    }
+
+    /// A `rejected` status: journaled and deduped when the id is known,
+    /// published as is (empty id) otherwise.
+    fn reject(
+        &mut self,
+        id: Option<String>,
+        name: Option<String>,
+        code: Code,
+        message: String,
+        now: u64,
+    ) -> Vec<Action> {
+        self.counters.rejected += 1;
+        let name = name.unwrap_or_default();
+        match id {
+            Some(id) => self
+                .scheduler
+                .reject(&Envelope::new(id, name, 0), code, message, now),
+            None => alloc::vec![Action::Publish(
+                Status::new("", name, State::Rejected, 0, now).with_code(code, message),
+            )],
+        }
+    }
+}
