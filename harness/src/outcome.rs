@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use relay_core::plugin::{CallOutcome, ErrorKind, Event};
 use relay_core::registry::DispatchError;
+use relay_core::status::Code;
 use serde_json::{json, Value as Json};
 
 use crate::value::msgpack_to_json;
@@ -27,9 +28,9 @@ pub enum Outcome {
     /// The handler returned an error on purpose.
     Error { kind: ErrorKind, message: String },
     /// The registry refused before the plugin ran: `unknown_command` or `not_permitted`.
-    Rejected { code: &'static str, message: String },
+    Rejected { code: Code, message: String },
     /// The call itself failed: `PluginError::code()` (`trap`, `timed_out`, `too_large`).
-    Failure { code: &'static str, message: String },
+    Failure { code: Code, message: String },
 }
 
 impl Outcome {
@@ -83,8 +84,8 @@ impl Outcome {
             Outcome::Error { kind, message } => {
                 json!({ "error": kind.as_str(), "message": message })
             }
-            Outcome::Rejected { code, message } => json!({ "rejected": code, "message": message }),
-            Outcome::Failure { code, message } => json!({ "failure": code, "message": message }),
+            Outcome::Rejected { code, message } => json!({ "rejected": code.as_str(), "message": message }),
+            Outcome::Failure { code, message } => json!({ "failure": code.as_str(), "message": message }),
         }
     }
 
@@ -101,7 +102,7 @@ impl Outcome {
     /// between engines (failure messages).
     pub fn comparable_json(&self) -> Json {
         match self {
-            Outcome::Failure { code, .. } => json!({ "failure": code }),
+            Outcome::Failure { code, .. } => json!({ "failure": code.as_str() }),
             other => other.to_json(),
         }
     }
@@ -145,9 +146,9 @@ impl CallResult {
     }
 
     /// The status code of a rejection or a failed call.
-    pub fn code(&self) -> Option<&'static str> {
+    pub fn code(&self) -> Option<&str> {
         match &self.outcome {
-            Outcome::Rejected { code, .. } | Outcome::Failure { code, .. } => Some(code),
+            Outcome::Rejected { code, .. } | Outcome::Failure { code, .. } => Some(code.as_str()),
             _ => None,
         }
     }
@@ -245,16 +246,16 @@ mod tests {
     #[test]
     fn failures_agree_by_code_only() {
         let a = obs(Outcome::Failure {
-            code: "trap",
+            code: Code::Trap,
             message: "wasm trap: unreachable".into(),
         });
         let b = obs(Outcome::Failure {
-            code: "trap",
+            code: Code::Trap,
             message: "unreachable executed".into(),
         });
         assert_eq!(a.disagreement(&b), None);
         let c = obs(Outcome::Failure {
-            code: "timed_out",
+            code: Code::TimedOut,
             message: String::new(),
         });
         assert_eq!(a.disagreement(&c).map(|d| d.0), Some("outcome"));
@@ -296,7 +297,7 @@ mod tests {
     fn rejected_and_failed_calls_read_back() {
         let r = CallResult {
             outcome: Outcome::Rejected {
-                code: "not_permitted",
+                code: Code::NotPermitted,
                 message: "no".into(),
             },
             events: Vec::new(),

@@ -177,8 +177,8 @@ pub fn check(expect: &Expect, observed: &Observation) -> Vec<Mismatch> {
         }
         (ExpectedOutcome::NoReply, Outcome::NoReply) => true,
         (ExpectedOutcome::Error(want), Outcome::Error { kind, .. }) => want == kind,
-        (ExpectedOutcome::Rejected(want), Outcome::Rejected { code, .. }) => want == code,
-        (ExpectedOutcome::Failure(want), Outcome::Failure { code, .. }) => want == code,
+        (ExpectedOutcome::Rejected(want), Outcome::Rejected { code, .. }) => code == want,
+        (ExpectedOutcome::Failure(want), Outcome::Failure { code, .. }) => code == want,
         _ => false,
     };
     if !outcome_ok {

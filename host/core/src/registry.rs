@@ -25,6 +25,7 @@ use alloc::{
 };
 
 use crate::engine::{Plugin, PluginError};
+use crate::status::Code;
 use crate::name::{validate_name, NameError};
 use crate::plugin::{CallOutcome, CommandSpec, HandlerResult, Invocation, PluginInfo, Role};
 
@@ -80,10 +81,10 @@ pub enum DispatchError {
 
 impl DispatchError {
     /// Status code (see `docs/protocol.md`).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            DispatchError::UnknownCommand(_) => "unknown_command",
-            DispatchError::NotPermitted { .. } => "not_permitted",
+            DispatchError::UnknownCommand(_) => Code::UnknownCommand,
+            DispatchError::NotPermitted { .. } => Code::NotPermitted,
             DispatchError::Plugin(e) => e.code(),
         }
     }

@@ -165,6 +165,13 @@ impl fmt::Display for Code {
     }
 }
 
+/// A code compares equal to its wire spelling (`Code::Trap == "trap"`).
+impl PartialEq<&str> for Code {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// One status message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {

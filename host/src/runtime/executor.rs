@@ -163,7 +163,7 @@ fn call(handlers: &Handlers, invocation: &Invocation) -> (AttemptResult, Vec<Eve
         Ok(Err(DispatchError::Plugin(e))) => (AttemptResult::from_plugin_error(&e), Vec::new()),
         Ok(Err(e)) => (
             AttemptResult::Rejected {
-                code: Code::parse(e.code()),
+                code: e.code(),
                 message: e.to_string(),
             },
             Vec::new(),

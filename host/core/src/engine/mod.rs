@@ -13,6 +13,7 @@ use core::fmt;
 use core::str::FromStr;
 
 use crate::host_env::HostEnv;
+use crate::status::Code;
 use crate::limits::Limits;
 use crate::name::{validate_name, NameError};
 use crate::plugin::{CallOutcome, Invocation, PluginInfo};
@@ -119,20 +120,34 @@ pub enum PluginError {
     Abi(String),
 }
 
+/// When a plugin gets a new instance (both engines honour it alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InstancePolicy {
+    /// Keep the instance between successful calls; replace it after an
+    /// error (contract point 13). Cheapest; a guest's globals persist
+    /// between calls.
+    #[default]
+    ReuseUntilError,
+    /// A new store and instance for every call: no guest state survives a
+    /// call, at the cost of instantiating (memory allocation, data segments,
+    /// start function) each time.
+    FreshPerCall,
+}
+
 impl PluginError {
     /// The status code reported for a failed call (see `docs/protocol.md`).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            PluginError::OutOfFuel | PluginError::Timeout => "timed_out",
-            PluginError::ReplyTooLarge { .. } | PluginError::ModuleTooLarge { .. } => "too_large",
+            PluginError::OutOfFuel | PluginError::Timeout => Code::TimedOut,
+            PluginError::ReplyTooLarge { .. } | PluginError::ModuleTooLarge { .. } => Code::TooLarge,
             PluginError::Trap(_)
             | PluginError::StackOverflow
             | PluginError::MemoryLimit
-            | PluginError::Abi(_) => "trap",
+            | PluginError::Abi(_) => Code::Trap,
             PluginError::InvalidModule(_)
             | PluginError::Link(_)
             | PluginError::Instantiate(_)
-            | PluginError::Describe(_) => "handler_error",
+            | PluginError::Describe(_) => Code::HandlerError,
         }
     }
 }

@@ -140,7 +140,7 @@ impl<A> Pipeline<A> {
         }
         self.outbox_urgent = false;
         self.submitted = self.emitted;
-        Some((std::mem::take(&mut self.outbox), self.emitted))
+        Some((core::mem::take(&mut self.outbox), self.emitted))
     }
 
     /// Drops the outbox: a compaction snapshot written instead of it already

@@ -118,7 +118,7 @@ impl AttemptResult {
     /// retried; an oversize reply (`too_large`) is not, it would only fail
     /// again.
     pub fn from_plugin_error(error: &PluginError) -> Self {
-        let code = Code::parse(error.code());
+        let code = error.code();
         let retryable = matches!(code, Code::Trap | Code::TimedOut | Code::HandlerError);
         AttemptResult::Failed {
             code,

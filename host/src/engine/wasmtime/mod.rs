@@ -78,18 +78,8 @@ pub enum EngineError {
     CacheDir(#[from] CacheDirError),
 }
 
-/// When a plugin gets a new instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum InstancePolicy {
-    /// Keep the instance between successful calls; replace it after an
-    /// error (contract point 13). Fastest; guest globals persist between
-    /// calls, as on wasmi.
-    #[default]
-    ReuseUntilError,
-    /// A new store and instance for every call: no guest state survives a
-    /// call, at the cost of one instantiation per call.
-    FreshPerCall,
-}
+/// When a plugin gets a new instance: one policy for both engines.
+pub use relay_core::engine::InstancePolicy;
 
 /// wasmtime's pooling allocator: instance slots reserved once, up front.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

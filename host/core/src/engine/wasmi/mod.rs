@@ -56,19 +56,7 @@ use crate::host_env::HostEnv;
 use crate::limits::Limits;
 use crate::plugin::{CallOutcome, Invocation, PluginInfo};
 
-/// When a plugin gets a new instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum InstancePolicy {
-    /// Keep the instance between successful calls; replace it after an
-    /// error. Cheapest; a guest's globals persist between calls (as with a
-    /// long-lived instance on wasmtime).
-    #[default]
-    ReuseUntilError,
-    /// A new store and instance for every call: no guest state survives a
-    /// call, at the cost of instantiating (memory allocation, data segments,
-    /// start function) each time.
-    FreshPerCall,
-}
+pub use super::InstancePolicy;
 
 /// Options of the wasmi engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
