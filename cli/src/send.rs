@@ -1,84 +1,61 @@
 //! `relay send`: publish one command to a device, print its id, and with
 //! `--wait` follow its status transitions to the final one. Thin: argument
-//! parsing and printing; the work is in [`crate::client`].
+//! parsing and printing; the work is in [`relay_client`].
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
-use clap::Args;
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, ValueEnum};
+use relay_client::json::parse_json_payload;
+use relay_client::{Client, CommandRequest, Payload};
+use relay_core::msgpack::{validate, DEFAULT_MAX_DEPTH};
 use relay_core::plugin::Role;
-use relay_core::status::{State, Status};
+use relay_core::status::State;
 
-use relay_client::json::{msgpack_to_json, parse_json_payload};
-use relay_client::{Client, ClientOptions, CommandRequest, Payload};
-use relay_client::TlsFiles;
+use crate::connect::ConnectArgs;
+use crate::render::{status_json, status_line};
+use crate::time::{parse_duration, short_duration};
 
 /// Exit code when the command ended `failed`, `rejected` or `expired`.
 pub const EXIT_NOT_SUCCEEDED: i32 = 3;
 
-/// How to reach the broker; shared by `send` and `watch`.
-#[derive(Debug, Clone, Args)]
-pub struct BrokerArgs {
-    /// MQTT broker host.
-    #[arg(long, env = "RELAY_HOST", default_value = "127.0.0.1")]
-    pub host: String,
-    /// MQTT broker port.
-    #[arg(long, env = "RELAY_PORT", default_value_t = 1883)]
-    pub port: u16,
-    /// Topic prefix; must match the device's (`<prefix>/<device>/cmd/<role>`).
-    #[arg(long, env = "RELAY_PREFIX", default_value = "relay")]
-    pub prefix: String,
-    /// Give up connecting after this long (e.g. `5s`, `500ms`).
-    #[arg(long, value_parser = parse_duration, default_value = "5s")]
-    pub connect_timeout: Duration,
-    /// Connect with TLS, trusting this CA (PEM).
-    #[arg(long, env = "RELAY_TLS_CA", value_name = "PEM")]
-    pub tls_ca: Option<PathBuf>,
-    /// Connect with TLS using the system's root certificates.
-    #[arg(long, conflicts_with = "tls_ca")]
-    pub tls: bool,
-    /// TLS client certificate (PEM), for brokers that require one.
-    #[arg(long, env = "RELAY_TLS_CERT", value_name = "PEM", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// TLS client key (PEM).
-    #[arg(long, env = "RELAY_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-}
-
-impl BrokerArgs {
-    pub fn options(&self) -> ClientOptions {
-        let tls =
-            (self.tls || self.tls_ca.is_some() || self.tls_cert.is_some()).then(|| TlsFiles {
-                ca: self.tls_ca.clone(),
-                client_cert: self.tls_cert.clone(),
-                client_key: self.tls_key.clone(),
-            });
-        ClientOptions {
-            prefix: self.prefix.clone(),
-            connect_timeout: self.connect_timeout,
-            tls,
-            ..ClientOptions::new(self.host.clone(), self.port)
-        }
-    }
+/// How a payload read from a file or stdin is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PayloadFormat {
+    /// JSON text, encoded to msgpack with the `$bin`/`$ext` markers of `docs/scenarios.md`.
+    Json,
+    /// Exactly one msgpack value, sent as is.
+    Msgpack,
 }
 
 /// Send a command to a device and print its request id.
-///
-/// Exit status: 0 sent (with --wait: succeeded); 1 error (bad input, broker
-/// unreachable, no final status in time); 2 usage error; 3 the command ended
-/// failed, rejected or expired (with --wait).
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Payload: JSON text ('{\"delay_ms\": 10}'), @FILE (JSON, or msgpack for *.msgpack / *.mpk
+or --format msgpack), or - for stdin. Binary values are {\"$bin\": \"<hex>\"}.
+
+Exit status: 0 sent (with --wait: succeeded); 1 error (bad input, broker unreachable,
+no final status in time); 2 usage error; 3 the command ended failed, rejected or
+expired (with --wait).
+
+Examples:
+  relay send -d dev-1 echo '{\"hello\": \"world\"}' --wait
+  relay send -d dev-1 deploy @deploy.json --ttl 10m --broker mqtts://ops@broker:8883
+  cat payload.msgpack | relay send -d dev-1 echo - --format msgpack --rpc --json")]
 pub struct SendArgs {
     /// Device id (letters, digits, `-`, `_`).
     #[arg(long, short)]
     pub device: String,
     /// Command name (letters, digits, `-`, `_`; 1 to 64 characters).
     pub name: String,
-    /// Payload as JSON (sent as msgpack), e.g. '{"delay_ms": 10}'. Omit for none.
-    #[arg(value_name = "JSON")]
+    /// Payload: JSON text, @FILE, or - (stdin); sent as msgpack. Omit for none.
+    #[arg(value_name = "PAYLOAD")]
     pub payload: Option<String>,
+    /// Encoding of a payload from @FILE or stdin [default: json; msgpack for *.msgpack, *.mpk].
+    #[arg(long, value_enum)]
+    pub format: Option<PayloadFormat>,
     /// Role to send as: admin, primary or secondary (the topic level; the broker's ACL decides who may).
     #[arg(long, short, default_value = "admin", value_parser = parse_role)]
     pub role: Role,
@@ -101,13 +78,13 @@ pub struct SendArgs {
     #[arg(long = "json")]
     pub json_output: bool,
     #[command(flatten)]
-    pub broker: BrokerArgs,
+    pub connect: ConnectArgs,
 }
 
 pub fn run(args: SendArgs) -> Result<()> {
     // Validate everything local before touching the network.
     let payload = match &args.payload {
-        Some(text) => Payload::Msgpack(parse_json_payload(text).map_err(|e| anyhow!(e))?),
+        Some(arg) => Payload::Msgpack(read_payload(arg, args.format, &mut std::io::stdin())?),
         None => Payload::None,
     };
     let mut request = CommandRequest::new(args.name.clone())
@@ -134,7 +111,7 @@ pub fn run(args: SendArgs) -> Result<()> {
 
 /// Returns the final state when waiting.
 async fn send(args: &SendArgs, request: CommandRequest) -> Result<Option<State>> {
-    let client = Client::connect(args.broker.options()).await?;
+    let client = Client::connect(args.connect.options()?).await?;
     let id = client
         .send(&args.device, request)
         .await
@@ -156,18 +133,17 @@ async fn send(args: &SendArgs, request: CommandRequest) -> Result<Option<State>>
         return Ok(None);
     }
     let deadline = tokio::time::Instant::now() + args.timeout;
+    let mut seen_any = false;
     let result = loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let status = match client.next_status(&id, left).await {
             Ok(s) => s,
             Err(relay_client::ClientError::Timeout { .. }) => {
-                break Err(anyhow!(
-                    "no final status for {id} within {:?} (is the device running?)",
-                    args.timeout
-                ))
+                break Err(no_final_status(args, &id, seen_any));
             }
             Err(e) => break Err(e.into()),
         };
+        seen_any = true;
         let mut out = std::io::stdout().lock();
         writeln!(
             out,
@@ -187,47 +163,66 @@ async fn send(args: &SendArgs, request: CommandRequest) -> Result<Option<State>>
     result
 }
 
-/// One status as a JSON object; the reply decoded from msgpack.
-pub fn status_json(status: &Status) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "id": status.id,
-        "name": status.name,
-        "status": status.status.as_str(),
-        "attempt": status.attempt,
-        "at": status.at,
-    });
-    if let Some(code) = &status.code {
-        v["code"] = code.as_str().into();
+/// Why `--wait` ended without a final status, with what to check. No
+/// status at all means the command never reached the device: it is offline,
+/// or the broker dropped the publish (MQTT 3.1.1 cannot tell a client that
+/// its ACL refused a publish: the broker still acknowledges it).
+fn no_final_status(args: &SendArgs, id: &str, seen_any: bool) -> anyhow::Error {
+    let waited = short_duration(args.timeout);
+    if seen_any {
+        return anyhow!(
+            "no final status for {id} within {waited}: the device accepted it and is still \
+             working on it (ask later with `relay status -d {} {id}`)",
+            args.device
+        );
     }
-    if let Some(message) = &status.message {
-        v["message"] = message.as_str().into();
-    }
-    if let Some(reply) = &status.reply {
-        v["reply"] = msgpack_to_json(reply);
-    }
-    if let Some(next) = status.next_attempt_at {
-        v["next_attempt_at"] = next.into();
-    }
-    v
+    let topic = format!("{}/{}/cmd/{}", args.connect.prefix, args.device, args.role);
+    anyhow!(
+        "no status for {id} within {waited}: is device {device:?} running and connected to \
+         {broker}? If it is, the broker may have refused this publish: check that your user may \
+         write to {topic} (the broker's ACL; MQTT 3.1.1 acknowledges a refused publish \
+         without saying so). The command stays queued if the device is only offline.",
+        device = args.device,
+        broker = args.connect.describe(),
+    )
 }
 
-/// One status as a line of text: `succeeded attempt=1 reply={"ok":true}`.
-pub fn status_line(status: &Status) -> String {
-    let mut line = format!("{} attempt={}", status.status, status.attempt);
-    if let Some(code) = &status.code {
-        line.push_str(&format!(" code={code}"));
+/// The payload argument as msgpack: JSON text, `@file`, or `-` for stdin.
+pub fn read_payload(
+    arg: &str,
+    format: Option<PayloadFormat>,
+    stdin: &mut dyn Read,
+) -> Result<Vec<u8>> {
+    let (bytes, format) = if arg == "-" {
+        let mut bytes = Vec::new();
+        stdin
+            .read_to_end(&mut bytes)
+            .context("reading the payload from stdin")?;
+        (bytes, format.unwrap_or(PayloadFormat::Json))
+    } else if let Some(path) = arg.strip_prefix('@') {
+        let bytes = std::fs::read(path).with_context(|| format!("reading the payload from {path}"))?;
+        let by_name = match Path::new(path).extension().and_then(|e| e.to_str()) {
+            Some("msgpack" | "mpk") => PayloadFormat::Msgpack,
+            _ => PayloadFormat::Json,
+        };
+        (bytes, format.unwrap_or(by_name))
+    } else {
+        if format == Some(PayloadFormat::Msgpack) {
+            bail!("--format msgpack needs the payload from @FILE or - (stdin)");
+        }
+        (arg.as_bytes().to_vec(), PayloadFormat::Json)
+    };
+    match format {
+        PayloadFormat::Json => {
+            let text = std::str::from_utf8(&bytes).context("the JSON payload is not UTF-8")?;
+            parse_json_payload(text).map_err(|e| anyhow!(e))
+        }
+        PayloadFormat::Msgpack => {
+            validate(&bytes, DEFAULT_MAX_DEPTH)
+                .map_err(|e| anyhow!("the msgpack payload is not one valid value: {e}"))?;
+            Ok(bytes)
+        }
     }
-    if let Some(next) = status.next_attempt_at {
-        line.push_str(&format!(" next_attempt_at={next}"));
-    }
-    if let Some(reply) = &status.reply {
-        let shown = msgpack_to_json(reply).to_string();
-        line.push_str(&format!(" reply={shown}"));
-    }
-    if let Some(message) = &status.message {
-        line.push_str(&format!(" message={message:?}"));
-    }
-    line
 }
 
 /// `admin`, `primary` or `secondary`.
@@ -236,42 +231,9 @@ pub fn parse_role(s: &str) -> Result<Role, String> {
         .ok_or_else(|| format!("unknown role {s:?}; expected admin, primary or secondary"))
 }
 
-/// `250ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}; use e.g. 500ms, 30s, 5m, 1h"))?;
-    let millis = match unit {
-        "ms" => Some(n),
-        "" | "s" => n.checked_mul(1000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        _ => return Err(format!("invalid duration unit in {s:?}; use ms, s, m or h")),
-    };
-    millis
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("duration {s:?} is too long"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use relay_core::status::Code;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        for bad in ["", "s", "1.5s", "-1s", "10d", "99999999999999999999h"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn roles() {
@@ -282,15 +244,37 @@ mod tests {
     }
 
     #[test]
-    fn status_rendering() {
-        let s =
-            Status::new("id1", "echo", State::Failed, 5, 7).with_code(Code::HandlerError, "boom");
+    fn payloads_come_from_text_files_or_stdin() {
+        let none: &mut dyn Read = &mut std::io::empty();
+        assert_eq!(read_payload("{\"a\": 1}", None, none).unwrap(), [0x81, 0xa1, b'a', 1]);
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("p.json");
+        std::fs::write(&json, "[true]").unwrap();
+        let arg = format!("@{}", json.display());
+        assert_eq!(read_payload(&arg, None, none).unwrap(), [0x91, 0xc3]);
+        let raw = dir.path().join("p.msgpack");
+        std::fs::write(&raw, [0x92, 0x01, 0x02]).unwrap();
+        let arg = format!("@{}", raw.display());
+        assert_eq!(read_payload(&arg, None, none).unwrap(), [0x92, 0x01, 0x02]);
+        let mut stdin: &[u8] = &[0xc4, 0x01, 0xff];
         assert_eq!(
-            status_line(&s),
-            "failed attempt=5 code=handler_error message=\"boom\""
+            read_payload("-", Some(PayloadFormat::Msgpack), &mut stdin).unwrap(),
+            [0xc4, 0x01, 0xff]
         );
-        let json = status_json(&s);
-        assert_eq!(json["code"], "handler_error");
-        assert_eq!(json["attempt"], 5);
+        let mut stdin: &[u8] = b"{\"$bin\": \"ff\"}";
+        assert_eq!(read_payload("-", None, &mut stdin).unwrap(), [0xc4, 0x01, 0xff]);
+    }
+
+    #[test]
+    fn bad_payloads_say_why() {
+        let none: &mut dyn Read = &mut std::io::empty();
+        let err = |arg: &str, f| read_payload(arg, f, &mut std::io::empty()).unwrap_err().to_string();
+        assert!(err("{oops", None).contains("line 1"));
+        assert!(err("@/nonexistent/p.json", None).contains("/nonexistent/p.json"));
+        assert!(err("[1]", Some(PayloadFormat::Msgpack)).contains("@FILE"));
+        let mut truncated: &[u8] = &[0x92, 0x01];
+        let e = read_payload("-", Some(PayloadFormat::Msgpack), &mut truncated).unwrap_err();
+        assert!(e.to_string().contains("not one valid value"), "{e}");
+        let _ = none;
     }
 }
