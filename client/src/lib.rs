@@ -32,6 +32,7 @@
 
 pub mod backoff;
 pub mod json;
+pub mod link;
 pub mod tls;
 pub mod topics;
 
@@ -49,13 +50,21 @@ use relay_core::name::validate_name;
 use relay_core::plugin::Role;
 use relay_core::status::Status;
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, Request,
-    Subscribe, SubscribeFilter, SubscribeReasonCode,
+    AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, QoS, Request, Subscribe,
+    SubscribeFilter, SubscribeReasonCode,
 };
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
+use crate::link::{LinkOptions, Resend};
 use crate::topics::{validate_prefix, DEFAULT_PREFIX};
+
+/// Reconnect backoff of an app: quick, since a person may be waiting.
+const RECONNECT_BASE: Duration = Duration::from_millis(100);
+const RECONNECT_CAP: Duration = Duration::from_secs(3);
+
+/// Outgoing publishes awaiting the broker's PUBACK (rumqttc's default).
+const MAX_INFLIGHT: u16 = 100;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -288,22 +297,22 @@ impl Client {
             .client_id
             .clone()
             .unwrap_or_else(|| format!("relay-app-{:016x}", rand::random::<u64>()));
-        let mut mqtt = MqttOptions::new(client_id, options.host.clone(), options.port);
-        mqtt.set_clean_session(true)
-            .set_keep_alive(options.keep_alive.max(Duration::from_secs(1)))
-            .set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024)
-            .set_request_channel_capacity(256);
-        if let Some((user, password)) = &options.credentials {
-            mqtt.set_credentials(user.clone(), password.clone());
-        }
-        if let Some(tls) = &options.tls {
-            mqtt.set_transport(tls.transport()?);
-        }
-        let (client, mut eventloop) = AsyncClient::new(mqtt, 256);
-        eventloop.network_options.set_tcp_nodelay(true);
-        eventloop
-            .network_options
-            .set_connection_timeout(options.connect_timeout.as_secs().max(1));
+        let link = LinkOptions {
+            client_id,
+            host: options.host.clone(),
+            port: options.port,
+            clean_session: true,
+            credentials: options.credentials.clone(),
+            tls: options.tls.clone(),
+            keep_alive: options.keep_alive,
+            connect_timeout: options.connect_timeout,
+            max_inflight: MAX_INFLIGHT,
+            queue_capacity: 256,
+            max_incoming_packet: 16 * 1024 * 1024,
+            max_outgoing_packet: 16 * 1024 * 1024,
+        };
+        let (client, mut eventloop) = AsyncClient::new(link.mqtt_options()?, 256);
+        link.configure(&mut eventloop);
 
         let unreachable = |reason: String| ClientError::Unreachable {
             host: options.host.clone(),
@@ -640,15 +649,16 @@ fn describe_connection_error(error: &ConnectionError) -> String {
 /// The connection task: routes statuses and events, counts PUBACKs,
 /// resubscribes after a reconnect. Never awaits the request channel.
 ///
-/// rumqttc drops unacknowledged publishes when the broker answers
-/// `session_present = false` (always, with a clean session). They are taken
-/// out of the event loop on every disconnect and queued again after the next
-/// CONNACK, so every publish eventually gets exactly one PUBACK and the count
-/// in [`Client::send`] stays exact (the device dedupes a resent command by id).
+/// Publishes of a dead connection are sent again after the next CONNACK
+/// ([`Resend`], shared with the device), so every publish eventually gets
+/// exactly one PUBACK and the count in [`Client::send`] stays exact (the
+/// device dedupes a resent command by id). Subscribes in flight are sent
+/// again too (their [`Client::send`] waits for the SUBACK).
 async fn drive(mut eventloop: EventLoop, shared: Arc<Shared>, connected: watch::Sender<bool>) {
-    let mut failures: u32 = 0;
-    // Publishes and subscribes of a dead connection, sent again after the next CONNACK.
-    let mut saved: VecDeque<Request> = VecDeque::new();
+    let mut backoff = Backoff::new(RECONNECT_BASE, RECONNECT_CAP);
+    let mut resend = Resend::new(MAX_INFLIGHT);
+    // Subscribes of a dead connection, sent again after the next CONNACK.
+    let mut saved: Vec<Request> = Vec::new();
     // After our DISCONNECT, read until the broker closes: closing first with
     // unread data would send a TCP RST that can make the broker drop what we sent last.
     let mut disconnect_sent = false;
@@ -659,10 +669,12 @@ async fn drive(mut eventloop: EventLoop, shared: Arc<Shared>, connected: watch::
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 route(&shared, &publish.topic, publish.payload.to_vec())
             }
-            Ok(Event::Incoming(Packet::PubAck(_))) => {
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                resend.on_puback(&mut eventloop, ack.pkid);
                 shared.pubacks.fetch_add(1, Ordering::SeqCst);
                 shared.changed.notify_waiters();
             }
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => resend.on_outgoing_publish(pkid),
             Ok(Event::Incoming(Packet::SubAck(suback))) => {
                 let granted = suback
                     .return_codes
@@ -673,7 +685,7 @@ async fn drive(mut eventloop: EventLoop, shared: Arc<Shared>, connected: watch::
                 }
             }
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                failures = 0;
+                backoff.reset();
                 let _ = connected.send(true);
                 let filters: Vec<_> = shared
                     .lock()
@@ -681,13 +693,9 @@ async fn drive(mut eventloop: EventLoop, shared: Arc<Shared>, connected: watch::
                     .iter()
                     .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
                     .collect();
-                let mut front = VecDeque::new();
-                if !filters.is_empty() {
-                    front.push_back(Request::Subscribe(Subscribe::new_many(filters)));
-                }
-                front.append(&mut saved);
-                front.append(&mut eventloop.pending);
-                eventloop.pending = front;
+                let resubscribe = (!filters.is_empty())
+                    .then(|| Request::Subscribe(Subscribe::new_many(filters)));
+                resend.on_connack(&mut eventloop, resubscribe.into_iter().chain(saved.drain(..)));
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => disconnect_sent = true,
             Ok(_) => {}
@@ -698,22 +706,8 @@ async fn drive(mut eventloop: EventLoop, shared: Arc<Shared>, connected: watch::
                     break;
                 }
                 eventloop.state.events.clear();
-                for request in eventloop.pending.drain(..) {
-                    match request {
-                        Request::Publish(mut publish) => {
-                            // Fresh packet ids: nothing of the old session is left on the broker.
-                            publish.pkid = 0;
-                            publish.dup = false;
-                            saved.push_back(Request::Publish(publish));
-                        }
-                        Request::Subscribe(subscribe) => {
-                            saved.push_back(Request::Subscribe(subscribe))
-                        }
-                        _ => {}
-                    }
-                }
-                failures = failures.saturating_add(1);
-                let delay = Duration::from_millis(100u64.saturating_mul(1 << failures.min(5)));
+                saved.extend(resend.on_connection_lost(&mut eventloop));
+                let delay = backoff.next_delay();
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "relay client: connection lost");
                 tokio::time::sleep(delay).await;
             }

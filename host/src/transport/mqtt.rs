@@ -29,17 +29,10 @@
 //!   sent with `try_ack`; if the channel is full they wait in a queue that a
 //!   small pump task retries. Runtime publishes await channel space from their
 //!   own tasks.
-//! - **Outgoing messages survive reconnects.** rumqttc drops its pending
-//!   (unacked) publishes when the broker answers `session_present = false`. We
-//!   take them out of the event loop on every disconnect and queue them again
-//!   after the next `ConnAck`, with fresh packet ids (QoS 1 keeps no broker
-//!   state for client-to-broker publishes, so this is safe in both cases, and
-//!   it avoids the packet-id collision livelock after a broker lost the session).
-//!   They re-enter rumqttc's `pending` queue at most one in-flight window at
-//!   a time, one more per PUBACK: rumqttc sends `pending` without flow
-//!   control, and a backlog larger than the window would wrap packet ids onto
-//!   unacknowledged publishes, where a collision silently drops a publish
-//!   (found by the kill -9 test against the embedded broker).
+//! - **Outgoing messages survive reconnects**, in send order, fed back one
+//!   in-flight window at a time ([`relay_client::link::Resend`], shared with
+//!   the app side; the window matters: found by the kill -9 test against the
+//!   embedded broker).
 //! - **Resubscribe on every ConnAck**, also when the session was present (it
 //!   costs one SUBSCRIBE; a broker that lost our session gets it back).
 //! - **Reconnect** with exponential backoff and full jitter ([`Backoff`]),
@@ -65,9 +58,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use relay_client::link::{LinkOptions, Resend};
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS,
-    Request, Subscribe, SubscribeReasonCode,
+    AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, Publish, QoS, Request,
+    Subscribe, SubscribeReasonCode,
 };
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
@@ -240,29 +234,24 @@ impl MqttTransport {
                 "max_inflight and queue_capacity must be at least 1".into(),
             ));
         }
-        let mut options = MqttOptions::new(
-            config.effective_client_id(),
-            config.host.clone(),
-            config.port,
-        );
-        options
-            .set_clean_session(false)
-            .set_manual_acks(true)
-            .set_keep_alive(config.keep_alive.max(Duration::from_secs(1)))
-            .set_inflight(config.max_inflight)
-            .set_request_channel_capacity(config.queue_capacity)
-            .set_max_packet_size(config.max_incoming_packet, config.max_outgoing_packet);
-        if let Some((user, password)) = &config.credentials {
-            options.set_credentials(user.clone(), password.clone());
-        }
-        if let Some(tls) = &config.tls {
-            options.set_transport(tls.transport()?);
-        }
+        let link = LinkOptions {
+            client_id: config.effective_client_id(),
+            host: config.host.clone(),
+            port: config.port,
+            clean_session: false,
+            credentials: config.credentials.clone(),
+            tls: config.tls.clone(),
+            keep_alive: config.keep_alive,
+            connect_timeout: config.connect_timeout,
+            max_inflight: config.max_inflight,
+            queue_capacity: config.queue_capacity,
+            max_incoming_packet: config.max_incoming_packet,
+            max_outgoing_packet: config.max_outgoing_packet,
+        };
+        let mut options = link.mqtt_options()?;
+        options.set_manual_acks(true);
         let (client, mut eventloop) = AsyncClient::new(options, config.queue_capacity);
-        eventloop.network_options.set_tcp_nodelay(true);
-        eventloop
-            .network_options
-            .set_connection_timeout(config.connect_timeout.as_secs().max(1));
+        link.configure(&mut eventloop);
 
         let shared = Arc::new(Shared {
             acks: Mutex::new(AckState::default()),
@@ -281,10 +270,7 @@ impl MqttTransport {
             incoming_tx,
             link_tx,
             backoff,
-            saved: VecDeque::new(),
-            max_inflight: usize::from(config.max_inflight),
-            fed_unsent: 0,
-            window: VecDeque::new(),
+            resend: Resend::new(config.max_inflight),
         };
         let event_loop_task = tokio::spawn(driver.run());
         let ack_pump_task = tokio::spawn(ack_pump(shared.clone()));
@@ -440,16 +426,8 @@ struct Driver {
     incoming_tx: mpsc::UnboundedSender<Incoming>,
     link_tx: watch::Sender<LinkState>,
     backoff: Backoff,
-    /// Publishes of a dead connection, sent again after the next CONNACK.
-    saved: VecDeque<Publish>,
-    /// rumqttc's in-flight window (`MqttOptions::set_inflight`).
-    max_inflight: usize,
-    /// Saved publishes moved into rumqttc's `pending` and not sent yet
-    /// (rumqttc sends `pending` before anything from the request channel).
-    fed_unsent: usize,
-    /// Packet ids of the publishes sent on this connection and not
-    /// acknowledged yet, in send order.
-    window: VecDeque<u16>,
+    /// Publishes of dead connections, sent again in order (shared with the app side).
+    resend: Resend,
 }
 
 impl Driver {
@@ -471,18 +449,10 @@ impl Driver {
                 Ok(Event::Incoming(Packet::Publish(publish))) => self.on_publish(publish),
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
                     self.shared.publish_acks.send_modify(|n| *n += 1);
-                    if let Some(at) = self.window.iter().position(|&pkid| pkid == ack.pkid) {
-                        self.window.remove(at);
-                    }
-                    // A slot of the window is free: the next saved publish.
-                    if let Some(publish) = self.saved.pop_front() {
-                        self.eventloop.pending.push_back(Request::Publish(publish));
-                        self.fed_unsent += 1;
-                    }
+                    self.resend.on_puback(&mut self.eventloop, ack.pkid);
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                    self.window.push_back(pkid);
-                    self.fed_unsent = self.fed_unsent.saturating_sub(1);
+                    self.resend.on_outgoing_publish(pkid)
                 }
                 Ok(Event::Incoming(Packet::SubAck(suback))) => {
                     let granted = suback
@@ -522,23 +492,10 @@ impl Driver {
         self.backoff.reset();
         let epoch = self.shared.lock().order.epoch();
         let filter = self.shared.topics.command_filter();
-        tracing::info!(session_present, %filter, resent = self.saved.len(), "mqtt: connected");
-        // Front of the queue: subscribe first, then what the last connection had
-        // not delivered, then anything rumqttc itself kept.
-        // rumqttc sends its `pending` queue without flow control: more
-        // publishes than the in-flight window would wrap the packet ids onto
-        // unacknowledged ones ("collision"), and a collision overwrites the
-        // previous one, losing it. So at most a window's worth goes in now;
-        // each PUBACK lets the next saved publish in (`on_puback`). While
-        // saved publishes wait, the window stays full, so rumqttc takes
-        // nothing newer from the request channel: order is kept.
-        let mut front = VecDeque::with_capacity(self.max_inflight + 1);
-        front.push_back(Request::Subscribe(Subscribe::new(filter, QoS::AtLeastOnce)));
-        let now = self.saved.len().min(self.max_inflight);
-        front.extend(self.saved.drain(..now).map(Request::Publish));
-        self.fed_unsent = now;
-        front.append(&mut self.eventloop.pending);
-        self.eventloop.pending = front;
+        tracing::info!(session_present, %filter, resent = self.resend.saved_len(), "mqtt: connected");
+        // Subscribe first, then what the last connection had not delivered.
+        let subscribe = Request::Subscribe(Subscribe::new(filter, QoS::AtLeastOnce));
+        self.resend.on_connack(&mut self.eventloop, [subscribe]);
         self.link_tx.send_modify(|l| {
             l.connected = true;
             l.subscribed = false;
@@ -586,41 +543,8 @@ impl Driver {
             self.eventloop.clean();
             self.eventloop.state.events.clear();
         }
-        // After rumqttc's clean, `pending` holds, in this order: the saved
-        // publishes we had let in but were not sent yet, the publishes in
-        // flight on the dead connection (older than those), then requests
-        // drained from the channel (newer than everything saved). Restore
-        // publish order: in flight, let in, still saved, drained.
-        // rumqttc lists the in-flight ones by packet id from its last PUBACK
-        // on, which is not send order once ids wrapped (a SUBSCRIBE takes an
-        // id too): sort them by when they were sent.
-        let mut publishes = self.eventloop.pending.drain(..).filter_map(|r| match r {
-            Request::Publish(publish) => Some(publish),
-            _ => None,
-        });
-        let let_in: Vec<Publish> = publishes.by_ref().take(self.fed_unsent).collect();
-        let mut in_flight: Vec<Publish> = publishes.by_ref().take(self.window.len()).collect();
-        in_flight.sort_by_key(|p| {
-            self.window
-                .iter()
-                .position(|&pkid| pkid == p.pkid)
-                .unwrap_or(usize::MAX)
-        });
-        let drained: Vec<Publish> = publishes.collect();
-        let still_saved = std::mem::take(&mut self.saved);
-        self.saved = in_flight
-            .into_iter()
-            .chain(let_in)
-            .chain(still_saved)
-            .chain(drained)
-            .map(|mut publish| {
-                publish.pkid = 0;
-                publish.dup = false;
-                publish
-            })
-            .collect();
-        self.fed_unsent = 0;
-        self.window.clear();
+        // Subscribes are dropped: every CONNACK subscribes again.
+        let _ = self.resend.on_connection_lost(&mut self.eventloop);
         let message = error.to_string();
         self.link_tx.send_modify(|l| {
             l.connected = false;
