@@ -24,8 +24,8 @@ use relay_cli::embedded_broker::EmbeddedBroker;
 use relay_client::json::msgpack_to_json;
 use relay_client::{Client, ClientOptions, CommandRequest, DeviceMessage};
 use relay_core::status::{State, Status};
-use relay_host::runtime::{start_device, Config};
 use relay_harness::{bundled_plugin, bundled_plugin_dir};
+use relay_host::runtime::{start_device, Config};
 use serde_json::json;
 
 /// Upper bound of every wait: a hang becomes an error instead of a stuck example.

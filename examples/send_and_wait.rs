@@ -26,8 +26,8 @@ use relay_client::json::msgpack_to_json;
 use relay_client::{Client, ClientOptions, CommandRequest};
 use relay_core::engine::EngineKind;
 use relay_core::status::State;
-use relay_host::runtime::{start_device, Config};
 use relay_harness::{bundled_plugin, bundled_plugin_dir};
+use relay_host::runtime::{start_device, Config};
 use serde_json::json;
 
 const DEVICE: &str = "sensor-7";

@@ -68,9 +68,9 @@ pub struct BrokerUrl {
 
 /// `mqtt://[user@]host[:port]`, `mqtts://...` (also `tcp://`, `ssl://`).
 pub fn parse_broker_url(url: &str) -> Result<BrokerUrl> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .with_context(|| format!("broker URL {url:?} has no scheme; use mqtt://host:port or mqtts://host:port"))?;
+    let (scheme, rest) = url.split_once("://").with_context(|| {
+        format!("broker URL {url:?} has no scheme; use mqtt://host:port or mqtts://host:port")
+    })?;
     let tls = match scheme {
         "mqtt" | "tcp" => false,
         "mqtts" | "ssl" | "tls" => true,
@@ -147,7 +147,12 @@ impl ConnectArgs {
                     url.username.or_else(|| self.username.clone()),
                 )
             }
-            None => (flag_tls, self.host.clone(), self.port, self.username.clone()),
+            None => (
+                flag_tls,
+                self.host.clone(),
+                self.port,
+                self.username.clone(),
+            ),
         };
         let port = port.unwrap_or(if tls { 8883 } else { 1883 });
         Ok((tls, host, port, username))
@@ -156,7 +161,7 @@ impl ConnectArgs {
     /// The client options, asking for the password if a user is set and
     /// `$RELAY_PASSWORD` is not.
     pub fn options(&self) -> Result<ClientOptions> {
-        self.options_with(|user| password_for(user))
+        self.options_with(password_for)
     }
 
     /// [`ConnectArgs::options`] with the password source given (tests).
@@ -226,7 +231,10 @@ mod tests {
             Some(("alice".to_string(), "pw-of-alice".to_string()))
         );
         let o = options(&["--broker", "mqtt://[::1]"]).unwrap();
-        assert_eq!((o.host.as_str(), o.port, o.tls.is_none()), ("::1", 1883, true));
+        assert_eq!(
+            (o.host.as_str(), o.port, o.tls.is_none()),
+            ("::1", 1883, true)
+        );
         let o = options(&["--broker", "mqtts://h"]).unwrap();
         assert_eq!(o.port, 8883, "TLS default port");
     }

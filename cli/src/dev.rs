@@ -15,9 +15,9 @@ use relay_host::runtime::{self, Config};
 /// Arguments of `relay dev`.
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
-    /// Plugin directory [default: the bundled plugins, <workspace>/target/plugins,
-    /// built by `cargo xtask build-plugins`; or $RELAY_PLUGIN_DIR].
-    #[arg(long, value_name = "DIR")]
+    /// Plugin directory [default: $RELAY_PLUGIN_DIR, else the plugins built into
+    /// this binary, written to <data-dir>/bundled-plugins].
+    #[arg(long, value_name = "DIR", env = "RELAY_PLUGIN_DIR")]
     pub plugins: Option<PathBuf>,
     /// Port of the embedded broker on 127.0.0.1 (0 = any free port).
     #[arg(long, default_value_t = 1883)]
@@ -37,10 +37,14 @@ pub struct DevArgs {
 }
 
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
-    let plugin_dir = args
-        .plugins
-        .clone()
-        .unwrap_or_else(relay_host::bundled::plugin_dir);
+    let plugin_dir = match &args.plugins {
+        Some(dir) => dir.clone(),
+        None => crate::bundled::extract(&args.data_dir)?.context(
+            "this relay was built without its bundled plugins: run `cargo xtask dev` in a \
+             checkout (or `cargo xtask build-plugins` before building or installing relay), \
+             or pass --plugins DIR",
+        )?,
+    };
     if !plugin_dir.is_dir() {
         bail!(
             "plugin dir {} does not exist: build the bundled plugins with `cargo xtask build-plugins` \

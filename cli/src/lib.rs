@@ -13,10 +13,12 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 #[cfg(feature = "embedded-broker")]
+pub mod bundled;
+pub mod connect;
+#[cfg(feature = "embedded-broker")]
 pub mod dev;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded_broker;
-pub mod connect;
 pub mod render;
 pub mod run;
 pub mod send;
@@ -60,10 +62,10 @@ pub enum Command {
     #[cfg(feature = "embedded-broker")]
     Dev(dev::DevArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    #[command(after_help = "Example: relay completions bash > ~/.local/share/bash-completion/completions/relay")]
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    #[command(
+        after_help = "Example: relay completions bash > ~/.local/share/bash-completion/completions/relay"
+    )]
+    Completions { shell: clap_complete::Shell },
 }
 
 /// The log filter without `RUST_LOG`: our own logs at info, the embedded

@@ -200,7 +200,8 @@ pub fn read_payload(
             .context("reading the payload from stdin")?;
         (bytes, format.unwrap_or(PayloadFormat::Json))
     } else if let Some(path) = arg.strip_prefix('@') {
-        let bytes = std::fs::read(path).with_context(|| format!("reading the payload from {path}"))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("reading the payload from {path}"))?;
         let by_name = match Path::new(path).extension().and_then(|e| e.to_str()) {
             Some("msgpack" | "mpk") => PayloadFormat::Msgpack,
             _ => PayloadFormat::Json,
@@ -246,7 +247,10 @@ mod tests {
     #[test]
     fn payloads_come_from_text_files_or_stdin() {
         let none: &mut dyn Read = &mut std::io::empty();
-        assert_eq!(read_payload("{\"a\": 1}", None, none).unwrap(), [0x81, 0xa1, b'a', 1]);
+        assert_eq!(
+            read_payload("{\"a\": 1}", None, none).unwrap(),
+            [0x81, 0xa1, b'a', 1]
+        );
         let dir = tempfile::tempdir().unwrap();
         let json = dir.path().join("p.json");
         std::fs::write(&json, "[true]").unwrap();
@@ -262,13 +266,20 @@ mod tests {
             [0xc4, 0x01, 0xff]
         );
         let mut stdin: &[u8] = b"{\"$bin\": \"ff\"}";
-        assert_eq!(read_payload("-", None, &mut stdin).unwrap(), [0xc4, 0x01, 0xff]);
+        assert_eq!(
+            read_payload("-", None, &mut stdin).unwrap(),
+            [0xc4, 0x01, 0xff]
+        );
     }
 
     #[test]
     fn bad_payloads_say_why() {
         let none: &mut dyn Read = &mut std::io::empty();
-        let err = |arg: &str, f| read_payload(arg, f, &mut std::io::empty()).unwrap_err().to_string();
+        let err = |arg: &str, f| {
+            read_payload(arg, f, &mut std::io::empty())
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err("{oops", None).contains("line 1"));
         assert!(err("@/nonexistent/p.json", None).contains("/nonexistent/p.json"));
         assert!(err("[1]", Some(PayloadFormat::Msgpack)).contains("@FILE"));

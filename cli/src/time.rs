@@ -89,6 +89,9 @@ mod tests {
         assert_eq!(relative(10_000, 5_100), "in 4.9s");
         assert_eq!(relative(1_000, 64_000), "1m 3s ago");
         assert_eq!(relative(1_000, 1_050), "now");
-        assert_eq!(short_duration(Duration::from_secs(3 * 3600 + 720)), "3h 12m");
+        assert_eq!(
+            short_duration(Duration::from_secs(3 * 3600 + 720)),
+            "3h 12m"
+        );
     }
 }

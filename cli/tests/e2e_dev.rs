@@ -176,3 +176,85 @@ fn shell_words_keep_single_quoted_json_together() {
         ]
     );
 }
+
+/// A first run as a new user makes it: no plugin dir, no `RUST_LOG`, an
+/// empty working directory. `relay dev` finds the plugins built into the
+/// binary, and its healthy start logs no error or warning (the embedded
+/// broker's per-connection noise stays out unless `RUST_LOG` asks).
+#[test]
+fn relay_dev_first_run_uses_the_built_in_plugins_and_logs_no_error() -> Result<()> {
+    let cwd = tempfile::tempdir()?;
+    let child = Command::new(relay_binary())
+        .args([
+            "dev",
+            "--port",
+            "0",
+            "--engine",
+            "wasmi",
+            "--device",
+            "first-run",
+        ])
+        .current_dir(cwd.path())
+        .env_remove("RELAY_PLUGIN_DIR")
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start `relay dev`")?;
+    let mut guard = Guard(child);
+    let stdout = guard.0.stdout.take().context("stdout")?;
+    let stderr = guard.0.stderr.take().context("stderr")?;
+    let (tx, rx) = mpsc::channel();
+    for (stream, reader) in [
+        ("out", Box::new(stdout) as Box<dyn std::io::Read + Send>),
+        ("err", Box::new(stderr)),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(reader).lines().map_while(Result::ok) {
+                if tx.send((stream, line)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let started = Instant::now();
+    let mut lines = Vec::new();
+    loop {
+        let left = LIMIT.saturating_sub(started.elapsed());
+        let (stream, line) = rx
+            .recv_timeout(left)
+            .with_context(|| format!("no banner; output so far: {lines:#?}"))?;
+        lines.push(format!("{stream}: {line}"));
+        if stream == "out" && line.contains(" send --port ") {
+            break;
+        }
+    }
+    // Whatever else it logs while settling (the device's connection).
+    std::thread::sleep(Duration::from_millis(500));
+    while let Ok((stream, line)) = rx.try_recv() {
+        lines.push(format!("{stream}: {line}"));
+    }
+    ensure!(
+        lines
+            .iter()
+            .any(|l| l.contains("plugins") && l.contains("echo") && l.contains("bundled-plugins")),
+        "the built-in plugins are used: {lines:#?}"
+    );
+    ensure!(
+        cwd.path()
+            .join(".relay-dev/bundled-plugins/echo.wasm")
+            .is_file(),
+        "written under the data dir"
+    );
+    let noisy: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+        .collect();
+    ensure!(
+        noisy.is_empty(),
+        "a healthy start logs no error: {noisy:#?}"
+    );
+    Ok(())
+}

@@ -21,8 +21,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use relay_core::status::State;
 use relay_client::{Client, ClientError, ClientOptions, CommandRequest};
+use relay_core::status::State;
 use relay_host::transport::TlsFiles;
 
 use host_process::{HostConfig, HostProcess};

@@ -23,10 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
+use relay_client::{Client, ClientOptions, CommandRequest, DeviceMessage};
 use relay_core::envelope::{Envelope, Kind};
 use relay_core::plugin::Role;
 use relay_core::status::{Code, State, Status};
-use relay_client::{Client, ClientOptions, CommandRequest, DeviceMessage};
 use relay_host::transport::{
     AckRefused, Incoming, LinkState, MqttConfig, MqttTransport, Outbound, Transport,
 };

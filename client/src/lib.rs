@@ -638,6 +638,15 @@ pub fn unix_ms() -> u64 {
 fn describe_connection_error(error: &ConnectionError) -> String {
     match error {
         ConnectionError::Io(e) => e.to_string(),
+        // Mosquitto answers NotAuthorized to a wrong password, an unknown
+        // user and a missing login alike (MQTT 3.1.1 return code 5).
+        ConnectionError::ConnectionRefused(
+            code @ (rumqttc::ConnectReturnCode::BadUserNamePassword
+            | rumqttc::ConnectReturnCode::NotAuthorized),
+        ) => format!(
+            "the broker refused the user name or password ({code:?}): check the user and \
+             its password, or whether this user may connect at all"
+        ),
         ConnectionError::ConnectionRefused(code) => {
             format!("the broker refused the connection ({code:?})")
         }
@@ -693,9 +702,12 @@ async fn drive(mut eventloop: EventLoop, shared: Arc<Shared>, connected: watch::
                     .iter()
                     .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce))
                     .collect();
-                let resubscribe = (!filters.is_empty())
-                    .then(|| Request::Subscribe(Subscribe::new_many(filters)));
-                resend.on_connack(&mut eventloop, resubscribe.into_iter().chain(saved.drain(..)));
+                let resubscribe =
+                    (!filters.is_empty()).then(|| Request::Subscribe(Subscribe::new_many(filters)));
+                resend.on_connack(
+                    &mut eventloop,
+                    resubscribe.into_iter().chain(saved.drain(..)),
+                );
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => disconnect_sent = true,
             Ok(_) => {}

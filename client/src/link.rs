@@ -112,7 +112,11 @@ impl Resend {
     /// rumqttc itself kept. While saved publishes wait the window stays
     /// full, so rumqttc takes nothing newer from the request channel: order
     /// is kept.
-    pub fn on_connack(&mut self, eventloop: &mut EventLoop, first: impl IntoIterator<Item = Request>) {
+    pub fn on_connack(
+        &mut self,
+        eventloop: &mut EventLoop,
+        first: impl IntoIterator<Item = Request>,
+    ) {
         let mut front: VecDeque<Request> = first.into_iter().collect();
         let now = self.saved.len().min(self.max_inflight);
         front.extend(self.saved.drain(..now).map(Request::Publish));

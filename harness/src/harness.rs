@@ -22,8 +22,8 @@ use relay_core::registry::Registry;
 use serde_json::Value as Json;
 
 use super::outcome::{events_to_json, kv_to_json, CallResult, Observation, Outcome};
-use crate::value::json_to_msgpack;
 use super::HarnessError;
+use crate::value::json_to_msgpack;
 
 /// The clock every harness starts at (2023-11-14T22:13:20Z), fixed so runs repeat.
 pub const DEFAULT_NOW_MS: u64 = 1_700_000_000_000;

@@ -15,8 +15,8 @@ use relay_core::registry::DispatchError;
 use relay_core::status::Code;
 use serde_json::{json, Value as Json};
 
-use crate::value::msgpack_to_json;
 use super::HarnessError;
+use crate::value::msgpack_to_json;
 
 /// The result of one command, flattened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,8 +84,12 @@ impl Outcome {
             Outcome::Error { kind, message } => {
                 json!({ "error": kind.as_str(), "message": message })
             }
-            Outcome::Rejected { code, message } => json!({ "rejected": code.as_str(), "message": message }),
-            Outcome::Failure { code, message } => json!({ "failure": code.as_str(), "message": message }),
+            Outcome::Rejected { code, message } => {
+                json!({ "rejected": code.as_str(), "message": message })
+            }
+            Outcome::Failure { code, message } => {
+                json!({ "failure": code.as_str(), "message": message })
+            }
         }
     }
 

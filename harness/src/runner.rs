@@ -18,8 +18,8 @@ use super::harness::{Harness, HarnessOptions};
 use super::outcome::{events_to_json, kv_to_json, Observation, Outcome};
 use super::report::{Disagreement, EngineRun, Mismatch, ScenarioReport, StepReport};
 use super::scenario::{CallStep, Expect, ExpectedEvent, ExpectedOutcome, Scenario, Step};
-use crate::value::{json_matches, msgpack_to_json};
 use super::HarnessError;
+use crate::value::{json_matches, msgpack_to_json};
 
 /// Runs `scenario` (a file) against the plugin at `plugin` on each engine.
 pub fn run_scenario(

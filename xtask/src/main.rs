@@ -10,6 +10,8 @@
 //! - `cargo xtask build-plugins` build `plugins/*` to wasm and copy them to
 //!   `target/plugins/<name>.wasm`.
 //! - `cargo xtask bench`         full benchmarks (figures for docs/benchmarks.md).
+//! - `cargo xtask install`       build the plugins, then `cargo install --path cli`
+//!   (the installed `relay dev` carries the bundled plugins).
 //!
 //! Why an xtask: plugins are a different target (wasm32) than the host, and the
 //! tests need both; one cargo invocation cannot build both, and a build script
@@ -34,14 +36,16 @@ fn main() -> Result<()> {
         "dev" => dev(&rest),
         "test" => test(&rest),
         "bench" => bench(&rest),
+        "install" => install(&rest),
         "no-std" => no_std_check(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <dev [ARGS] | test | build-plugins | bench | no-std>\n\n\
+                "usage: cargo xtask <dev [ARGS] | test | build-plugins | bench | install | no-std>\n\n\
                  dev            build the bundled plugins and run `relay dev`\n\
                  test           run every test (the README's test command)\n\
                  build-plugins  build plugins/* into target/plugins/<name>.wasm\n\
                  bench          run the benchmarks in full (figures for docs/benchmarks.md)\n\
+                 install [ARGS] build the plugins, then `cargo install --path cli` (relay dev carries them)\n\
                  no-std         build relay-core for {MCU_TARGET} (no_std + alloc + wasmi)"
             );
             if task == "help" || task == "--help" || task == "-h" {
@@ -223,6 +227,8 @@ fn which(bin: &str) -> bool {
 fn test(_args: &[String]) -> Result<()> {
     ensure_targets(&[WASM_TARGET, MCU_TARGET])?;
     ensure_test_tools()?;
+    lint()?;
+    check_boundaries()?;
     let plugins = build_plugins()?;
     run(cargo()
         .args(["test", "--workspace", "--all-targets"])
@@ -235,6 +241,68 @@ fn test(_args: &[String]) -> Result<()> {
     // take as smoke mode (they assert nothing about time). A separate
     // `cargo bench` would only add a release build of the whole host.
     eprintln!("xtask: all tests passed");
+    Ok(())
+}
+
+/// Formatting and clippy (warnings are errors), before anything slow.
+fn lint() -> Result<()> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+/// Crates by product: what each one must never pull in. An app that only
+/// sends commands does not compile an engine or a broker; the device does
+/// not compile the embedded broker.
+const BOUNDARIES: &[(&str, &[&str])] = &[
+    (
+        "relay-client",
+        &[
+            "wasmtime",
+            "wasmi",
+            "cranelift-codegen",
+            "rumqttd",
+            "relay-host",
+        ],
+    ),
+    ("relay-host", &["rumqttd", "clap"]),
+    ("relay-core", &["tokio", "rumqttc", "wasmtime"]),
+];
+
+fn check_boundaries() -> Result<()> {
+    for (krate, forbidden) in BOUNDARIES {
+        let out = cargo()
+            .args([
+                "tree", "-p", krate, "-e", "normal", "--prefix", "none", "--format", "{p}",
+            ])
+            .output()
+            .with_context(|| format!("cargo tree -p {krate}"))?;
+        if !out.status.success() {
+            bail!(
+                "cargo tree -p {krate} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let tree = String::from_utf8_lossy(&out.stdout);
+        let found: Vec<&str> = forbidden
+            .iter()
+            .copied()
+            .filter(|dep| {
+                tree.lines()
+                    .any(|l| l.split_whitespace().next() == Some(dep))
+            })
+            .collect();
+        if !found.is_empty() {
+            bail!("{krate} must not depend on {found:?} (crates by product: see docs/architecture.md)");
+        }
+        eprintln!("xtask: {krate} stays clear of {forbidden:?}");
+    }
     Ok(())
 }
 
@@ -275,6 +343,16 @@ fn no_std_check() -> Result<()> {
         "--target",
         MCU_TARGET,
     ]))
+}
+
+/// `cargo install` of the CLI after building the plugins it embeds
+/// (`cli/build.rs`), so the installed `relay dev` works anywhere.
+fn install(args: &[String]) -> Result<()> {
+    let plugins = build_plugins()?;
+    run(cargo()
+        .args(["install", "--locked", "--path", "cli"])
+        .args(args)
+        .env("RELAY_PLUGIN_DIR", &plugins))
 }
 
 fn bench(args: &[String]) -> Result<()> {

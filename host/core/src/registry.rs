@@ -25,9 +25,9 @@ use alloc::{
 };
 
 use crate::engine::{Plugin, PluginError};
-use crate::status::Code;
 use crate::name::{validate_name, NameError};
 use crate::plugin::{CallOutcome, CommandSpec, HandlerResult, Invocation, PluginInfo, Role};
+use crate::status::Code;
 
 /// Prefix of the host's reserved command names.
 pub const RESERVED_PREFIX: char = '_';

@@ -267,7 +267,9 @@ impl<T: Link> Driver<T> {
                     covered,
                     idle,
                 } => {
-                    let Some(journal) = &self.journal else { continue };
+                    let Some(journal) = &self.journal else {
+                        continue;
+                    };
                     // Idle: nothing can happen until this commit is done, so
                     // do it here and skip the journal thread's two wake-ups.
                     // Busy: hand it to the journal thread and keep going, so
@@ -281,7 +283,9 @@ impl<T: Link> Driver<T> {
                     self.tickets.push_back((covered, Box::pin(ticket.wait())));
                 }
                 Effect::Rewrite { records, covered } => {
-                    let Some(journal) = &self.journal else { continue };
+                    let Some(journal) = &self.journal else {
+                        continue;
+                    };
                     self.stats.compactions.fetch_add(1, Ordering::Relaxed);
                     self.tickets
                         .push_back((covered, Box::pin(journal.rewrite(records).wait())));
@@ -311,7 +315,9 @@ impl<T: Link> Driver<T> {
         }
         self.effects = effects;
         let counters = self.machine.counters();
-        self.stats.rejected.store(counters.rejected, Ordering::Relaxed);
+        self.stats
+            .rejected
+            .store(counters.rejected, Ordering::Relaxed);
         let coalesced = counters.coalesced - self.coalesced_reported;
         if coalesced > 0 {
             self.coalesced_reported = counters.coalesced;

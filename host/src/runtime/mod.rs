@@ -73,14 +73,14 @@ pub mod publisher;
 pub mod shutdown;
 pub mod start;
 
+pub use clock::{Clock, SystemClock, TokioClock};
+pub use config::{Config, ConfigError};
+pub use handlers::Handlers;
 pub use relay_core::machine::builtins;
 pub use relay_core::machine::BuiltinAccess;
 /// A snapshot of the driver's state (tests, diagnostics).
 pub use relay_core::machine::MachineState as RuntimeState;
 pub use relay_core::machine::{DEFAULT_COMPACT_AFTER_RECORDS, DEFAULT_MAX_PENDING};
-pub use clock::{Clock, SystemClock, TokioClock};
-pub use config::{Config, ConfigError};
-pub use handlers::Handlers;
 pub use shutdown::Link;
 pub use start::{start_device, DeviceRuntime};
 
@@ -303,7 +303,7 @@ impl RuntimeBuilder {
         let replayed = records.len();
         let now = self.clock.now_ms();
         let options = MachineOptions {
-            envelope_limits: self.options.envelope_limits.clone(),
+            envelope_limits: self.options.envelope_limits,
             compact_after_records: self.options.compact_after_records,
             max_pending: self.options.max_pending,
             builtins: self.access.clone(),

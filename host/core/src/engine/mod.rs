@@ -13,10 +13,10 @@ use core::fmt;
 use core::str::FromStr;
 
 use crate::host_env::HostEnv;
-use crate::status::Code;
 use crate::limits::Limits;
 use crate::name::{validate_name, NameError};
 use crate::plugin::{CallOutcome, Invocation, PluginInfo};
+use crate::status::Code;
 
 #[cfg(feature = "wasmi")]
 pub mod wasmi;
@@ -139,7 +139,9 @@ impl PluginError {
     pub fn code(&self) -> Code {
         match self {
             PluginError::OutOfFuel | PluginError::Timeout => Code::TimedOut,
-            PluginError::ReplyTooLarge { .. } | PluginError::ModuleTooLarge { .. } => Code::TooLarge,
+            PluginError::ReplyTooLarge { .. } | PluginError::ModuleTooLarge { .. } => {
+                Code::TooLarge
+            }
             PluginError::Trap(_)
             | PluginError::StackOverflow
             | PluginError::MemoryLimit

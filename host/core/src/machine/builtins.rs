@@ -153,7 +153,8 @@ fn plugin_list(plugins: &[PluginInfo]) -> Vec<u8> {
             for role in &command.roles {
                 w.str(role.as_str());
             }
-            w.str("budget_ms").opt_uint(command.budget_ms.map(u64::from));
+            w.str("budget_ms")
+                .opt_uint(command.budget_ms.map(u64::from));
         }
     }
     w.into_vec()

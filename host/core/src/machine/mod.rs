@@ -262,7 +262,10 @@ impl<A> Machine<A> {
             }
             (Ok(_), Err(rejection)) => {
                 tracing::warn!(%rejection, "invalid command envelope");
-                let (message, code) = (alloc::string::ToString::to_string(&rejection.error), rejection.code());
+                let (message, code) = (
+                    alloc::string::ToString::to_string(&rejection.error),
+                    rejection.code(),
+                );
                 self.reject(rejection.id, rejection.name, code, message, now)
             }
             (Ok(role), Ok(env)) if is_reserved(&env.name) => {
@@ -295,7 +298,13 @@ impl<A> Machine<A> {
 
     /// The attempt of command `id` ended with `result`; `events` are what
     /// the call emitted (they leave with its status).
-    pub fn on_attempt_done(&mut self, id: &str, result: AttemptResult, events: Vec<Event>, now: u64) {
+    pub fn on_attempt_done(
+        &mut self,
+        id: &str,
+        result: AttemptResult,
+        events: Vec<Event>,
+        now: u64,
+    ) {
         let mono = self.clock.advance(now);
         // Events leave with the call's final status: after the records
         // before its `Finished`.
@@ -399,10 +408,7 @@ impl<A> Machine<A> {
         MachineState {
             pending: self.scheduler.pending_len(),
             remembered: self.scheduler.remembered_len(),
-            running: self
-                .scheduler
-                .running()
-                .map(|(c, a)| (c.id.clone(), a)),
+            running: self.scheduler.running().map(|(c, a)| (c.id.clone(), a)),
             records_emitted: self.pipeline.emitted(),
             records_durable: self.pipeline.durable(),
             next_wakeup: self.scheduler.next_wakeup(),

@@ -19,7 +19,10 @@ use crate::status::{State, Status};
 pub enum Outgoing {
     Status(Status),
     /// `event/<name>` with a msgpack payload.
-    Event { name: String, payload: Vec<u8> },
+    Event {
+        name: String,
+        payload: Vec<u8>,
+    },
 }
 
 impl Outgoing {

@@ -17,8 +17,14 @@ const T0: u64 = 1_700_000_000_000;
 /// What the driver saw, one effect at a time (tokens are numbers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seen {
-    Append { records: usize, covered: u64, idle: bool },
-    Rewrite { covered: u64 },
+    Append {
+        records: usize,
+        covered: u64,
+        idle: bool,
+    },
+    Rewrite {
+        covered: u64,
+    },
     Status(String, State),
     Event(String),
     Ack(u32),
@@ -113,7 +119,11 @@ fn status(id: &str, state: State) -> Seen {
 fn an_idle_command_is_journaled_once_and_acked_after_its_records_are_durable() {
     let mut rig = Rig::new();
     let token = rig.send("a", T0);
-    assert_eq!(rig.effects(), [], "nothing is acked or published before a commit");
+    assert_eq!(
+        rig.effects(),
+        [],
+        "nothing is acked or published before a commit"
+    );
     rig.m.tick(T0);
     // Started without waiting (not persist_first), `Accepted` and `Started`
     // share one append; idle: the driver may write it inline.
@@ -130,7 +140,10 @@ fn an_idle_command_is_journaled_once_and_acked_after_its_records_are_durable() {
     );
     rig.durable(T0 + 1);
     // `accepted` is superseded by `running` (same release): one publish, then the PUBACK.
-    assert_eq!(rig.effects(), [status("a", State::Running), Seen::Ack(token)]);
+    assert_eq!(
+        rig.effects(),
+        [status("a", State::Running), Seen::Ack(token)]
+    );
     assert_eq!(rig.m.counters().coalesced, 1);
 }
 
@@ -270,7 +283,10 @@ fn a_retryable_failure_wakes_the_machine_at_its_next_attempt() {
     rig.m.on_attempt_done("a", failed, Vec::new(), T0 + 10);
     rig.m.tick(T0 + 10);
     let seen = rig.effects();
-    assert!(seen.iter().any(|s| matches!(s, Seen::Append { .. })), "{seen:?}");
+    assert!(
+        seen.iter().any(|s| matches!(s, Seen::Append { .. })),
+        "{seen:?}"
+    );
     rig.durable(T0 + 11);
     assert_eq!(rig.effects(), [status("a", State::Retrying)]);
     let retry_at = T0 + 10 + Policy::default().retry_delay_ms;
@@ -297,7 +313,10 @@ fn events_leave_with_the_final_status() {
     rig.m.on_attempt_done("a", ok, events, T0 + 1);
     assert_eq!(
         rig.effects(),
-        [Seen::Event("progress".into()), status("a", State::Succeeded)]
+        [
+            Seen::Event("progress".into()),
+            status("a", State::Succeeded)
+        ]
     );
 }
 
@@ -314,7 +333,10 @@ fn a_builtin_is_answered_at_arrival_without_the_queue() {
     let env = Envelope::new("q", builtins::STATUS, T0).with_payload(query.into_vec());
     let token = rig.send_bytes(Ok(Role::Admin), &env.to_msgpack(), T0 + 1);
     // Not queued behind the running `a` it asks about, nothing journaled.
-    assert_eq!(rig.effects(), [status("q", State::Succeeded), Seen::Ack(token)]);
+    assert_eq!(
+        rig.effects(),
+        [status("q", State::Succeeded), Seen::Ack(token)]
+    );
     // A role without access: rejected through the scheduler (journaled).
     let env = Envelope::new("q2", builtins::STATUS, T0);
     rig.send_bytes(Ok(Role::Secondary), &env.to_msgpack(), T0 + 1);
@@ -383,7 +405,10 @@ fn a_stopping_machine_starts_nothing_and_its_close_publishes_what_it_held() {
     rig.done("a", T0 + 2);
     rig.m.tick(T0 + 2);
     let seen = rig.effects();
-    assert!(!seen.iter().any(|s| matches!(s, Seen::Start(..))), "{seen:?}");
+    assert!(
+        !seen.iter().any(|s| matches!(s, Seen::Start(..))),
+        "{seen:?}"
+    );
     assert!(
         seen.iter().any(|s| matches!(s, Seen::Append { .. })),
         "no linger while stopping: {seen:?}"
@@ -431,5 +456,8 @@ fn the_linger_ends_even_if_the_wall_clock_is_set_back() {
     assert_eq!(rig.effects(), []);
     assert_eq!(rig.m.next_wakeup(back), Some(back + LAZY_LINGER_MS));
     rig.m.tick(back + LAZY_LINGER_MS);
-    assert!(matches!(rig.effects().as_slice(), [Seen::Append { records: 1, .. }]));
+    assert!(matches!(
+        rig.effects().as_slice(),
+        [Seen::Append { records: 1, .. }]
+    ));
 }
