@@ -105,6 +105,19 @@ impl Rig {
         self.m.on_durable(covered, now);
     }
 
+    /// Ends the turn at `now`, lets any linger run out, and reports every
+    /// commit durable: the effects of all that, in order.
+    fn settle(&mut self, now: u64) -> Vec<Seen> {
+        self.m.tick(now);
+        self.m.tick(now + LAZY_LINGER_MS);
+        let mut seen = self.effects();
+        while !self.commits.is_empty() {
+            self.durable(now + LAZY_LINGER_MS);
+            seen.extend(self.effects());
+        }
+        seen
+    }
+
     fn done(&mut self, id: &str, now: u64) {
         let ok = AttemptResult::Succeeded { reply: None };
         self.m.on_attempt_done(id, ok, Vec::new(), now);
@@ -460,4 +473,78 @@ fn the_linger_ends_even_if_the_wall_clock_is_set_back() {
         rig.effects().as_slice(),
         [Seen::Append { records: 1, .. }]
     ));
+}
+
+#[test]
+fn pubacks_leave_in_arrival_order_across_commits() {
+    let mut rig = Rig::new();
+    let a = rig.send("a", T0);
+    rig.m.tick(T0);
+    rig.effects();
+    // `b` arrives while `a`'s commit is still in flight: its own commit.
+    let b = rig.send("b", T0 + 1);
+    rig.m.tick(T0 + 1);
+    let seen = rig.effects();
+    assert!(
+        seen.contains(&Seen::Append {
+            records: 1,
+            covered: 3,
+            idle: false
+        }),
+        "busy: not idle, so a driver hands it to its writer: {seen:?}"
+    );
+    rig.durable(T0 + 2);
+    assert!(rig.effects().contains(&Seen::Ack(a)));
+    rig.durable(T0 + 2);
+    assert!(rig.effects().contains(&Seen::Ack(b)));
+}
+
+#[test]
+fn a_redelivered_finished_command_republishes_its_outcome_and_never_reruns() {
+    let mut rig = Rig::new();
+    rig.send("a", T0);
+    rig.settle(T0);
+    rig.done("a", T0 + 10);
+    rig.settle(T0 + 10);
+    // The broker redelivers `a` (its PUBACK was lost).
+    let again = rig.send("a", T0 + 20);
+    let seen = rig.settle(T0 + 20);
+    assert!(seen.contains(&status("a", State::Succeeded)), "{seen:?}");
+    assert!(seen.contains(&Seen::Ack(again)), "{seen:?}");
+    assert!(!seen.iter().any(|s| matches!(s, Seen::Start(..))), "{seen:?}");
+}
+
+#[test]
+fn delivered_outcomes_are_journaled_lazily_and_not_republished_after_a_restart() {
+    let mut rig = Rig::new();
+    rig.send("a", T0);
+    rig.send("b", T0);
+    rig.settle(T0);
+    rig.done("a", T0 + 10);
+    rig.settle(T0 + 10);
+    rig.done("b", T0 + 20);
+    rig.settle(T0 + 20);
+    // The broker acknowledged `a`'s final status, not `b`'s.
+    rig.m.on_delivered("a", T0 + 30);
+    assert_eq!(rig.effects(), [], "a Delivered record waits for company");
+    rig.settle(T0 + 30);
+    assert!(matches!(rig.journal.last(), Some(Record::Delivered { id }) if id == "a"));
+    // After a restart only `b`'s outcome is published again.
+    let mut restarted = Rig::with(MachineOptions::default(), rig.journal.clone());
+    let seen = restarted.settle(T0 + 100);
+    assert!(seen.contains(&status("b", State::Succeeded)), "{seen:?}");
+    assert!(!seen.contains(&status("a", State::Succeeded)), "{seen:?}");
+}
+
+#[test]
+fn an_expired_command_never_starts() {
+    let mut rig = Rig::new();
+    let env = Envelope::new("old", "work", T0).with_expires_at(T0 + 5);
+    let token = rig.send_bytes(Ok(Role::Admin), &env.to_msgpack(), T0 + 10);
+    rig.m.tick(T0 + 10);
+    let seen = rig.effects();
+    assert!(!seen.iter().any(|s| matches!(s, Seen::Start(..))), "{seen:?}");
+    assert!(seen.contains(&status("old", State::Expired)), "{seen:?}");
+    rig.durable(T0 + 11);
+    assert_eq!(rig.effects(), [Seen::Ack(token)]);
 }
