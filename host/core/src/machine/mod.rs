@@ -42,6 +42,7 @@
 //! submitted, and from then on released starts are dropped.
 //!
 //! # Layout
+//! - `types`: the options, effects, counters and snapshot types.
 //! - `pipeline`: record numbering and the durability gates.
 //! - `held`: `accepted` statuses held back under load.
 //! - [`outgoing`]: what is published, and the coalescing rule.
@@ -51,9 +52,9 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::envelope::{self, Envelope, EnvelopeLimits};
+use crate::envelope::{self, Envelope};
 use crate::journal::record::Record;
-use crate::plugin::{Event, Invocation, PluginInfo, Role};
+use crate::plugin::{Event, PluginInfo, Role};
 use crate::registry::is_reserved;
 use crate::scheduler::{Action, AttemptResult, Policy, Scheduler, Start};
 use crate::status::{Code, State, Status};
@@ -64,119 +65,19 @@ pub mod outgoing;
 mod pipeline;
 #[cfg(test)]
 mod tests;
+mod types;
 
 pub use builtins::{BuiltinAccess, BuiltinAnswer};
 pub use held::HOLD_MS;
 pub use outgoing::{coalesce, Outgoing};
+pub use types::{
+    Counters, Effect, MachineOptions, MachineState, DEFAULT_COMPACT_AFTER_RECORDS,
+    DEFAULT_MAX_PENDING, LAZY_LINGER_MS,
+};
 
 use held::Held;
 use pipeline::{Gated, Pipeline};
-
-/// How long lazy records (outcomes, see `pipeline`) may wait for an eager
-/// record to share its fsync before they are submitted alone. A crash in
-/// this window re-runs the command that just finished (as a crash during
-/// its fsync would); under traffic the next command comes much sooner.
-pub const LAZY_LINGER_MS: u64 = 5;
-
-/// Default journal size (records appended) that triggers a compaction.
-pub const DEFAULT_COMPACT_AFTER_RECORDS: u64 = 20_000;
-/// Default cap on pending commands before the device stops reading.
-pub const DEFAULT_MAX_PENDING: usize = 10_000;
-
-/// The machine's knobs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MachineOptions {
-    pub envelope_limits: EnvelopeLimits,
-    /// Compact the journal after this many appended records (0: never).
-    pub compact_after_records: u64,
-    /// Stop reading new messages while this many commands are pending (the
-    /// broker keeps the rest; nothing is acked that is not journaled).
-    pub max_pending: usize,
-    /// Which roles may call the built-ins.
-    pub builtins: BuiltinAccess,
-}
-
-impl Default for MachineOptions {
-    fn default() -> Self {
-        MachineOptions {
-            envelope_limits: EnvelopeLimits::default(),
-            compact_after_records: DEFAULT_COMPACT_AFTER_RECORDS,
-            max_pending: DEFAULT_MAX_PENDING,
-            builtins: BuiltinAccess::default(),
-        }
-    }
-}
-
-/// Something for the driver to carry out; `A` is the link's ack token.
-#[derive(Debug)]
-pub enum Effect<A> {
-    /// Append these encoded records as one group commit, then report
-    /// [`Machine::on_durable`]`(covered)`. `idle`: no other commit is in
-    /// flight and nothing waits behind the command at hand, so nothing can
-    /// happen before this commit is done (a driver may write it inline
-    /// instead of handing it to a writer thread).
-    Append {
-        records: Vec<Vec<u8>>,
-        covered: u64,
-        idle: bool,
-    },
-    /// Replace the journal by this snapshot (compaction), then report
-    /// [`Machine::on_durable`]`(covered)`.
-    Rewrite { records: Vec<Vec<u8>>, covered: u64 },
-    /// Publish a status or event (its records are durable).
-    Publish(Outgoing),
-    /// Acknowledge this delivery (its records are durable).
-    Ack(A),
-    /// Run this attempt on the handler.
-    Start(Invocation),
-}
-
-/// A snapshot of the machine's state (tests, diagnostics).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MachineState {
-    pub pending: usize,
-    pub remembered: usize,
-    pub running: Option<(String, u32)>,
-    pub records_emitted: u64,
-    pub records_durable: u64,
-    /// The scheduler's next wake-up (unix ms).
-    pub next_wakeup: Option<u64>,
-}
-
-/// Counters the machine keeps (the driver adds its own I/O counters).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
-    /// Deliveries refused with a `rejected` status before or instead of queuing.
-    pub rejected: u64,
-    /// Intermediate statuses dropped because a later one superseded them.
-    pub coalesced: u64,
-    /// Journal compactions started.
-    pub compactions: u64,
-}
-
-/// Milliseconds that never run backwards, derived from the wall clock the
-/// caller passes in: the linger and the hold must end even if the wall
-/// clock is set back (the scheduler keeps wall time: statuses carry it).
-#[derive(Debug, Default)]
-struct Monotonic {
-    last_wall: Option<u64>,
-    now: u64,
-}
-
-impl Monotonic {
-    fn advance(&mut self, wall: u64) -> u64 {
-        if let Some(last) = self.last_wall {
-            self.now += wall.saturating_sub(last);
-        }
-        self.last_wall = Some(wall);
-        self.now
-    }
-
-    /// The wall time at which monotonic time `at` is reached, seen from `wall`.
-    fn to_wall(&self, at: u64, wall: u64) -> u64 {
-        wall.saturating_add(at.saturating_sub(self.now))
-    }
-}
+use types::Monotonic;
 
 /// See the module doc.
 #[derive(Debug)]

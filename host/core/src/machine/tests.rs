@@ -511,7 +511,10 @@ fn a_redelivered_finished_command_republishes_its_outcome_and_never_reruns() {
     let seen = rig.settle(T0 + 20);
     assert!(seen.contains(&status("a", State::Succeeded)), "{seen:?}");
     assert!(seen.contains(&Seen::Ack(again)), "{seen:?}");
-    assert!(!seen.iter().any(|s| matches!(s, Seen::Start(..))), "{seen:?}");
+    assert!(
+        !seen.iter().any(|s| matches!(s, Seen::Start(..))),
+        "{seen:?}"
+    );
 }
 
 #[test]
@@ -543,7 +546,10 @@ fn an_expired_command_never_starts() {
     let token = rig.send_bytes(Ok(Role::Admin), &env.to_msgpack(), T0 + 10);
     rig.m.tick(T0 + 10);
     let seen = rig.effects();
-    assert!(!seen.iter().any(|s| matches!(s, Seen::Start(..))), "{seen:?}");
+    assert!(
+        !seen.iter().any(|s| matches!(s, Seen::Start(..))),
+        "{seen:?}"
+    );
     assert!(seen.contains(&status("old", State::Expired)), "{seen:?}");
     rig.durable(T0 + 11);
     assert_eq!(rig.effects(), [Seen::Ack(token)]);
