@@ -11,7 +11,7 @@ use crate::embedded_broker::EmbeddedBroker;
 
 /// Run the embedded MQTT broker (MQTT 3.1.1, anonymous, in-memory sessions) until killed.
 #[derive(Debug, Args)]
-pub struct BrokerArgs {
+pub struct ListenArgs {
     /// Address to listen on (use 0.0.0.0 to accept devices from the network).
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: IpAddr,
@@ -20,7 +20,7 @@ pub struct BrokerArgs {
     pub port: u16,
 }
 
-pub fn run(args: BrokerArgs) -> Result<()> {
+pub fn run(args: ListenArgs) -> Result<()> {
     let broker = EmbeddedBroker::start(SocketAddr::new(args.bind, args.port))?;
     println!("relay broker listening on {}", broker.addr());
     // rumqttd runs on its own threads and has no shutdown: park until the process is killed.

@@ -55,7 +55,7 @@ pub enum Command {
     Watch(watch::WatchArgs),
     /// Run only the embedded MQTT broker.
     #[cfg(feature = "embedded-broker")]
-    Broker(broker::BrokerArgs),
+    Broker(broker::ListenArgs),
     /// Run a device host against an MQTT broker, configured by relay.toml.
     Run(run::RunArgs),
     /// Embedded broker + host + bundled plugins in one process, for trying Relay.

@@ -3,7 +3,7 @@
 //! output. JSON output keeps unix
 //! milliseconds (what scripts want) next to the readable text.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 /// `250ms`, `30s`, `5m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -61,11 +61,7 @@ pub fn short_duration(d: Duration) -> String {
 }
 
 /// Unix time in milliseconds now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use relay_client::unix_ms as now_ms;
 
 #[cfg(test)]
 mod tests {

@@ -105,6 +105,16 @@ impl Rig {
         self.m.on_durable(covered, now);
     }
 
+    /// Sends `id` to an idle device and lets it start: it runs, and its
+    /// records are durable.
+    fn running(&mut self, id: &str, now: u64) {
+        self.send(id, now);
+        self.m.tick(now);
+        self.effects();
+        self.durable(now);
+        self.effects();
+    }
+
     /// Ends the turn at `now`, lets any linger run out, and reports every
     /// commit durable: the effects of all that, in order.
     fn settle(&mut self, now: u64) -> Vec<Seen> {
@@ -163,11 +173,7 @@ fn an_idle_command_is_journaled_once_and_acked_after_its_records_are_durable() {
 #[test]
 fn a_final_status_waits_for_the_records_before_its_finished_and_the_outcome_lingers() {
     let mut rig = Rig::new();
-    rig.send("a", T0);
-    rig.m.tick(T0);
-    rig.effects();
-    rig.durable(T0);
-    rig.effects();
+    rig.running("a", T0);
     rig.done("a", T0 + 2);
     // The final status needs only the records before `Finished`: out at once.
     assert_eq!(rig.effects(), [status("a", State::Succeeded)]);
@@ -246,11 +252,7 @@ fn garbage_and_bad_roles_are_rejected_journaled_then_acked() {
 #[test]
 fn the_accepted_of_a_queued_command_is_held_then_superseded_or_published() {
     let mut rig = Rig::new();
-    rig.send("a", T0);
-    rig.m.tick(T0);
-    rig.effects();
-    rig.durable(T0);
-    rig.effects();
+    rig.running("a", T0);
     // `b` and `c` queue behind the running `a`.
     let b = rig.send("b", T0 + 1);
     let c = rig.send("c", T0 + 1);
@@ -283,11 +285,7 @@ fn the_accepted_of_a_queued_command_is_held_then_superseded_or_published() {
 #[test]
 fn a_retryable_failure_wakes_the_machine_at_its_next_attempt() {
     let mut rig = Rig::new();
-    rig.send("a", T0);
-    rig.m.tick(T0);
-    rig.effects();
-    rig.durable(T0);
-    rig.effects();
+    rig.running("a", T0);
     let failed = AttemptResult::Failed {
         code: Code::HandlerError,
         message: "busy".into(),
@@ -313,11 +311,7 @@ fn a_retryable_failure_wakes_the_machine_at_its_next_attempt() {
 #[test]
 fn events_leave_with_the_final_status() {
     let mut rig = Rig::new();
-    rig.send("a", T0);
-    rig.m.tick(T0);
-    rig.effects();
-    rig.durable(T0);
-    rig.effects();
+    rig.running("a", T0);
     let events = vec![Event {
         name: "progress".into(),
         payload: vec![0xc0],
@@ -336,11 +330,7 @@ fn events_leave_with_the_final_status() {
 #[test]
 fn a_builtin_is_answered_at_arrival_without_the_queue() {
     let mut rig = Rig::new();
-    rig.send("a", T0);
-    rig.m.tick(T0);
-    rig.effects();
-    rig.durable(T0);
-    rig.effects();
+    rig.running("a", T0);
     let mut query = crate::msgpack::Writer::new();
     query.map_len(1).str("id").str("a");
     let env = Envelope::new("q", builtins::STATUS, T0).with_payload(query.into_vec());
@@ -403,11 +393,7 @@ fn at_most_max_pending_commands_are_read() {
 #[test]
 fn a_stopping_machine_starts_nothing_and_its_close_publishes_what_it_held() {
     let mut rig = Rig::new();
-    rig.send("a", T0);
-    rig.m.tick(T0);
-    rig.effects();
-    rig.durable(T0);
-    rig.effects();
+    rig.running("a", T0);
     let b = rig.send("b", T0 + 1);
     rig.m.tick(T0 + 1);
     rig.effects();
