@@ -123,6 +123,12 @@ impl Topics {
         format!("{}status", self.base)
     }
 
+    /// Where the device publishes its retained health message (ok, or
+    /// degraded and why: `docs/protocol.md`, "Health").
+    pub fn health(&self) -> String {
+        format!("{}health", self.base)
+    }
+
     /// Where the device publishes the event `name` (seed naming rule).
     pub fn event(&self, name: &str) -> Result<String, TopicError> {
         validate_name(name).map_err(|e| TopicError::EventName {

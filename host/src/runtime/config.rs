@@ -341,6 +341,7 @@ impl Config {
             shutdown_deadline: self.shutdown_deadline(),
             compact_after_records: self.journal.compact_after_records,
             max_pending: self.runtime.max_pending,
+            storage_retry_ms: relay_core::machine::STORAGE_RETRY_MS,
         })
     }
 }

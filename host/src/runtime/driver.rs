@@ -22,6 +22,14 @@
 //! meanwhile. Idle, on a thread of its own, the driver commits itself (an
 //! `Append` the machine marks `idle`): there is nothing to overlap, and the
 //! hand-off would cost more than it saves.
+//!
+//! A full disk is the machine's business too (`relay_core::machine`'s
+//! `space`): the driver reports a commit refused for lack of space
+//! (`on_append_failed`), whether the journal writes into its reserve
+//! (`on_space`, after every commit), and the journal's answer to a `Probe`.
+//! Any other journal failure stops the device (fail-stop, see
+//! [`RuntimeError::Journal`]): after a failed fsync the kernel may have
+//! dropped the data, and only a replay knows what is on disk.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -49,6 +57,15 @@ use crate::transport::{AckToken, Incoming};
 
 type TicketFuture = Pin<Box<dyn Future<Output = Result<(), JournalError>> + Send>>;
 
+/// What a journal ticket answers.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Pending {
+    /// An append, retry or rewrite covering the records up to this count.
+    Commit(u64),
+    /// A probe of the journal's reserve.
+    Probe,
+}
+
 /// Most events one turn takes before it commits: bounds the batch (and
 /// the latency of its first command) under a flood.
 const MAX_EVENTS_PER_TURN: usize = 256;
@@ -63,7 +80,7 @@ pub enum Control {
 
 /// One thing that happened.
 enum Event {
-    Durable(u64, Result<(), JournalError>),
+    Durable(Pending, Result<(), JournalError>),
     /// The broker acknowledged the final status of this command.
     Delivered(Option<String>),
     Done(Option<Done>),
@@ -78,7 +95,7 @@ pub struct Driver<T: Link> {
     pub(super) transport: Arc<T>,
     pub(super) machine: Machine<AckToken>,
     pub(super) journal: Option<Journal>,
-    pub(super) tickets: VecDeque<(u64, TicketFuture)>,
+    pub(super) tickets: VecDeque<(Pending, TicketFuture)>,
     pub(super) executor: Option<Executor>,
     pub(super) done_rx: UnboundedReceiver<Done>,
     pub(super) publisher: Option<publisher::Front>,
@@ -138,14 +155,9 @@ impl<T: Link> Driver<T> {
     fn on_event(&mut self, event: Event) -> Result<(), RuntimeError> {
         let now = self.now();
         match event {
-            Event::Durable(covered, result) => {
+            Event::Durable(pending, result) => {
                 self.tickets.pop_front();
-                if let Err(error) = result {
-                    tracing::error!(%error, "journal failed: no more acks; stopping (restart to recover from the journal)");
-                    return Err(RuntimeError::Journal(error));
-                }
-                self.copy_journal_stats();
-                self.machine.on_durable(covered, now);
+                self.on_ticket(pending, result, now)?;
             }
             Event::Done(Some(done)) => {
                 let Done {
@@ -220,12 +232,12 @@ impl<T: Link> Driver<T> {
             // status is then released by that commit together with the
             // command's `accepted`, which it supersedes (one publish).
             done = self.done_rx.recv() => Event::Done(done),
-            (covered, result) = async move {
+            (pending, result) = async move {
                 match ticket {
-                    Some((covered, fut)) => (*covered, fut.as_mut().await),
+                    Some((pending, fut)) => (*pending, fut.as_mut().await),
                     None => std::future::pending().await,
                 }
-            } => Event::Durable(covered, result),
+            } => Event::Durable(pending, result),
             id = self.delivered_rx.recv(), if !self.delivered_closed => Event::Delivered(id),
             msg = transport.recv(), if accepting => Event::Incoming(msg),
             () = timer.wait(), if timer.at.is_some() => {
@@ -281,15 +293,32 @@ impl<T: Link> Driver<T> {
                     } else {
                         journal.append(records)
                     };
-                    self.tickets.push_back((covered, Box::pin(ticket.wait())));
+                    self.tickets
+                        .push_back((Pending::Commit(covered), Box::pin(ticket.wait())));
+                }
+                Effect::Retry { records, covered } => {
+                    let Some(journal) = &self.journal else {
+                        continue;
+                    };
+                    let ticket = journal.retry(records).wait();
+                    self.tickets
+                        .push_back((Pending::Commit(covered), Box::pin(ticket)));
+                }
+                Effect::Probe => {
+                    let Some(journal) = &self.journal else {
+                        continue;
+                    };
+                    let ticket = journal.probe().wait();
+                    self.tickets.push_back((Pending::Probe, Box::pin(ticket)));
                 }
                 Effect::Rewrite { records, covered } => {
                     let Some(journal) = &self.journal else {
                         continue;
                     };
                     self.stats.compactions.fetch_add(1, Ordering::Relaxed);
+                    let ticket = journal.rewrite(records).wait();
                     self.tickets
-                        .push_back((covered, Box::pin(journal.rewrite(records).wait())));
+                        .push_back((Pending::Commit(covered), Box::pin(ticket)));
                 }
                 Effect::Publish(message) => {
                     if let Some(front) = &self.publisher {
@@ -327,6 +356,36 @@ impl<T: Link> Driver<T> {
                 .coalesced
                 .fetch_add(coalesced, Ordering::Relaxed);
         }
+    }
+
+    /// A journal ticket resolved: tell the machine, or stop on a failure
+    /// that is not a full disk.
+    fn on_ticket(
+        &mut self,
+        pending: Pending,
+        result: Result<(), JournalError>,
+        now: u64,
+    ) -> Result<(), RuntimeError> {
+        let in_reserve = self.journal.as_ref().is_some_and(Journal::reserve_in_use);
+        match (pending, result) {
+            (Pending::Commit(covered), Ok(())) => {
+                self.copy_journal_stats();
+                self.machine.on_durable(covered, now);
+                self.machine.on_space(in_reserve, now);
+            }
+            (Pending::Probe, Ok(())) => self.machine.on_probed(in_reserve, now),
+            (Pending::Commit(_), Err(error)) if error.is_no_space() => {
+                self.machine.on_append_failed(now);
+            }
+            (Pending::Probe, Err(error)) if error.is_no_space() => {
+                self.machine.on_probed(true, now);
+            }
+            (_, Err(error)) => {
+                tracing::error!(%error, "journal failed: no more acks; stopping (fail-stop: check the disk, then restart, which replays the journal)");
+                return Err(RuntimeError::Journal(error));
+            }
+        }
+        Ok(())
     }
 
     fn copy_journal_stats(&self) {
@@ -413,12 +472,11 @@ impl<T: Link> Driver<T> {
     /// ticket, carrying out what each one releases.
     async fn commit_all(&mut self) -> Result<(), RuntimeError> {
         self.carry_out();
-        while let Some((covered, ticket)) = self.tickets.pop_front() {
-            if let Err(error) = ticket.await {
-                tracing::error!(%error, "journal failed during shutdown");
-                return Err(RuntimeError::Journal(error));
-            }
-            self.machine.on_durable(covered, self.now());
+        while let Some((pending, ticket)) = self.tickets.pop_front() {
+            let result = ticket.await;
+            // A full disk at shutdown: what is not durable gates nothing
+            // acknowledged or announced, and is retried after the restart.
+            self.on_ticket(pending, result, self.now())?;
             self.carry_out();
         }
         Ok(())

@@ -102,6 +102,9 @@ pub struct RuntimeOptions {
     /// Stop reading new messages while this many commands are pending (the
     /// broker keeps the rest; nothing is acked that is not journaled).
     pub max_pending: usize,
+    /// While the journal's disk is full: how often to retry a refused append
+    /// and to check whether space returned (ms).
+    pub storage_retry_ms: u64,
 }
 
 impl Default for RuntimeOptions {
@@ -112,6 +115,7 @@ impl Default for RuntimeOptions {
             shutdown_deadline: DEFAULT_SHUTDOWN_DEADLINE,
             compact_after_records: DEFAULT_COMPACT_AFTER_RECORDS,
             max_pending: DEFAULT_MAX_PENDING,
+            storage_retry_ms: relay_core::machine::STORAGE_RETRY_MS,
         }
     }
 }
@@ -122,6 +126,14 @@ impl Default for RuntimeOptions {
 /// it costs one slower commit.
 pub const JOURNAL_PREALLOCATE: u64 = 1 << 20;
 
+/// Zeros kept ahead of the journal, besides the preallocation, for the
+/// records of accepted commands once the disk is full (`relay_store::space`):
+/// a command needs ~100 bytes (`Started`, `Finished`, `Delivered`) plus its
+/// reply, so 2 MiB finishes and reports some 10,000 commands with small
+/// replies (the default `max_pending`), or 2,000 with 1 KiB replies. Past
+/// that, statuses wait (nothing is lost) until space returns.
+pub const JOURNAL_RESERVE: u64 = 2 << 20;
+
 /// Why the runtime could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -131,7 +143,14 @@ pub enum RuntimeError {
     Replay(String),
     #[error("cannot start a runtime thread: {0}")]
     Thread(#[from] std::io::Error),
-    #[error("journal failed: {0}")]
+    /// Fail-stop: a write or fsync of the journal failed (not a full disk).
+    #[error(
+        "journal failed: {0}. The device stopped acknowledging and exited (fail-stop, as \
+         PostgreSQL does after a failed fsync: the kernel may have dropped data written since the \
+         last successful fsync, so retrying could report it durable when it is not). Check the \
+         disk and the kernel log (dmesg), then restart relay: it replays the journal, and the \
+         broker redelivers every command that was not acknowledged"
+    )]
     Journal(#[source] JournalError),
     #[error("the handler thread stopped unexpectedly")]
     HandlerThread,
@@ -272,6 +291,7 @@ impl RuntimeBuilder {
     pub fn open_dir(self, data_dir: impl AsRef<Path>) -> Result<Prepared, RuntimeError> {
         let mut storage = FileStorage::open(data_dir.as_ref())?;
         storage.preallocate(JOURNAL_PREALLOCATE);
+        storage.reserve(JOURNAL_RESERVE);
         // One write-through write per commit where the disk allows it
         // (relay_store::direct); buffered write + fdatasync otherwise.
         let write_through = storage.write_through()?;
@@ -309,6 +329,7 @@ impl RuntimeBuilder {
             compact_after_records: self.options.compact_after_records,
             max_pending: self.options.max_pending,
             builtins: self.access.clone(),
+            storage_retry_ms: self.options.storage_retry_ms,
         };
         let machine = Machine::restore(self.options.policy.clone(), records, options, now);
         let state = machine.state();

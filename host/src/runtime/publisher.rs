@@ -42,8 +42,43 @@ enum Note {
     /// (and track it if it is the final status of command `final_id`).
     Sent {
         final_id: Option<String>,
-        event: bool,
+        kind: Kind,
     },
+}
+
+/// Which counter a message counts in.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Status,
+    Event,
+    Health,
+}
+
+impl Kind {
+    fn of(message: &Outgoing) -> Kind {
+        match message {
+            Outgoing::Status(_) => Kind::Status,
+            Outgoing::Event { .. } => Kind::Event,
+            Outgoing::Health(_) => Kind::Health,
+        }
+    }
+
+    fn counter(self, counters: &PublishCounters) -> &AtomicU64 {
+        match self {
+            Kind::Status => &counters.statuses,
+            Kind::Event => &counters.events,
+            Kind::Health => &counters.health,
+        }
+    }
+}
+
+/// Where a message goes and its bytes.
+fn encode(message: &Outgoing) -> (Outbound, Vec<u8>) {
+    match message {
+        Outgoing::Status(status) => (Outbound::Status, status.to_msgpack()),
+        Outgoing::Event { name, payload } => (Outbound::Event(name.clone()), payload.clone()),
+        Outgoing::Health(health) => (Outbound::Health, health.to_msgpack()),
+    }
 }
 
 /// The driver's side of the publisher.
@@ -63,16 +98,11 @@ impl Front {
     /// Publishes `message` now if nothing is queued ahead of it, else queues it.
     pub fn publish<T: Transport>(&self, transport: &T, message: Outgoing) {
         if self.queued.load(Ordering::SeqCst) == 0 {
-            let (to, payload) = match &message {
-                Outgoing::Status(status) => (Outbound::Status, status.to_msgpack()),
-                Outgoing::Event { name, payload } => {
-                    (Outbound::Event(name.clone()), payload.clone())
-                }
-            };
+            let (to, payload) = encode(&message);
             if transport.try_publish(to, payload).is_ok() {
                 let note = Note::Sent {
                     final_id: message.final_id().map(str::to_string),
-                    event: matches!(message, Outgoing::Event { .. }),
+                    kind: Kind::of(&message),
                 };
                 let _ = self.tx.send(note);
                 return;
@@ -96,6 +126,8 @@ pub struct PublishCounters {
     pub events: AtomicU64,
     pub coalesced: AtomicU64,
     pub failed: AtomicU64,
+    /// Health messages.
+    pub health: AtomicU64,
 }
 
 /// Starts the publisher task. The ids of final statuses the broker
@@ -182,14 +214,9 @@ async fn run<T: Transport>(
                     taken += 1;
                     round.push(message);
                 }
-                Note::Sent { final_id, event } => {
+                Note::Sent { final_id, kind } => {
                     publish_round(&*transport, &mut round, &counters, &mut unacked).await;
-                    let counter = if event {
-                        &counters.events
-                    } else {
-                        &counters.statuses
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
+                    kind.counter(&counters).fetch_add(1, Ordering::Relaxed);
                     unacked.sent += 1;
                     if let Some(id) = final_id {
                         unacked.finals.push_back((unacked.sent, id));
@@ -234,14 +261,8 @@ async fn publish_round<T: Transport>(
             .fetch_add(dropped as u64, Ordering::Relaxed);
         for message in round.drain(..) {
             let final_id = message.final_id().map(str::to_string);
-            let (to, payload, counter) = match message {
-                Outgoing::Status(status) => {
-                    (Outbound::Status, status.to_msgpack(), &counters.statuses)
-                }
-                Outgoing::Event { name, payload } => {
-                    (Outbound::Event(name), payload, &counters.events)
-                }
-            };
+            let counter = Kind::of(&message).counter(counters);
+            let (to, payload) = encode(&message);
             match transport.publish(to.clone(), payload).await {
                 Ok(()) => {
                     counter.fetch_add(1, Ordering::Relaxed);

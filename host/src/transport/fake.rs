@@ -111,6 +111,7 @@ impl FakeTransport {
         let topic = match &to {
             Outbound::Status => state.topics.status(),
             Outbound::Event(name) => state.topics.event(name)?,
+            Outbound::Health => state.topics.health(),
         };
         let message = Published { to, topic, payload };
         let tx = state.published_tx.as_ref().ok_or(TransportError::Closed)?;
@@ -147,7 +148,7 @@ impl Transport for FakeTransport {
     fn try_publish(&self, to: Outbound, payload: Vec<u8>) -> Result<(), (Outbound, Vec<u8>)> {
         // Topic errors are left to `publish`, which reports them.
         let valid = match &to {
-            Outbound::Status => true,
+            Outbound::Status | Outbound::Health => true,
             Outbound::Event(name) => self.shared.lock().topics.event(name).is_ok(),
         };
         if !valid {

@@ -59,6 +59,9 @@ pub enum Outbound {
     Status,
     /// `<prefix>/<device>/event/<name>` (`name` follows the seed naming rule)
     Event(String),
+    /// `<prefix>/<device>/health`, retained (the broker keeps the last one
+    /// for every new subscriber).
+    Health,
 }
 
 /// Errors at the transport boundary.

@@ -368,10 +368,12 @@ impl Transport for MqttTransport {
         let topic = match &to {
             Outbound::Status => self.shared.topics.status(),
             Outbound::Event(name) => self.shared.topics.event(name)?,
+            Outbound::Health => self.shared.topics.health(),
         };
+        let retain = to == Outbound::Health;
         self.shared
             .client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
             .await
             .map_err(|_| TransportError::Closed)
     }
@@ -383,11 +385,13 @@ impl Transport for MqttTransport {
                 Ok(topic) => topic,
                 Err(_) => return Err((to, payload)),
             },
+            Outbound::Health => self.shared.topics.health(),
         };
+        let retain = to == Outbound::Health;
         match self
             .shared
             .client
-            .try_publish(topic, QoS::AtLeastOnce, false, payload)
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
         {
             Ok(()) => Ok(()),
             Err(

@@ -24,6 +24,10 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use crate::error::{io_err, StoreError};
+use crate::file::FileStorage;
+use crate::space::no_space;
+
 /// Alignment of offsets, lengths and memory: the largest logical block
 /// size in use (4 KiB sectors; 512-byte devices accept it too).
 pub const BLOCK: u64 = 4096;
@@ -69,9 +73,18 @@ impl DirectWriter {
         };
         match writer.append(end, &[], zeros_to) {
             Ok(zeros_end) => Ok(Some((writer, zeros_end))),
-            Err(e) if refused(&e) => Ok(None),
+            // A full disk must not stop the journal from opening: buffered.
+            Err(e) if refused(&e) || crate::space::no_space(&e) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Forgets a write that failed: the log ends at `end` again, whose last
+    /// partial block is read back from `log` (the buffered handle).
+    pub fn reset(&mut self, log: &File, end: u64) -> io::Result<()> {
+        let start = end - end % BLOCK;
+        self.tail.resize((end - start) as usize, 0);
+        log.read_exact_at(&mut self.tail, start)
     }
 
     /// Writes `frames` at `end` (the end of the log) and zeros after them
@@ -133,4 +146,52 @@ fn open_direct(path: &Path) -> io::Result<Option<File>> {
 #[cfg(not(target_os = "linux"))]
 fn open_direct(_path: &Path) -> io::Result<Option<File>> {
     Ok(None)
+}
+
+impl FileStorage {
+    /// `FileStorage::write_pending` with write-through on: the frames (and
+    /// zeros up to `grow_to`) in one durable write; on a full disk, the
+    /// frames alone into the room the file has (see [`crate::space`]).
+    pub(crate) fn write_direct(
+        &mut self,
+        end: u64,
+        grow_to: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let Some(mut direct) = self.direct.take() else {
+            return Ok(());
+        };
+        let written = match direct.append(self.written, &self.pending, grow_to.unwrap_or(0)) {
+            Err(e) if grow_to.is_some() && no_space(&e) && end <= self.allocated => {
+                let _ = self.file.set_len(self.allocated);
+                self.enter_reserve();
+                direct.append(self.written, &self.pending, 0)
+            }
+            other => other,
+        };
+        self.direct = Some(direct);
+        self.written_through(end, written)
+    }
+
+    /// The end of a write-through write: it was durable when it returned, so
+    /// it counts as the commit's sync.
+    fn written_through(&mut self, end: u64, written: io::Result<u64>) -> Result<(), StoreError> {
+        match written {
+            Ok(zeros_end) => {
+                self.allocated = self.allocated.max(zeros_end);
+                self.written = end;
+                self.pending.clear();
+                self.syncs += 1;
+                Ok(())
+            }
+            Err(e) if no_space(&e) => {
+                let _ = self.file.set_len(self.allocated);
+                Err(self.roll_back("write (direct)", e))
+            }
+            Err(e) => {
+                let _ = self.file.set_len(self.written);
+                self.allocated = self.written;
+                Err(self.poison(io_err("write (direct)", &self.path)(e)))
+            }
+        }
+    }
 }

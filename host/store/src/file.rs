@@ -24,60 +24,40 @@
 //! - **Rewrite** (compaction) writes `journal.log.tmp`, fsyncs it, renames it
 //!   over `journal.log` and fsyncs the directory; a leftover `.tmp` from a
 //!   crash mid-rewrite is deleted at open, the old log being still intact.
-//! - **Poisoning**: after a failed write or fsync the storage refuses every
-//!   later call. Linux may already have dropped the dirty pages and marked
-//!   them clean ("fsyncgate"), so retrying fsync could report success for
-//!   data that is gone; the only safe recovery is to reopen and replay.
+//! - **Reserve and a full disk** ([`FileStorage::reserve`], see
+//!   [`crate::space`]): room written ahead that only the outcome records of
+//!   accepted commands may use once the disk is full; `ENOSPC` is a
+//!   recoverable failure, not a poisoning one.
+//! - **Poisoning**: after a failed write (other than `ENOSPC`) or fsync the
+//!   storage refuses every later call. Linux may already have dropped the
+//!   dirty pages and marked them clean ("fsyncgate"), so retrying fsync could
+//!   report success for data that is gone; the only safe recovery is to
+//!   reopen and replay (fail-stop, as PostgreSQL does).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use relay_core::journal::{
-    decode_frames, encode_frame, Discarded, FrameEnd, FrameError, ReplayReport, Storage,
+    decode_frames, encode_frame, Discarded, FrameEnd, ReplayReport, Storage,
 };
 
 use crate::direct::DirectWriter;
+pub(crate) use crate::error::io_err;
+pub use crate::error::StoreError;
+use crate::error::VERSION;
 use crate::fsutil::{parent_dir, remove_if_exists, write_atomically};
+use crate::space::no_space;
 
 /// File name of the journal inside the data dir.
 pub const JOURNAL_FILE: &str = "journal.log";
 
 const MAGIC: [u8; 8] = *b"RLYJRNL\n";
-const VERSION: u32 = 1;
 /// Magic, version, reserved.
 const HEADER_LEN: usize = 16;
 /// Appends buffered beyond this are written out (not synced) to bound memory.
 const MAX_PENDING: usize = 1 << 20;
-
-/// Why a journal file operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{} is not a relay journal (bad or short header)", path.display())]
-    BadHeader { path: PathBuf },
-    #[error("{}: journal format version {found} is not supported (this build reads {VERSION})", path.display())]
-    UnsupportedVersion { path: PathBuf, found: u32 },
-    #[error(transparent)]
-    Frame(#[from] FrameError),
-    #[error("the journal failed earlier ({0}) and refuses further use; reopen it to recover")]
-    Poisoned(String),
-}
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 /// What opening the journal had to repair.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,21 +73,28 @@ pub struct Recovery {
 /// The journal file. See the module docs for format and guarantees.
 #[derive(Debug)]
 pub struct FileStorage {
-    path: PathBuf,
-    file: File,
+    pub(crate) path: PathBuf,
+    pub(crate) file: File,
     /// Length of the valid part of the file: where the next write lands.
-    written: u64,
+    pub(crate) written: u64,
+    /// Where the log ended at the last successful `sync` (or open, rewrite):
+    /// what an out-of-space failure rolls back to.
+    pub(crate) synced_end: u64,
     /// Length of the file on disk: zeros from `written` up to here.
-    allocated: u64,
+    pub(crate) allocated: u64,
     /// Grow the file by this many zeroed bytes ahead of the writes (0: off).
-    preallocate: u64,
+    pub(crate) preallocate: u64,
+    /// Zeros kept ahead of the log for outcome records on a full disk.
+    pub(crate) reserve: u64,
+    /// The disk gave no more: appends are using the reserve.
+    pub(crate) in_reserve: bool,
     /// Frames appended but not yet written to the file.
-    pending: Vec<u8>,
+    pub(crate) pending: Vec<u8>,
     /// Bytes written to the file since the last fsync.
     unsynced: bool,
     /// Write-through appends, when enabled and supported.
-    direct: Option<DirectWriter>,
-    syncs: u64,
+    pub(crate) direct: Option<DirectWriter>,
+    pub(crate) syncs: u64,
     recovery: Recovery,
     poisoned: Option<String>,
 }
@@ -150,8 +137,11 @@ impl FileStorage {
             path,
             file,
             written: bytes.len() as u64,
+            synced_end: bytes.len() as u64,
             allocated: bytes.len() as u64,
             preallocate: 0,
+            reserve: 0,
+            in_reserve: false,
             pending: Vec::new(),
             unsynced: false,
             direct: None,
@@ -234,6 +224,7 @@ impl FileStorage {
         let dirty = tail.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
         if dirty == 0 {
             self.written = valid as u64;
+            self.synced_end = self.written;
             return Ok(());
         }
         // Classify without the zeros: a frame cut short inside zeroed space
@@ -242,11 +233,21 @@ impl FileStorage {
         let bytes = dirty as u64;
         if let FrameEnd::Corrupt { offset, .. } = end {
             let copy = corrupt_path(&self.path, HEADER_LEN + offset);
-            write_atomically(&copy, &tmp_path(&copy), &tail[..dirty])
-                .map_err(io_err("preserve", &copy))?;
-            tracing::warn!(path = %self.path.display(), offset, bytes, copy = %copy.display(),
-                "journal: corrupt frame; dropped the rest of the log (a copy was kept)");
-            recovery.preserved = Some(copy);
+            match write_atomically(&copy, &tmp_path(&copy), &tail[..dirty]) {
+                Ok(()) => {
+                    tracing::warn!(path = %self.path.display(), offset, bytes, copy = %copy.display(),
+                        "journal: corrupt frame; dropped the rest of the log (a copy was kept)");
+                    recovery.preserved = Some(copy);
+                }
+                // A full disk must not keep the device from starting (it
+                // would exit at every restart): the log is repaired anyway.
+                Err(e) if no_space(&e) => {
+                    let _ = remove_if_exists(&tmp_path(&copy));
+                    tracing::error!(path = %self.path.display(), offset, bytes, copy = %copy.display(),
+                        "journal: corrupt frame; dropped the rest of the log, and NO copy could be kept: the disk is full");
+                }
+                Err(e) => return Err(io_err("preserve", &copy)(e)),
+            }
         } else {
             tracing::info!(path = %self.path.display(), bytes, "journal: dropped a torn tail");
         }
@@ -255,46 +256,61 @@ impl FileStorage {
             .map_err(io_err("truncate", &self.path))?;
         self.file.sync_all().map_err(io_err("fsync", &self.path))?;
         self.written = valid as u64;
+        self.synced_end = self.written;
         self.allocated = valid as u64;
         recovery.discarded = Some(Discarded { end, bytes });
         Ok(())
     }
 
-    fn check_poison(&self) -> Result<(), StoreError> {
+    pub(crate) fn check_poison(&self) -> Result<(), StoreError> {
         match &self.poisoned {
             Some(why) => Err(StoreError::Poisoned(why.clone())),
             None => Ok(()),
         }
     }
 
-    fn poison(&mut self, err: StoreError) -> StoreError {
+    pub(crate) fn poison(&mut self, err: StoreError) -> StoreError {
         self.poisoned = Some(err.to_string());
         err
     }
 
-    /// Writes the pending frames to the file (no fsync). On a failed or short
-    /// write the file is cut back to its last valid length and the storage
-    /// is poisoned.
-    fn write_pending(&mut self) -> Result<(), StoreError> {
+    /// Writes the pending frames to the file (no fsync), growing the zeros
+    /// ahead when the room after them would fall below the reserve. When the
+    /// disk refuses to grow, frames that fit in the room already written go
+    /// there (into the reserve, see [`crate::space`]); otherwise the append
+    /// is rolled back to the last sync ([`StoreError::NoSpace`]). Any other
+    /// failed or short write cuts the file back and poisons the storage.
+    pub(crate) fn write_pending(&mut self) -> Result<(), StoreError> {
         if self.pending.is_empty() {
             return Ok(());
         }
         let end = self.written + self.pending.len() as u64;
-        if let Some(direct) = &mut self.direct {
-            let zeros_to = if self.preallocate > 0 && end > self.allocated {
-                end + self.preallocate
-            } else {
-                0
-            };
-            let written = direct.append(self.written, &self.pending, zeros_to);
-            return self.written_through(end, written);
+        let grow_to = self.grow_to(end);
+        if self.direct.is_some() {
+            return self.write_direct(end, grow_to);
         }
         let frames = self.pending.len();
-        if self.preallocate > 0 && end > self.allocated {
+        if let Some(target) = grow_to {
             // Zeros ahead, in the same write (and fsync) as the frames.
-            self.pending.resize(frames + self.preallocate as usize, 0);
+            self.pending.resize((target - self.written) as usize, 0);
         }
-        if let Err(e) = self.file.write_all_at(&self.pending, self.written) {
+        let result = match self.file.write_all_at(&self.pending, self.written) {
+            Err(e) if no_space(&e) => {
+                self.pending.truncate(frames);
+                let _ = self.file.set_len(self.allocated);
+                if end > self.allocated {
+                    return Err(self.roll_back("write", e));
+                }
+                // The frames fit in the room the file has: use the reserve.
+                self.enter_reserve();
+                self.file.write_all_at(&self.pending, self.written)
+            }
+            other => other,
+        };
+        if let Err(e) = result {
+            if no_space(&e) {
+                return Err(self.roll_back("write", e));
+            }
             let _ = self.file.set_len(self.written);
             self.allocated = self.written;
             return Err(self.poison(io_err("write", &self.path)(e)));
@@ -307,29 +323,22 @@ impl FileStorage {
     }
 }
 
-impl FileStorage {
-    /// The end of [`FileStorage::write_pending`] with write-through on: the
-    /// write was durable when it returned, so it counts as the commit's sync.
-    fn written_through(&mut self, end: u64, written: io::Result<u64>) -> Result<(), StoreError> {
-        match written {
-            Ok(zeros_end) => {
-                self.allocated = self.allocated.max(zeros_end);
-                self.written = end;
-                self.pending.clear();
-                self.syncs += 1;
-                Ok(())
-            }
-            Err(e) => {
-                let _ = self.file.set_len(self.written);
-                self.allocated = self.written;
-                Err(self.poison(io_err("write (direct)", &self.path)(e)))
-            }
-        }
-    }
-}
-
 impl Storage for FileStorage {
     type Error = StoreError;
+
+    fn is_no_space(&self, error: &StoreError) -> bool {
+        error.is_no_space()
+    }
+
+    fn reserve_in_use(&self) -> bool {
+        self.in_reserve
+    }
+
+    fn restore_reserve(&mut self) -> Result<(), StoreError> {
+        self.check_poison()?;
+        self.sync()?;
+        self.regrow()
+    }
 
     fn append(&mut self, record: &[u8]) -> Result<(), StoreError> {
         self.check_poison()?;
@@ -344,12 +353,16 @@ impl Storage for FileStorage {
         self.check_poison()?;
         self.write_pending()?;
         if self.unsynced {
-            if let Err(e) = self.file.sync_data() {
-                return Err(self.poison(io_err("fsync", &self.path)(e)));
+            if let Err(source) = self.file.sync_data() {
+                // Even ENOSPC here (thin provisioning, NFS) is fatal: the
+                // kernel may have dropped the pages it could not write.
+                let path = self.path.clone();
+                return Err(self.poison(StoreError::SyncFailed { path, source }));
             }
             self.unsynced = false;
             self.syncs += 1;
         }
+        self.synced_end = self.written;
         Ok(())
     }
 
@@ -384,18 +397,29 @@ impl Storage for FileStorage {
         for r in records {
             encode_frame(r, &mut bytes)?;
         }
+        let log_len = bytes.len();
+        // The new log carries its reserve from the start.
+        bytes.resize(log_len + self.reserve as usize, 0);
         let tmp = tmp_path(&self.path);
         if let Err(e) = write_atomically(&self.path, &tmp, &bytes) {
+            if no_space(&e) && tmp.exists() {
+                // Not renamed: the old log is intact and still ours.
+                let _ = remove_if_exists(&tmp);
+                return Err(io_err("rewrite", &self.path)(e));
+            }
             // Before the rename the old log is intact, after it the new one is
             // in place but maybe not durable: either way, stop trusting state.
             return Err(self.poison(io_err("rewrite", &self.path)(e)));
         }
+        bytes.truncate(log_len);
         match OpenOptions::new().read(true).write(true).open(&self.path) {
             Ok(file) => self.file = file,
             Err(e) => return Err(self.poison(io_err("open", &self.path)(e))),
         }
         self.written = bytes.len() as u64;
-        self.allocated = self.written;
+        self.synced_end = self.written;
+        self.allocated = self.written + self.reserve;
+        self.in_reserve = false;
         self.pending.clear();
         self.unsynced = false;
         self.syncs += 1;

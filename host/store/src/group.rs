@@ -31,16 +31,26 @@
 //! A failed write or fsync fails every ticket of its batch and makes the
 //! journal refuse everything afterwards (see the file backend's poisoning):
 //! the runtime must stop acknowledging and restart from a replay.
+//!
+//! **Out of space** is different ([`JournalError::NoSpace`], see
+//! `crate::space`): the storage rolled back to its last sync and stays
+//! usable. The writer keeps the records of the failed appends, and of every
+//! append submitted after them, in order ("parked"), fails their tickets,
+//! and appends nothing more until [`Journal::retry`], which writes the parked
+//! records first. So the log never gets a hole, and the caller decides when
+//! to try again. A compaction that finds no room for its new file is
+//! skipped (the old log is intact and complete): its ticket succeeds.
+//! [`Journal::probe`] asks the storage to make its reserve whole again, and
+//! [`Journal::reserve_in_use`] tells whether appends are using it.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
 use relay_core::journal::{FrameError, Storage, MAX_RECORD_LEN};
 use tokio::sync::oneshot;
+
+pub use crate::ticket::Ticket;
 
 /// Most requests one round takes from the channel; bounds a batch's memory
 /// and keeps a flood from delaying the first waiters forever.
@@ -59,6 +69,17 @@ pub enum JournalError {
     /// The writer thread is gone (the journal was closed or it panicked).
     #[error("the journal writer has stopped")]
     Closed,
+    /// The storage is out of space: nothing of this submission was written,
+    /// the writer keeps it, and appends wait for [`Journal::retry`].
+    #[error("no space for the journal: {0}")]
+    NoSpace(#[source] Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl JournalError {
+    /// See [`JournalError::NoSpace`].
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, JournalError::NoSpace(_))
+    }
 }
 
 type Done = oneshot::Sender<Result<(), JournalError>>;
@@ -66,6 +87,10 @@ type Done = oneshot::Sender<Result<(), JournalError>>;
 enum Op {
     Append(Vec<Vec<u8>>),
     Rewrite(Vec<Vec<u8>>),
+    /// Unblock after an out-of-space failure: the parked records, then these.
+    Retry(Vec<Vec<u8>>),
+    /// Try to make the storage's reserve whole again.
+    Probe,
 }
 
 struct Request {
@@ -103,6 +128,8 @@ pub struct Journal {
     /// Requests sent to the thread and not committed yet.
     queued: Arc<AtomicUsize>,
     counters: Arc<Counters>,
+    /// The storage's [`Storage::reserve_in_use`] after the last commit.
+    reserve: Arc<AtomicBool>,
 }
 
 /// A writer, type-erased so that [`Journal`] needs no type parameter.
@@ -141,9 +168,15 @@ impl Journal {
     {
         let (tx, rx) = mpsc::channel();
         let counters = Arc::new(Counters::default());
+        let reserve = Arc::new(AtomicBool::new(storage.reserve_in_use()));
         let writer: Arc<Mutex<Box<dyn Commit>>> = Arc::new(Mutex::new(Box::new(Writer {
             storage,
             failed: None,
+            full: None,
+            parked: Vec::new(),
+            unsynced: Vec::new(),
+            dirty: false,
+            reserve: reserve.clone(),
             counters: counters.clone(),
         })));
         let queued = Arc::new(AtomicUsize::new(0));
@@ -159,6 +192,7 @@ impl Journal {
             writer,
             queued,
             counters,
+            reserve,
         })
     }
 
@@ -212,6 +246,30 @@ impl Journal {
             return Ticket::ready(Err(e.into()));
         }
         self.submit(Op::Rewrite(records))
+    }
+
+    /// After an out-of-space failure: appends the parked records (those of
+    /// every append refused since), then `records`, and appends normally
+    /// again. The ticket fails with [`JournalError::NoSpace`] again (the
+    /// records parked again) while there is still no room.
+    pub fn retry(&self, records: Vec<Vec<u8>>) -> Ticket {
+        if let Err(e) = validate(&records) {
+            return Ticket::ready(Err(e.into()));
+        }
+        self.submit(Op::Retry(records))
+    }
+
+    /// In order after everything submitted before: asks the storage to make
+    /// its reserve whole again (space may have returned); then read
+    /// [`Journal::reserve_in_use`]. A still-full disk is not an error.
+    pub fn probe(&self) -> Ticket {
+        self.submit(Op::Probe)
+    }
+
+    /// The storage is writing into its reserve (the disk gave no more), as
+    /// of the last commit or probe.
+    pub fn reserve_in_use(&self) -> bool {
+        self.reserve.load(Ordering::SeqCst)
     }
 
     /// Counters so far (tests assert `syncs < records` under concurrency).
@@ -284,79 +342,6 @@ fn validate(records: &[Vec<u8>]) -> Result<(), FrameError> {
     Ok(())
 }
 
-/// The promise that a submission becomes durable: a `Future` (await it
-/// from any async runtime), or block on it with [`Ticket::wait_blocking`]
-/// from a plain thread, or poll it without waiting with
-/// [`Ticket::try_result`].
-#[must_use = "a journal write is only durable once its ticket resolves"]
-#[derive(Debug)]
-pub struct Ticket(TicketState);
-
-#[derive(Debug)]
-enum TicketState {
-    Ready(Option<Result<(), JournalError>>),
-    Pending(oneshot::Receiver<Result<(), JournalError>>),
-}
-
-impl Ticket {
-    fn ready(result: Result<(), JournalError>) -> Ticket {
-        Ticket(TicketState::Ready(Some(result)))
-    }
-
-    fn pending(rx: oneshot::Receiver<Result<(), JournalError>>) -> Ticket {
-        Ticket(TicketState::Pending(rx))
-    }
-
-    /// Resolves once the submission is durable (or failed). Same as
-    /// awaiting the ticket itself.
-    pub async fn wait(self) -> Result<(), JournalError> {
-        self.await
-    }
-
-    /// Blocks the calling thread until the submission is durable (or failed).
-    ///
-    /// # Panics
-    /// When called from within an async execution context (tokio forbids
-    /// blocking a worker); use [`Ticket::wait`] there.
-    pub fn wait_blocking(self) -> Result<(), JournalError> {
-        match self.0 {
-            TicketState::Ready(result) => result.unwrap_or(Err(JournalError::Closed)),
-            TicketState::Pending(rx) => rx.blocking_recv().unwrap_or(Err(JournalError::Closed)),
-        }
-    }
-
-    /// Non-blocking check: `Some(result)` once resolved (then the ticket is
-    /// spent and later calls return `Some(Err(Closed))`), `None` while pending.
-    pub fn try_result(&mut self) -> Option<Result<(), JournalError>> {
-        match &mut self.0 {
-            TicketState::Ready(result) => Some(result.take().unwrap_or(Err(JournalError::Closed))),
-            TicketState::Pending(rx) => match rx.try_recv() {
-                Ok(result) => {
-                    self.0 = TicketState::Ready(None);
-                    Some(result)
-                }
-                Err(oneshot::error::TryRecvError::Empty) => None,
-                Err(oneshot::error::TryRecvError::Closed) => Some(Err(JournalError::Closed)),
-            },
-        }
-    }
-}
-
-impl Future for Ticket {
-    type Output = Result<(), JournalError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.0 {
-            TicketState::Ready(result) => {
-                Poll::Ready(result.take().unwrap_or(Err(JournalError::Closed)))
-            }
-            TicketState::Pending(rx) => Pin::new(rx)
-                .poll(cx)
-                .map(|r| r.unwrap_or(Err(JournalError::Closed))),
-        }
-    }
-}
-
 /// The writer thread: takes whatever piled up in the channel and commits
 /// it as one batch.
 fn run(writer: &Mutex<Box<dyn Commit>>, queued: &AtomicUsize, rx: mpsc::Receiver<Request>) {
@@ -381,6 +366,15 @@ struct Writer<S> {
     storage: S,
     /// Set by the first storage failure; every later request gets it.
     failed: Option<JournalError>,
+    /// Set by an out-of-space failure until [`Op::Retry`]: appends are parked.
+    full: Option<JournalError>,
+    /// Records refused for lack of space, in submission order.
+    parked: Vec<Vec<u8>>,
+    /// Records appended since the last sync (parked if the disk is full).
+    unsynced: Vec<Vec<u8>>,
+    /// Something was appended since the last sync.
+    dirty: bool,
+    reserve: Arc<AtomicBool>,
     counters: Arc<Counters>,
 }
 
@@ -390,37 +384,58 @@ where
     S::Error: std::error::Error + Send + Sync + 'static,
 {
     /// Writes a batch in order with one fsync, then resolves its tickets in
-    /// order. A rewrite inside the batch first commits the appends before it.
+    /// order. A rewrite or probe inside the batch first commits the appends
+    /// before it.
     fn commit(&mut self, batch: &mut Vec<Request>) {
         let mut waiting: Vec<Done> = Vec::with_capacity(batch.len());
-        let mut dirty = false;
         for Request { op, done } in batch.drain(..) {
             if let Some(err) = &self.failed {
                 let _ = done.send(Err(err.clone()));
                 continue;
             }
             match op {
-                Op::Append(records) => {
-                    let appended = records.iter().try_for_each(|r| self.storage.append(r));
-                    dirty |= !records.is_empty();
-                    waiting.push(done);
-                    match appended {
-                        Ok(()) => {
-                            let n = records.len() as u64;
-                            self.counters.records.fetch_add(n, Ordering::Relaxed);
-                        }
-                        Err(e) => self.fail(e, &mut waiting),
+                Op::Append(records) => match &self.full {
+                    Some(full) => {
+                        self.parked.extend(records);
+                        let _ = done.send(Err(full.clone()));
                     }
+                    None => self.append(records, done, &mut waiting),
+                },
+                Op::Retry(records) => {
+                    self.full = None;
+                    let mut all = std::mem::take(&mut self.parked);
+                    all.extend(records);
+                    self.append(all, done, &mut waiting);
                 }
                 Op::Rewrite(records) => {
-                    self.sync(&mut dirty, &mut waiting);
-                    if let Some(err) = &self.failed {
+                    self.sync(&mut waiting);
+                    if let Some(err) = self.failed.as_ref().or(self.full.as_ref()) {
                         let _ = done.send(Err(err.clone()));
                         continue;
                     }
                     match self.storage.rewrite(&mut records.iter().map(Vec::as_slice)) {
                         Ok(()) => {
                             self.counters.rewrites.fetch_add(1, Ordering::Relaxed);
+                            self.note_reserve();
+                            let _ = done.send(Ok(()));
+                        }
+                        Err(e) if self.storage.is_no_space(&e) => {
+                            // The old log is intact and holds every record.
+                            tracing::warn!(error = %e, "journal: compaction skipped, no room for the new file");
+                            let _ = done.send(Ok(()));
+                        }
+                        Err(e) => self.fail(e, &mut vec![done]),
+                    }
+                }
+                Op::Probe => {
+                    self.sync(&mut waiting);
+                    if let Some(err) = self.failed.as_ref().or(self.full.as_ref()) {
+                        let _ = done.send(Err(err.clone()));
+                        continue;
+                    }
+                    match self.storage.restore_reserve() {
+                        Ok(()) => {
+                            self.note_reserve();
                             let _ = done.send(Ok(()));
                         }
                         Err(e) => self.fail(e, &mut vec![done]),
@@ -428,32 +443,66 @@ where
                 }
             }
         }
-        self.sync(&mut dirty, &mut waiting);
+        self.sync(&mut waiting);
+    }
+
+    fn append(&mut self, records: Vec<Vec<u8>>, done: Done, waiting: &mut Vec<Done>) {
+        let appended = records.iter().try_for_each(|r| self.storage.append(r));
+        self.dirty |= !records.is_empty();
+        waiting.push(done);
+        let n = records.len() as u64;
+        self.unsynced.extend(records);
+        match appended {
+            Ok(()) => {
+                self.counters.records.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(e) => self.fail(e, waiting),
+        }
     }
 
     /// Fsyncs if anything was appended, then resolves `waiting` in order.
-    fn sync(&mut self, dirty: &mut bool, waiting: &mut Vec<Done>) {
+    fn sync(&mut self, waiting: &mut Vec<Done>) {
         if let Some(err) = &self.failed {
             for done in waiting.drain(..) {
                 let _ = done.send(Err(err.clone()));
             }
             return;
         }
-        if *dirty {
-            *dirty = false;
+        if self.dirty {
+            self.dirty = false;
             match self.storage.sync() {
                 Ok(()) => {
                     self.counters.syncs.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => return self.fail(e, waiting),
             }
+            self.unsynced.clear();
+            self.note_reserve();
         }
         for done in waiting.drain(..) {
             let _ = done.send(Ok(()));
         }
     }
 
+    fn note_reserve(&self) {
+        self.reserve
+            .store(self.storage.reserve_in_use(), Ordering::SeqCst);
+    }
+
     fn fail(&mut self, e: S::Error, waiting: &mut Vec<Done>) {
+        if self.storage.is_no_space(&e) {
+            // The storage rolled back to its last sync: keep what it lost.
+            tracing::warn!(error = %e, "journal: no space; holding the records until a retry");
+            let err = JournalError::NoSpace(Arc::new(e));
+            for done in waiting.drain(..) {
+                let _ = done.send(Err(err.clone()));
+            }
+            self.parked.append(&mut self.unsynced);
+            self.dirty = false;
+            self.full = Some(err);
+            self.note_reserve();
+            return;
+        }
         tracing::error!(error = %e, "journal: storage failed; refusing further writes");
         let err = JournalError::Storage(Arc::new(e));
         for done in waiting.drain(..) {

@@ -13,7 +13,9 @@
 //! | [`file`] | [`FileStorage`]: the journal file (header, CRC frames, torn-tail repair at open, atomic compaction) |
 //! | [`direct`] | write-through appends (`O_DIRECT \| O_DSYNC`): one syscall per durable commit, no page-cache round trip |
 //! | [`group`] | [`Journal`] + [`Ticket`]: group commit on a dedicated thread, so N concurrent commands cost one fsync per batch and fsync never blocks a tokio worker |
+//! | [`ticket`] | [`Ticket`]: a submission's durability, awaited, blocked on or polled |
 //! | [`kv`] | [`FileKv`]: a plugin's kv namespace as an atomically replaced snapshot file |
+//! | [`space`] | a full disk: `ENOSPC` rolls back instead of poisoning, and the reserve kept for the records of accepted commands |
 //! | [`shared`] | [`SharedStorage`]: a storage the journal thread and a test share (crash simulation in runtime tests) |
 //! | [`fsutil`] | fsync of directories and the write-tmp/fsync/rename/fsync-dir dance both of the above use |
 //!
@@ -33,11 +35,14 @@
 //! behaviour we can test byte by byte.
 
 pub mod direct;
+mod error;
 pub mod file;
 pub mod fsutil;
 pub mod group;
 pub mod kv;
 pub mod shared;
+pub mod space;
+pub mod ticket;
 
 pub use file::{FileStorage, Recovery, StoreError, JOURNAL_FILE};
 pub use group::{Journal, JournalError, JournalStats, Ticket};

@@ -49,4 +49,16 @@ impl<S: Storage> Storage for SharedStorage<S> {
     fn rewrite(&mut self, records: &mut dyn Iterator<Item = &[u8]>) -> Result<(), S::Error> {
         self.lock().rewrite(records)
     }
+
+    fn is_no_space(&self, error: &S::Error) -> bool {
+        self.lock().is_no_space(error)
+    }
+
+    fn reserve_in_use(&self) -> bool {
+        self.lock().reserve_in_use()
+    }
+
+    fn restore_reserve(&mut self) -> Result<(), S::Error> {
+        self.lock().restore_reserve()
+    }
 }

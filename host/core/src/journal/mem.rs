@@ -1,6 +1,7 @@
 //! An in-memory [`Storage`] for scheduler and runtime tests: the same framing
 //! as the real backends, plus what a disk cannot do on demand: crash (lose
-//! everything after the last sync, optionally leaving a torn frame) and fail.
+//! everything after the last sync, optionally leaving a torn frame), fail,
+//! and run out of space (a capacity with a reserve, like a small disk).
 
 use alloc::vec::Vec;
 
@@ -15,6 +16,9 @@ pub enum MemStorageError {
     /// Failure switched on with [`MemStorage::set_failing`].
     #[error("injected storage failure")]
     Injected,
+    /// The log would pass its capacity ([`MemStorage::set_capacity`]).
+    #[error("no space left: the log would pass its capacity of {capacity} bytes")]
+    NoSpace { capacity: usize },
 }
 
 /// In-memory log: `log[..synced]` is what survives a crash.
@@ -25,6 +29,11 @@ pub struct MemStorage {
     syncs: u64,
     failing: bool,
     discarded: Option<Discarded>,
+    /// Most bytes the log may hold (`None`: unbounded).
+    capacity: Option<usize>,
+    /// The last bytes of the capacity, used only once the rest is full.
+    reserve: usize,
+    in_reserve: bool,
 }
 
 impl MemStorage {
@@ -77,6 +86,23 @@ impl MemStorage {
         self.failing = failing;
     }
 
+    /// Bounds the log to `capacity` bytes (`None`: unbounded), the last
+    /// `reserve` of which are its reserve (see [`Storage::reserve_in_use`]):
+    /// an append past the capacity fails with [`MemStorageError::NoSpace`]
+    /// and drops every record appended since the last sync, as a full disk
+    /// does. Lowering it below the log's length only stops further appends.
+    pub fn set_capacity(&mut self, capacity: Option<usize>, reserve: usize) {
+        self.capacity = capacity;
+        self.reserve = reserve;
+        self.update_reserve();
+    }
+
+    fn update_reserve(&mut self) {
+        self.in_reserve = self
+            .capacity
+            .is_some_and(|c| self.log.len() + self.reserve > c);
+    }
+
     fn check(&self) -> Result<(), MemStorageError> {
         if self.failing {
             Err(MemStorageError::Injected)
@@ -91,7 +117,17 @@ impl Storage for MemStorage {
 
     fn append(&mut self, record: &[u8]) -> Result<(), MemStorageError> {
         self.check()?;
+        if let Some(capacity) = self.capacity {
+            if self.log.len() + super::frame_len(record.len()) > capacity {
+                // Like a full disk: what was not synced is gone.
+                self.log.truncate(self.synced);
+                return Err(MemStorageError::NoSpace { capacity });
+            }
+        }
         encode_frame(record, &mut self.log)?;
+        if !self.in_reserve {
+            self.update_reserve();
+        }
         Ok(())
     }
 
@@ -122,6 +158,20 @@ impl Storage for MemStorage {
             records,
             discarded: self.discarded,
         })
+    }
+
+    fn is_no_space(&self, error: &MemStorageError) -> bool {
+        matches!(error, MemStorageError::NoSpace { .. })
+    }
+
+    fn reserve_in_use(&self) -> bool {
+        self.in_reserve
+    }
+
+    fn restore_reserve(&mut self) -> Result<(), MemStorageError> {
+        self.sync()?;
+        self.update_reserve();
+        Ok(())
     }
 
     fn rewrite(&mut self, records: &mut dyn Iterator<Item = &[u8]>) -> Result<(), MemStorageError> {
@@ -212,6 +262,27 @@ mod tests {
         assert_eq!(s.sync(), Err(MemStorageError::Injected));
         s.set_failing(false);
         assert!(s.log().is_empty());
+    }
+
+    #[test]
+    fn a_full_log_uses_its_reserve_then_refuses_and_drops_the_unsynced() {
+        let mut s = MemStorage::new();
+        s.append(b"a").unwrap();
+        s.sync().unwrap();
+        let used = s.log().len();
+        let one = frame_len(1);
+        s.set_capacity(Some(used + 3 * one), 2 * one);
+        s.append(b"b").unwrap();
+        assert!(!s.reserve_in_use());
+        s.append(b"c").unwrap();
+        assert!(s.reserve_in_use(), "into the reserve");
+        s.append(b"d").unwrap();
+        let full = s.append(b"e").unwrap_err();
+        assert!(s.is_no_space(&full));
+        assert_eq!(s.log().len(), used, "the unsynced appends are gone");
+        s.set_capacity(Some(used + 10 * one), 2 * one);
+        s.restore_reserve().unwrap();
+        assert!(!s.reserve_in_use(), "space returned");
     }
 
     proptest! {

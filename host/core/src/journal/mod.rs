@@ -56,6 +56,19 @@ pub use mem::{MemStorage, MemStorageError};
 ///   old log (all records synced before the rewrite) or exactly the new
 ///   records, never a mix. Records appended but not synced before the call
 ///   are discarded; the caller's snapshot supersedes them.
+/// - **Out of space.** A backend that can run out of room reports it
+///   through [`Storage::is_no_space`]: such a failure (of `append` or
+///   `sync`) dropped every record appended since the last successful sync
+///   (the log is as that sync left it) and leaves the storage usable, so the
+///   same records may be appended again once space returns. Any other
+///   failure stands as described above.
+/// - **The reserve.** A backend may keep room ahead of the log that only it
+///   can use (the file backend keeps it written with zeros, so overwriting
+///   it needs no new blocks). When the medium gives no more, appends go on
+///   into that room and [`Storage::reserve_in_use`] turns true: the caller
+///   then stops journaling new commands, so the room is left to the records
+///   of the commands it already accepted. [`Storage::restore_reserve`] tries
+///   to make it whole again (space may have returned).
 /// - **`replay`** reads the log from the start. A backend discards an invalid
 ///   tail no later than the first replay (the file backend does it at open),
 ///   so later appends follow the last valid record instead of hiding behind
@@ -75,6 +88,27 @@ pub trait Storage {
 
     /// Atomically replaces the whole log with `records` (compaction).
     fn rewrite(&mut self, records: &mut dyn Iterator<Item = &[u8]>) -> Result<(), Self::Error>;
+
+    /// Whether `error` (from this storage) means the medium is out of space;
+    /// see the contract above. Default: no such failure.
+    fn is_no_space(&self, error: &Self::Error) -> bool {
+        let _ = error;
+        false
+    }
+
+    /// Appends are using the room kept in reserve (the medium gave no more).
+    /// Default: a backend without a reserve never is.
+    fn reserve_in_use(&self) -> bool {
+        false
+    }
+
+    /// Tries to make the reserve whole again (clearing
+    /// [`Storage::reserve_in_use`] when it is), after any pending append is
+    /// written. Default: a [`Storage::sync`], which checks that the medium
+    /// still takes writes.
+    fn restore_reserve(&mut self) -> Result<(), Self::Error> {
+        self.sync()
+    }
 
     /// [`Storage::replay`] collecting the records.
     fn replay_all(&mut self) -> Result<(Vec<Vec<u8>>, ReplayReport), Self::Error> {

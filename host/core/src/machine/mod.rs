@@ -16,7 +16,10 @@
 //! let mut m = Machine::restore(policy, journal_records, options, now);
 //! m.on_message(role, &payload, ack_token, now, plugins)  // each delivery
 //! m.on_attempt_done(id, result, events, now)             // a handler returned
-//! m.on_durable(covered, now)                             // an Append/Rewrite is on disk
+//! m.on_durable(covered, now)                             // an Append/Rewrite/Retry is on disk
+//! m.on_space(reserve_in_use, now)                        // after it: is the disk full?
+//! m.on_append_failed(now)                                // one failed for lack of space
+//! m.on_probed(reserve_in_use, now)                       // a Probe came back
 //! m.on_delivered(id, now)                                // the broker acked a final status
 //! m.tick(now)                  // after a turn's events, and when next_wakeup(now) passes
 //! m.take_effects(&mut buf)     // then carry out buf in order
@@ -47,6 +50,8 @@
 //! - `held`: `accepted` statuses held back under load.
 //! - [`outgoing`]: what is published, and the coalescing rule.
 //! - [`builtins`]: `_status` and `_plugins`, answered at arrival.
+//! - `space`: a full disk (stop taking commands, retry, probe, resume).
+//! - [`health`]: the health message that says so.
 //! - `tests`: the runtime's behaviour in virtual time, no I/O.
 
 use alloc::string::String;
@@ -60,16 +65,22 @@ use crate::scheduler::{Action, AttemptResult, Policy, Scheduler, Start};
 use crate::status::{Code, State, Status};
 
 pub mod builtins;
+pub mod health;
 mod held;
 pub mod outgoing;
 mod pipeline;
+mod space;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_space;
 mod types;
 
 pub use builtins::{BuiltinAccess, BuiltinAnswer};
+pub use health::{Health, HealthReason, HealthState};
 pub use held::HOLD_MS;
 pub use outgoing::{coalesce, Outgoing};
+pub use space::STORAGE_RETRY_MS;
 pub use types::{
     Counters, Effect, MachineOptions, MachineState, DEFAULT_COMPACT_AFTER_RECORDS,
     DEFAULT_MAX_PENDING, LAZY_LINGER_MS,
@@ -77,6 +88,7 @@ pub use types::{
 
 use held::Held;
 use pipeline::{Gated, Pipeline};
+use space::Space;
 use types::Monotonic;
 
 /// See the module doc.
@@ -99,6 +111,8 @@ pub struct Machine<A> {
     closing: bool,
     counters: Counters,
     effects: Vec<Effect<A>>,
+    /// The storage's state (a full disk).
+    space: Space,
 }
 
 impl<A> Machine<A> {
@@ -126,8 +140,10 @@ impl<A> Machine<A> {
             closing: false,
             counters: Counters::default(),
             effects: Vec::new(),
+            space: Space::default(),
         };
         let mono = machine.clock.advance(now);
+        machine.probe_at_start();
         machine.apply(startup, mono);
         machine
     }
@@ -224,6 +240,7 @@ impl<A> Machine<A> {
     pub fn on_durable(&mut self, covered: u64, now: u64) {
         let mono = self.clock.advance(now);
         self.commits_in_flight = self.commits_in_flight.saturating_sub(1);
+        self.space_durable(mono);
         self.pipeline.durable_up_to(covered);
         self.release(mono);
     }
@@ -270,7 +287,9 @@ impl<A> Machine<A> {
 
     /// Whether the driver should read more messages.
     pub fn accepting(&self) -> bool {
-        !self.stopping && self.scheduler.pending_len() < self.options.max_pending
+        !self.stopping
+            && !self.space.degraded()
+            && self.scheduler.pending_len() < self.options.max_pending
     }
 
     /// When (wall ms) [`Machine::tick`] has work without new input: a retry
@@ -281,7 +300,8 @@ impl<A> Machine<A> {
             .lazy_since
             .map(|since| self.clock.to_wall(since + LAZY_LINGER_MS, now));
         let held = self.held.next_due().map(|at| self.clock.to_wall(at, now));
-        [scheduler, linger, held].into_iter().flatten().min()
+        let space = self.space_wakeup(now);
+        [scheduler, linger, held, space].into_iter().flatten().min()
     }
 
     /// The last known status of request `id` (what `_status` answers).
@@ -316,12 +336,27 @@ impl<A> Machine<A> {
         }
     }
 
-    /// Submits the outbox: a compaction snapshot when one is due, else one
-    /// append, unless only lazy records wait and their linger is not over.
+    /// Submits the outbox: one append, unless only lazy records wait and
+    /// their linger is not over; then a compaction snapshot when one is due.
+    /// On a full disk, the retry or probe that is due instead (`space`).
     fn submit(&mut self, mono: u64) {
+        if self.submit_degraded(mono) {
+            return;
+        }
         let compact_after = self.options.compact_after_records;
-        if compact_after > 0 && self.since_compaction >= compact_after {
-            let covered = self.pipeline.supersede_outbox();
+        if compact_after > 0 && self.since_compaction >= compact_after && !self.space.degraded() {
+            // The outbox goes first as an append: a compaction with no room
+            // for its new file is skipped, and must not take records along.
+            if let Some((records, covered)) = self.pipeline.take_batch() {
+                self.commits_in_flight += 1;
+                self.effects.push(Effect::Append {
+                    records,
+                    covered,
+                    idle: false,
+                });
+            }
+            self.lazy_since = None;
+            let covered = self.pipeline.emitted();
             let records: Vec<Vec<u8>> = self
                 .scheduler
                 .retained_records()

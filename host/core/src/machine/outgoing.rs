@@ -1,4 +1,4 @@
-//! What the device publishes (statuses and events), and the one coalescing
+//! What the device publishes (statuses, events, health), and the one coalescing
 //! rule for a backlog of them.
 //!
 //! Under load an intermediate status (`accepted`, `running`) is dropped when
@@ -12,6 +12,7 @@ use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use super::health::Health;
 use crate::status::{State, Status};
 
 /// One outgoing message.
@@ -23,6 +24,8 @@ pub enum Outgoing {
         name: String,
         payload: Vec<u8>,
     },
+    /// The retained health message (never coalesced).
+    Health(Health),
 }
 
 impl Outgoing {
@@ -53,7 +56,7 @@ pub fn coalesce(round: &mut Vec<Outgoing>) -> usize {
                 matches!(s.status, State::Accepted | State::Running)
                     && last.get(s.id.as_str()).is_some_and(|&j| j > i)
             }
-            Outgoing::Event { .. } => false,
+            Outgoing::Event { .. } | Outgoing::Health(_) => false,
         })
         .collect();
     let before = round.len();

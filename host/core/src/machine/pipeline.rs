@@ -143,15 +143,6 @@ impl<A> Pipeline<A> {
         Some((core::mem::take(&mut self.outbox), self.emitted))
     }
 
-    /// Drops the outbox: a compaction snapshot written instead of it already
-    /// reflects those records. Returns the record count it covers.
-    pub fn supersede_outbox(&mut self) -> u64 {
-        self.outbox.clear();
-        self.outbox_urgent = false;
-        self.submitted = self.emitted;
-        self.emitted
-    }
-
     /// Records up to `covered` are durable.
     pub fn durable_up_to(&mut self, covered: u64) {
         self.durable = self.durable.max(covered);
@@ -170,6 +161,14 @@ impl<A> Pipeline<A> {
             }
         }
         ready
+    }
+
+    /// PUBACKs waiting for durability: messages received and not acked.
+    pub fn acks_waiting(&self) -> usize {
+        self.waiting
+            .iter()
+            .filter(|(_, gated)| matches!(gated, Gated::Ack(_)))
+            .count()
     }
 
     /// Items still waiting for durability.
@@ -247,16 +246,5 @@ mod tests {
         assert!(!p.must_submit());
         p.gate(4, status("ack"));
         assert!(p.must_submit());
-    }
-
-    #[test]
-    fn superseded_outbox_is_not_submitted() {
-        let mut p = Pipeline::new();
-        p.record(b"a".to_vec());
-        p.gate(1, status("a"));
-        assert_eq!(p.supersede_outbox(), 1);
-        assert!(p.take_batch().is_none());
-        p.durable_up_to(1);
-        assert_eq!(ids(p.release()), ["a"]);
     }
 }

@@ -2,21 +2,24 @@
 //! test feeds events to a [`Machine`] and asserts the effects, with no
 //! journal, no broker and no clock. `Rig` plays the driver: it carries out
 //! appends by remembering them, and reports them durable when told to.
+//! Probes and health messages (a full disk, `tests_space`) are set aside in
+//! `probes` and `health`, so the tests here see only the rest.
 
 use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 
+use super::health::Health;
 use super::*;
 use crate::envelope::{Command, Envelope, Kind};
 use crate::journal::record::Record;
 use crate::scheduler::AttemptResult;
 
-const T0: u64 = 1_700_000_000_000;
+pub(super) const T0: u64 = 1_700_000_000_000;
 
 /// What the driver saw, one effect at a time (tokens are numbers).
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Seen {
+pub(super) enum Seen {
     Append {
         records: usize,
         covered: u64,
@@ -25,41 +28,52 @@ enum Seen {
     Rewrite {
         covered: u64,
     },
+    Retry {
+        records: usize,
+        covered: u64,
+    },
     Status(String, State),
     Event(String),
     Ack(u32),
     Start(String, u32),
 }
 
-struct Rig {
-    m: Machine<u32>,
+pub(super) struct Rig {
+    pub(super) m: Machine<u32>,
     next_token: u32,
     /// `covered` of each append/rewrite handed out and not yet durable.
-    commits: Vec<u64>,
+    pub(super) commits: Vec<u64>,
     /// Every record appended (decoded), in order.
-    journal: Vec<Record>,
+    pub(super) journal: Vec<Record>,
+    /// Probes handed out.
+    pub(super) probes: usize,
+    /// Health messages published, in order.
+    pub(super) health: Vec<Health>,
 }
 
 impl Rig {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self::with(MachineOptions::default(), Vec::new())
     }
 
-    fn with(options: MachineOptions, records: Vec<Record>) -> Self {
+    pub(super) fn with(options: MachineOptions, records: Vec<Record>) -> Self {
         Rig {
             m: Machine::restore(Policy::default(), records, options, T0),
             next_token: 0,
             commits: Vec::new(),
             journal: Vec::new(),
+            probes: 0,
+            health: Vec::new(),
         }
     }
 
     /// Takes the effects so far, remembering commits.
-    fn effects(&mut self) -> Vec<Seen> {
+    pub(super) fn effects(&mut self) -> Vec<Seen> {
         let mut buf = Vec::new();
         self.m.take_effects(&mut buf);
-        buf.into_iter()
-            .map(|e| match e {
+        let mut seen = Vec::new();
+        for e in buf {
+            seen.push(match e {
                 Effect::Append {
                     records,
                     covered,
@@ -79,35 +93,51 @@ impl Rig {
                     self.commits.push(covered);
                     Seen::Rewrite { covered }
                 }
+                Effect::Retry { records, covered } => {
+                    self.commits.push(covered);
+                    Seen::Retry {
+                        records: records.len(),
+                        covered,
+                    }
+                }
+                Effect::Probe => {
+                    self.probes += 1;
+                    continue;
+                }
+                Effect::Publish(Outgoing::Health(health)) => {
+                    self.health.push(health);
+                    continue;
+                }
                 Effect::Publish(Outgoing::Status(s)) => Seen::Status(s.id, s.status),
                 Effect::Publish(Outgoing::Event { name, .. }) => Seen::Event(name),
                 Effect::Ack(token) => Seen::Ack(token),
                 Effect::Start(inv) => Seen::Start(inv.id, inv.attempt),
-            })
-            .collect()
+            });
+        }
+        seen
     }
 
-    fn send_bytes(&mut self, role: Result<Role, &str>, payload: &[u8], now: u64) -> u32 {
+    pub(super) fn send_bytes(&mut self, role: Result<Role, &str>, payload: &[u8], now: u64) -> u32 {
         self.next_token += 1;
         let token = self.next_token;
         self.m.on_message(role, payload, token, now, Vec::new);
         token
     }
 
-    fn send(&mut self, id: &str, now: u64) -> u32 {
+    pub(super) fn send(&mut self, id: &str, now: u64) -> u32 {
         let env = Envelope::new(id, "work", now);
         self.send_bytes(Ok(Role::Admin), &env.to_msgpack(), now)
     }
 
     /// Reports the oldest outstanding commit durable.
-    fn durable(&mut self, now: u64) {
+    pub(super) fn durable(&mut self, now: u64) {
         let covered = self.commits.remove(0);
         self.m.on_durable(covered, now);
     }
 
     /// Sends `id` to an idle device and lets it start: it runs, and its
     /// records are durable.
-    fn running(&mut self, id: &str, now: u64) {
+    pub(super) fn running(&mut self, id: &str, now: u64) {
         self.send(id, now);
         self.m.tick(now);
         self.effects();
@@ -117,7 +147,7 @@ impl Rig {
 
     /// Ends the turn at `now`, lets any linger run out, and reports every
     /// commit durable: the effects of all that, in order.
-    fn settle(&mut self, now: u64) -> Vec<Seen> {
+    pub(super) fn settle(&mut self, now: u64) -> Vec<Seen> {
         self.m.tick(now);
         self.m.tick(now + LAZY_LINGER_MS);
         let mut seen = self.effects();
@@ -128,13 +158,13 @@ impl Rig {
         seen
     }
 
-    fn done(&mut self, id: &str, now: u64) {
+    pub(super) fn done(&mut self, id: &str, now: u64) {
         let ok = AttemptResult::Succeeded { reply: None };
         self.m.on_attempt_done(id, ok, Vec::new(), now);
     }
 }
 
-fn status(id: &str, state: State) -> Seen {
+pub(super) fn status(id: &str, state: State) -> Seen {
     Seen::Status(id.to_string(), state)
 }
 
@@ -369,10 +399,18 @@ fn a_journal_past_its_threshold_is_compacted_instead_of_appended() {
     rig.effects();
     rig.done("a", T0 + 1);
     rig.m.tick(T0 + 1);
-    // The snapshot replaces the append that `Finished` would have waited for.
+    // `Finished` is appended first, then the snapshot replaces the log.
     assert_eq!(
         rig.effects(),
-        [status("a", State::Succeeded), Seen::Rewrite { covered: 3 }]
+        [
+            status("a", State::Succeeded),
+            Seen::Append {
+                records: 1,
+                covered: 3,
+                idle: false
+            },
+            Seen::Rewrite { covered: 3 }
+        ]
     );
     assert_eq!(rig.m.counters().compactions, 1);
 }

@@ -33,6 +33,9 @@ pub struct MachineOptions {
     pub max_pending: usize,
     /// Which roles may call the built-ins.
     pub builtins: BuiltinAccess,
+    /// While the disk is full: how often to retry a refused append and to
+    /// check whether space returned (ms).
+    pub storage_retry_ms: u64,
 }
 
 impl Default for MachineOptions {
@@ -42,6 +45,7 @@ impl Default for MachineOptions {
             compact_after_records: DEFAULT_COMPACT_AFTER_RECORDS,
             max_pending: DEFAULT_MAX_PENDING,
             builtins: BuiltinAccess::default(),
+            storage_retry_ms: super::space::STORAGE_RETRY_MS,
         }
     }
 }
@@ -50,7 +54,7 @@ impl Default for MachineOptions {
 #[derive(Debug)]
 pub enum Effect<A> {
     /// Append these encoded records as one group commit, then report
-    /// [`Machine::on_durable`]`(covered)`. `idle`: no other commit is in
+    /// [`Machine::on_durable`](super::Machine::on_durable)`(covered)`. `idle`: no other commit is in
     /// flight and nothing waits behind the command at hand, so nothing can
     /// happen before this commit is done (a driver may write it inline
     /// instead of handing it to a writer thread).
@@ -60,8 +64,16 @@ pub enum Effect<A> {
         idle: bool,
     },
     /// Replace the journal by this snapshot (compaction), then report
-    /// [`Machine::on_durable`]`(covered)`.
+    /// [`Machine::on_durable`](super::Machine::on_durable)`(covered)`. Every record it covers was
+    /// submitted before it, so one skipped for lack of space loses nothing.
     Rewrite { records: Vec<Vec<u8>>, covered: u64 },
+    /// After an append failed for lack of space: append what the journal
+    /// refused since (it kept it, in order), then these records; report
+    /// [`Machine::on_durable`](super::Machine::on_durable)`(covered)` or [`Machine::on_append_failed`](super::Machine::on_append_failed).
+    Retry { records: Vec<Vec<u8>>, covered: u64 },
+    /// Ask the journal to make its reserve whole again (space may have
+    /// returned), then report [`Machine::on_probed`](super::Machine::on_probed).
+    Probe,
     /// Publish a status or event (its records are durable).
     Publish(Outgoing),
     /// Acknowledge this delivery (its records are durable).
