@@ -112,6 +112,7 @@ impl FileStorage {
             }
             Err(e) if no_space(&e) => {
                 let _ = self.file.set_len(self.allocated);
+                self.enter_reserve();
                 Ok(())
             }
             Err(e) => Err(self.poison(io_err("grow", &self.path)(e))),
