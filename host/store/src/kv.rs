@@ -129,8 +129,12 @@ impl FileKv {
             return Ok(());
         }
         let bytes = encode(&self.entries);
-        write_atomically(&self.path, &tmp_path(&self.path), &bytes)
-            .map_err(io_err("write", &self.path))?;
+        let tmp = tmp_path(&self.path);
+        if let Err(e) = write_atomically(&self.path, &tmp, &bytes) {
+            // A half-written snapshot (a full disk) must not keep its space.
+            let _ = remove_if_exists(&tmp);
+            return Err(io_err("write", &self.path)(e));
+        }
         self.dirty = false;
         self.flushes += 1;
         Ok(())

@@ -22,7 +22,8 @@
 //! # On-disk layout of a data dir
 //!
 //! ```text
-//! <data_dir>/journal.log          16-byte header + CRC frames (see relay_core::journal::frame)
+//! <data_dir>/journal.log          16-byte header + CRC frames (see relay_core::journal::frame), then
+//!                                 zeros written ahead: preallocation + the reserve (see space)
 //! <data_dir>/journal.log.tmp      a compaction cut short by a crash; removed at open
 //! <data_dir>/journal.log.corrupt-<offset>  bytes dropped after a corrupt frame, kept for forensics
 //! <data_dir>/kv/<plugin>.kv       one snapshot per plugin (+ <plugin>.kv.tmp while writing)
