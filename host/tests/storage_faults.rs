@@ -223,6 +223,82 @@ async fn a_full_disk_holds_new_commands_finishes_accepted_ones_and_resumes_in_or
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_the_full_disk_refuses_is_held_and_retried_and_nothing_is_lost() {
+    let mem = Mem::default();
+    let (calls, gate) = (Arc::default(), Gate::default());
+    let (transport, remote) = FakeTransport::new("dev-1").unwrap();
+    let handle = builder(&calls, &gate)
+        .open(mem.clone())
+        .unwrap()
+        .start(Arc::new(transport))
+        .unwrap();
+    let mut acked = vec![remote.send_command(Role::Admin, command("g", "gate"))];
+    let a = ids("a", 3);
+    acked.extend(
+        a.iter()
+            .map(|id| remote.send_command(Role::Admin, command(id, "ok"))),
+    );
+    until("all acked", || remote.acked() == acked).await;
+    // No room at all, not even a reserve: the next append is refused.
+    {
+        let mut storage = mem.lock();
+        let used = storage.log().len();
+        storage.set_capacity(Some(used), 0);
+    }
+    let b = ids("b", 3);
+    let held: Vec<u64> = b
+        .iter()
+        .map(|id| remote.send_command(Role::Admin, command(id, "ok")))
+        .collect();
+    until("degraded", || health(&remote).contains(&degraded())).await;
+    gate.open();
+    // The refused commands are kept, not acked, and the journal holds
+    // nothing of them while the disk is full.
+    until("the handlers ran", || calls.lock().unwrap().len() == 7).await;
+    assert_eq!(remote.unacked(), held);
+    assert!(finals(&remote).is_empty(), "no status before its records");
+    assert!(!replayed_ids(&mem).iter().any(|id| id.starts_with('b')));
+    // Space returns: the retry writes them, in order, and everything reports.
+    free(&mem);
+    until("all acked", || remote.unacked().is_empty()).await;
+    let mut want = acked.clone();
+    want.extend(&held);
+    assert_eq!(remote.acked(), want, "PUBACKs in arrival order");
+    let everything: Vec<String> = ["g".to_string()].into_iter().chain(a).chain(b).collect();
+    until("every command is final", || {
+        let f = finals(&remote);
+        everything
+            .iter()
+            .all(|id| f.get(id) == Some(&State::Succeeded))
+    })
+    .await;
+    assert_eq!(*calls.lock().unwrap(), everything, "FIFO");
+    until("ok again", || health(&remote).last() == Some(&ok())).await;
+    handle.shutdown().await.unwrap();
+    assert_eq!(
+        replayed_ids(&mem),
+        everything,
+        "every command is journaled once"
+    );
+}
+
+/// Ids of the `Accepted` records a crash now would replay.
+fn replayed_ids(mem: &Mem) -> Vec<String> {
+    let mut image = mem.lock().clone();
+    image.crash();
+    image
+        .replay_all()
+        .unwrap()
+        .0
+        .iter()
+        .filter_map(|r| match relay_core::journal::record::Record::decode(r) {
+            Ok(relay_core::journal::record::Record::Accepted(c)) => Some(c.id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_on_a_full_injected_disk_runs_the_journaled_commands() {
     // First run: five commands acked while the first one blocks, then a
     // shutdown that abandons it.
