@@ -69,6 +69,8 @@ pub mod health;
 mod held;
 pub mod outgoing;
 mod pipeline;
+#[cfg(test)]
+mod rig;
 mod space;
 #[cfg(test)]
 mod tests;

@@ -2,14 +2,13 @@
 //! refused for lack of space holds its PUBACKs and is retried on `tick`; a
 //! journal writing into its reserve stops the reading of new commands while
 //! the accepted ones run and report; health messages mark the transitions;
-//! and everything resumes, in order, when space returns. `Rig` is the one
-//! of `tests`.
+//! and everything resumes, in order, when space returns (`Rig`: see `rig`).
 
 use alloc::vec;
 use alloc::vec::Vec;
 
 use super::health::{HealthReason, HealthState};
-use super::tests::{status, Rig, Seen, T0};
+use super::rig::{status, Rig, Seen, T0};
 use super::*;
 use crate::envelope::{Command, Envelope, Kind};
 use crate::journal::record::Record;
