@@ -32,6 +32,7 @@
 
 use std::io;
 
+use crate::direct::BLOCK;
 use crate::error::{io_err, StoreError};
 use crate::file::FileStorage;
 
@@ -67,7 +68,14 @@ impl FileStorage {
         } else {
             end + self.reserve
         };
-        (need > self.allocated).then_some(need + self.preallocate)
+        if need <= self.allocated {
+            return None;
+        }
+        if self.preallocate == 0 && self.reserve == 0 {
+            return Some(need);
+        }
+        // Whole blocks: a write-through write rounds up to one anyway.
+        Some((need + self.preallocate).next_multiple_of(BLOCK))
     }
 
     pub(crate) fn enter_reserve(&mut self) {
@@ -100,7 +108,7 @@ impl FileStorage {
             self.leave_reserve();
             return Ok(());
         }
-        let target = need + self.preallocate;
+        let target = (need + self.preallocate).next_multiple_of(BLOCK);
         let zeros = vec![0u8; (target - self.allocated) as usize];
         let grown = std::os::unix::fs::FileExt::write_all_at(&self.file, &zeros, self.allocated)
             .and_then(|()| self.file.sync_data());

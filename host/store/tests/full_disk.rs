@@ -126,19 +126,31 @@ impl Drop for SmallFs {
     }
 }
 
-fn open(dir: &Path) -> Result<FileStorage> {
+fn open(dir: &Path, direct: bool) -> Result<FileStorage> {
     let mut storage = FileStorage::open(dir)?;
     storage.preallocate(64 << 10);
     storage.reserve(64 << 10);
-    storage.write_through()?;
+    if direct {
+        storage.write_through()?;
+    }
     Ok(storage)
 }
 
 #[test]
 fn a_real_full_disk_uses_the_reserve_refuses_without_poisoning_and_reopens() -> Result<()> {
+    real_full_disk(false)
+}
+
+#[test]
+fn a_real_full_disk_with_write_through_commits() -> Result<()> {
+    real_full_disk(true)
+}
+
+fn real_full_disk(direct: bool) -> Result<()> {
     let Some(fs) = SmallFs::mount("2m") else {
         return Ok(());
     };
+    let open = |dir: &Path| open(dir, direct);
     let dir = fs.path().join("data");
     let mut storage = open(&dir)?;
     let record = vec![7u8; 1000];
