@@ -252,9 +252,14 @@ async fn an_append_the_full_disk_refuses_is_held_and_retried_and_nothing_is_lost
         .collect();
     until("degraded", || health(&remote).contains(&degraded())).await;
     gate.open();
-    // The refused commands are kept, not acked, and the journal holds
+    // The accepted commands run (the refused ones may too, if they were
+    // read before the refusal: their PUBACKs and statuses wait all the
+    // same). The refused ones are kept, not acked, and the journal holds
     // nothing of them while the disk is full.
-    until("the handlers ran", || calls.lock().unwrap().len() == 7).await;
+    until("the accepted handlers ran", || {
+        calls.lock().unwrap().len() >= 4
+    })
+    .await;
     assert_eq!(remote.unacked(), held);
     assert!(finals(&remote).is_empty(), "no status before its records");
     assert!(!replayed_ids(&mem).iter().any(|id| id.starts_with('b')));
