@@ -2,7 +2,8 @@
 //! refuses is rolled back, not fatal; the writer keeps the refused records in
 //! order and writes them first on `retry`, so the log never gets a hole; the
 //! reserve takes appends once the disk gives no more, and comes back when
-//! space does; a journal reopened on a full disk opens and replays.
+//! space does; a journal reopened on a full disk opens and replays, even
+//! when its corrupt tail cannot be copied aside.
 //!
 //! The real-filesystem test mounts a small tmpfs, which needs root and a
 //! kernel that lets the test mount; where it cannot, it says so and skips
@@ -186,5 +187,36 @@ fn real_full_disk(direct: bool) -> Result<()> {
     storage.sync()?;
     drop(storage);
     assert_eq!(open(&dir)?.replay_all()?.0.len(), synced + 1);
+    Ok(())
+}
+
+#[test]
+fn a_corrupt_tail_on_a_full_disk_is_dropped_without_a_copy_and_the_journal_opens() -> Result<()> {
+    let Some(fs) = SmallFs::mount("1m") else {
+        return Ok(());
+    };
+    let dir = fs.path().join("data");
+    let recs: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 100]).collect();
+    {
+        let mut storage = FileStorage::open(&dir)?;
+        for r in &recs {
+            storage.append(r)?;
+        }
+        storage.sync()?;
+    }
+    // Damage the 4th record, then fill the disk.
+    let path = dir.join(relay_store::JOURNAL_FILE);
+    let mut bytes = std::fs::read(&path)?;
+    let offset = 16 + 3 * (8 + 100) + 8;
+    bytes[offset] ^= 0x40;
+    std::fs::write(&path, &bytes)?;
+    fs.fill();
+    let mut storage = FileStorage::open(&dir).expect("opens on a full disk");
+    assert!(storage
+        .recovery()
+        .discarded
+        .is_some_and(|d| d.is_corruption()));
+    assert_eq!(storage.recovery().preserved, None, "no room for the copy");
+    assert_eq!(storage.replay_all()?.0, recs[..3]);
     Ok(())
 }
