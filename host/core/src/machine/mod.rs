@@ -27,8 +27,10 @@
 //! ```
 //!
 //! Effects are carried out in order: [`Effect::Append`] / [`Effect::Rewrite`]
-//! go to the journal, and their `covered` count comes back through
-//! [`Machine::on_durable`] once the write is synced (in submission order);
+//! / [`Effect::Retry`] go to the journal, and their `covered` count comes
+//! back through [`Machine::on_durable`] once the write is synced (in
+//! submission order; a full disk: see `space`), as does [`Effect::Probe`]'s
+//! answer through [`Machine::on_probed`];
 //! [`Effect::Publish`], [`Effect::Ack`] and [`Effect::Start`] go to the link
 //! and the handler. **Durability is stated by the effects, not by their
 //! order:** the machine emits an `Ack`, a `Publish` or a careful `Start` only
