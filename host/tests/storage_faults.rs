@@ -198,6 +198,7 @@ async fn a_full_disk_holds_new_commands_finishes_accepted_ones_and_resumes_in_or
         "nothing new is taken while full"
     );
     assert!(mem.lock().reserve_in_use());
+    assert!(handle.state().await.unwrap().storage_full);
 
     // Space returns: ok again, the held commands are acked and run, in order.
     free(&mem);

@@ -337,6 +337,7 @@ impl<A> Machine<A> {
             records_emitted: self.pipeline.emitted(),
             records_durable: self.pipeline.durable(),
             next_wakeup: self.scheduler.next_wakeup(),
+            storage_full: self.space.degraded(),
         }
     }
 

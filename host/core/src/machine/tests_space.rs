@@ -68,6 +68,7 @@ fn a_refused_append_holds_its_acks_is_retried_on_tick_and_acks_in_order_once_spa
         (3, 2, T0 + 2)
     );
     assert!(!rig.m.accepting(), "no new command is read");
+    assert!(rig.m.state().storage_full);
 
     // The accepted `a` still finishes, and `b` starts behind it.
     rig.done("a", T0 + 3);

@@ -92,6 +92,8 @@ pub struct MachineState {
     pub records_durable: u64,
     /// The scheduler's next wake-up (unix ms).
     pub next_wakeup: Option<u64>,
+    /// The journal's disk is full: new commands wait (see `space`).
+    pub storage_full: bool,
 }
 
 /// Counters the machine keeps (the driver adds its own I/O counters).
