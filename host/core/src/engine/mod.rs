@@ -18,6 +18,8 @@ use crate::name::{validate_name, NameError};
 use crate::plugin::{CallOutcome, Invocation, PluginInfo};
 use crate::status::Code;
 
+#[cfg(feature = "load")]
+pub mod module;
 #[cfg(feature = "wasmi")]
 pub mod wasmi;
 
@@ -118,6 +120,42 @@ pub enum PluginError {
     ReplyTooLarge { size: usize, limit: usize },
     #[error("guest violated the canonical ABI: {0}")]
     Abi(String),
+}
+
+/// A monotonic millisecond clock for call time budgets. wasmtime counts
+/// time with epochs; wasmi checks this clock between fuel slices. On a
+/// microcontroller the firmware supplies one from a hardware timer.
+pub trait CallClock: Send + Sync {
+    fn now_ms(&self) -> u64;
+}
+
+/// [`CallClock`] from `std::time::Instant`.
+#[cfg(feature = "std")]
+#[derive(Debug, Clone, Copy)]
+pub struct StdCallClock(std::time::Instant);
+
+#[cfg(feature = "std")]
+impl Default for StdCallClock {
+    fn default() -> Self {
+        StdCallClock(std::time::Instant::now())
+    }
+}
+
+#[cfg(feature = "std")]
+impl CallClock for StdCallClock {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.0.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// The wall-clock budget of one call of `command`: the plugin's limit,
+/// lowered by the command's own `budget-ms` from `describe`.
+pub fn call_budget_ms(info: &PluginInfo, limits: &Limits, command: &str) -> u32 {
+    info.commands
+        .iter()
+        .find(|c| c.name == command)
+        .and_then(|c| c.budget_ms)
+        .map_or(limits.time_budget_ms, |ms| ms.min(limits.time_budget_ms))
 }
 
 /// When a plugin gets a new instance (both engines honour it alike).

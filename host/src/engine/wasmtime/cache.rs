@@ -32,7 +32,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 /// Bumped whenever the key recipe or the stored format changes.
-const DOMAIN: &[u8] = b"relay-wasmtime-component-cache-v1";
+const DOMAIN: &[u8] = b"relay-wasmtime-component-cache-v2-metered";
 
 /// Why a cache directory was refused.
 #[derive(Debug, thiserror::Error)]
@@ -121,8 +121,8 @@ impl CompileCache {
         }
     }
 
-    /// The entry path for `wasm` compiled by `engine`.
-    pub fn entry(&self, engine: &wasmtime::Engine, wit: &str, wasm: &[u8]) -> PathBuf {
+    /// The entry path for `wasm`, metered with a fuel `budget`, compiled by `engine`.
+    pub fn entry(&self, engine: &wasmtime::Engine, wit: &str, wasm: &[u8], budget: u64) -> PathBuf {
         let mut hasher = ShaHasher(Sha256::new());
         let mut field = |bytes: &[u8]| {
             hasher.0.update((bytes.len() as u64).to_le_bytes());
@@ -133,6 +133,7 @@ impl CompileCache {
         field(wasmtime_environ::VERSION.as_bytes());
         field(wit.as_bytes());
         field(wasm);
+        field(&budget.to_le_bytes());
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
         let digest = hasher.0.finalize();
         let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();

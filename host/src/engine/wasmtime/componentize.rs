@@ -1,7 +1,8 @@
-//! Load step 4: turn the plugin's core module into a component wasmtime can
-//! call through the component model. A module without wit-bindgen's
-//! `component-type` section gets the host's own copy of the world embedded
-//! first, so WAT/C/Zig guests that only follow the canonical ABI work too.
+//! Load step 3: turn the metered core module into a component wasmtime can
+//! call through the component model. The host's own copy of the world is
+//! always embedded (the load step dropped any `component-type` section the
+//! guest carried), so WAT/C/Zig guests that only follow the canonical ABI
+//! work too and a guest's own metadata cannot change the contract.
 
 use relay_core::engine::PluginError;
 use wit_component::{ComponentEncoder, StringEncoding};
@@ -9,23 +10,17 @@ use wit_component::{ComponentEncoder, StringEncoding};
 use super::world::World;
 
 /// Returns the component bytes for `wasm` (validated by wit-component).
-pub(super) fn componentize(
-    wasm: &[u8],
-    has_component_type: bool,
-    world: &World,
-) -> Result<Vec<u8>, PluginError> {
+pub(super) fn componentize(wasm: &[u8], world: &World) -> Result<Vec<u8>, PluginError> {
     let invalid =
         |e: anyhow::Error| PluginError::InvalidModule(format!("componentizing failed: {e:#}"));
     let mut module = wasm.to_vec();
-    if !has_component_type {
-        wit_component::embed_component_metadata(
-            &mut module,
-            &world.resolve,
-            world.id,
-            StringEncoding::UTF8,
-        )
-        .map_err(invalid)?;
-    }
+    wit_component::embed_component_metadata(
+        &mut module,
+        &world.resolve,
+        world.id,
+        StringEncoding::UTF8,
+    )
+    .map_err(invalid)?;
     ComponentEncoder::default()
         .validate(true)
         .module(&module)

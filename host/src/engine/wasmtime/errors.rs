@@ -10,8 +10,18 @@ use wasmtime::Trap;
 
 use super::limiter::GuestLimit;
 
-/// Classifies the error of a call into the guest (instantiate, describe or handle).
-pub(super) fn classify(err: &wasmtime::Error) -> PluginError {
+/// Classifies the error of a call into the guest (instantiate, describe or
+/// handle). `exhausted` is the metering's out-of-fuel function: a trap whose
+/// innermost frame is that function is the fuel running out, not the guest's
+/// own `unreachable` (see `relay_core::engine::module`).
+pub(super) fn classify(err: &wasmtime::Error, exhausted: u32) -> PluginError {
+    let in_exhausted = err
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .and_then(|bt| bt.frames().first())
+        .is_some_and(|frame| frame.func_index() == exhausted);
+    if in_exhausted && err.downcast_ref::<Trap>() == Some(&Trap::UnreachableCodeReached) {
+        return PluginError::OutOfFuel;
+    }
     if let Some(limit) = err.downcast_ref::<GuestLimit>() {
         return match *limit {
             GuestLimit::Memory { .. } => PluginError::MemoryLimit,

@@ -5,18 +5,19 @@
 //!
 //! # Layout: loading a plugin, in order
 //!
-//! 1. size check (`max_module_bytes`), before any parsing;
-//! 2. [`cache`] lookup of our own compiled output (keyed by the module's hash);
-//! 3. [`check`]: validate the core module (function bodies only if it was not
-//!    cached), its exports (`InvalidModule`) and imports (`Link`) against the
-//!    ABI derived from [`world`];
-//! 4. on a miss, [`componentize`] (embed the world if missing,
-//!    `ComponentEncoder`), compile with Cranelift, fill the cache;
-//! 5. link against the host imports in [`bindings`] (`InstancePre`);
-//! 6. [`plugin`]: instantiate, `describe`, validate, attach the env.
+//! 1. [`cache`] lookup of our own compiled output (keyed by the module's
+//!    hash and its fuel budget, which the metering bakes in);
+//! 2. the load step both engines share (`relay_core::engine::module`): the
+//!    one acceptance rule (function bodies only if not cached), then, on a
+//!    miss, fuel metering;
+//! 3. on a miss, [`componentize`] (embed the host's copy of the [`world`]),
+//!    compile with Cranelift, fill the cache;
+//! 4. link against the host imports in [`bindings`] (`InstancePre`);
+//! 5. [`plugin`]: instantiate, `describe`, validate, attach the env.
 //!
-//! Each call then runs under fuel, an epoch deadline ([`ticker`]) and the
-//! store's [`limiter`]; failures are typed by [`errors::classify`].
+//! Each call then runs under the module's own fuel counter, an epoch
+//! deadline ([`ticker`]) and the store's [`limiter`]; failures are typed by
+//! [`errors::classify`]. wasmtime's own fuel is off: the metering replaces it.
 //!
 //! # Instantiation strategy
 //!
@@ -40,7 +41,6 @@
 
 mod bindings;
 mod cache;
-mod check;
 mod componentize;
 mod errors;
 mod limiter;
@@ -51,6 +51,7 @@ mod world;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use relay_core::engine::module::{self, PrepareOptions};
 use relay_core::engine::{Engine, EngineKind, EnvFactory, Plugin, PluginError};
 use relay_core::limits::Limits;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -169,30 +170,32 @@ impl WasmtimeEngine {
         Ok(runtime)
     }
 
-    /// Load step 3a: our own compiled output for `wasm`, if cached.
+    /// Load step 1: our own compiled output for `wasm` metered with
+    /// `budget`, if cached.
     fn cached(
         &self,
         engine: &wasmtime::Engine,
         wasm: &[u8],
+        budget: u64,
     ) -> (Option<PathBuf>, Option<Component>) {
         let Some(cache) = &self.cache else {
             return (None, None);
         };
-        let entry = cache.entry(engine, world::WIT, wasm);
+        let entry = cache.entry(engine, world::WIT, wasm, budget);
         let component = cache.load(engine, &entry);
         (Some(entry), component)
     }
 
-    /// Load step 3b: componentize and compile, then fill the cache entry.
+    /// Load step 3: componentize the metered module and compile it, then
+    /// fill the cache entry.
     fn compile(
         &self,
         engine: &wasmtime::Engine,
-        wasm: &[u8],
-        shape: check::ModuleShape,
+        metered: &[u8],
         world: &world::World,
         entry: Option<&Path>,
     ) -> Result<Component, PluginError> {
-        let bytes = componentize::componentize(wasm, shape.has_component_type, world)?;
+        let bytes = componentize::componentize(metered, world)?;
         let component = Component::new(engine, &bytes)
             .map_err(|e| PluginError::InvalidModule(format!("compiling failed: {e:#}")))?;
         if let (Some(cache), Some(entry)) = (&self.cache, entry) {
@@ -207,7 +210,6 @@ impl Runtime {
         let mut config = wasmtime::Config::new();
         config
             .wasm_component_model(true)
-            .consume_fuel(true)
             .epoch_interruption(true)
             .max_wasm_stack(stack_bytes);
         if let Some(pooling) = pooling {
@@ -257,26 +259,29 @@ impl Engine for WasmtimeEngine {
         limits: &Limits,
         make_env: EnvFactory<'_>,
     ) -> Result<Box<dyn Plugin>, PluginError> {
-        if wasm.len() > limits.max_module_bytes {
-            return Err(PluginError::ModuleTooLarge {
-                size: wasm.len(),
-                limit: limits.max_module_bytes,
-            });
-        }
         let world =
             world::world().map_err(|e| PluginError::Instantiate(format!("host WIT world: {e}")))?;
         let runtime = self
             .runtime_for(limits)
             .map_err(|e| PluginError::Instantiate(e.to_string()))?;
-        let (entry, cached) = self.cached(&runtime.engine, wasm);
-        let validation = match cached {
-            Some(_) => check::Validation::SkipBodies,
-            None => check::Validation::Full,
-        };
-        let shape = check::core_module(wasm, limits, world, validation)?;
-        let component = match cached {
-            Some(component) => component,
-            None => self.compile(&runtime.engine, wasm, shape, world, entry.as_deref())?,
+        let (entry, cached) = self.cached(&runtime.engine, wasm, limits.fuel_per_call);
+        let (component, exhausted) = match cached {
+            Some(component) => {
+                // These exact bytes were metered and compiled by this build:
+                // the rule still runs (same errors as a miss), bodies aside.
+                let shape = module::check(wasm, limits, false)?;
+                (component, shape.functions())
+            }
+            None => {
+                let options = PrepareOptions {
+                    validate_bodies: true,
+                    host_exports: false,
+                };
+                let prepared = module::prepare(wasm, limits, options)?;
+                let component =
+                    self.compile(&runtime.engine, &prepared.wasm, world, entry.as_deref())?;
+                (component, prepared.exhausted)
+            }
         };
         let instance_pre = runtime
             .linker
@@ -286,7 +291,7 @@ impl Engine for WasmtimeEngine {
             .map_err(|e| PluginError::InvalidModule(format!("{e:#}")))?;
         let policy = self.config.instance_policy;
         Ok(Box::new(WasmtimePlugin::boot(
-            runtime, pre, limits, policy, make_env,
+            runtime, pre, limits, policy, exhausted, make_env,
         )?))
     }
 }

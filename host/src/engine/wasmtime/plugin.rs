@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use relay_core::engine::{validate_info, EnvFactory, Plugin, PluginError};
+use relay_core::engine::{call_budget_ms, validate_info, EnvFactory, Plugin, PluginError};
 use relay_core::host_env::HostEnv;
 use relay_core::limits::Limits;
 use relay_core::plugin::{CallOutcome, HandlerError, HandlerResult, Invocation, PluginInfo};
@@ -27,6 +27,8 @@ pub struct WasmtimePlugin {
     store: Store<State>,
     /// `None` after a failed call: the next call instantiates afresh.
     live: Option<bindings::Plugin>,
+    /// The metering's out-of-fuel function (see [`classify`]).
+    exhausted: u32,
 }
 
 impl WasmtimePlugin {
@@ -37,6 +39,7 @@ impl WasmtimePlugin {
         pre: bindings::PluginPre<State>,
         limits: &Limits,
         policy: InstancePolicy,
+        exhausted: u32,
         make_env: EnvFactory<'_>,
     ) -> Result<Self, PluginError> {
         let mut store = new_store(
@@ -45,9 +48,10 @@ impl WasmtimePlugin {
         );
         let (live, info) = {
             let _active = runtime.ticker.enter();
-            arm(&mut store, limits, limits.time_budget_ms).map_err(boot_error)?;
+            let boot_error = |e| boot_error(e, exhausted);
+            arm(&mut store, limits.time_budget_ms);
             let live = pre.instantiate(&mut store).map_err(boot_error)?;
-            arm(&mut store, limits, limits.time_budget_ms).map_err(boot_error)?;
+            arm(&mut store, limits.time_budget_ms);
             let info = live.call_describe(&mut store).map_err(boot_error)?;
             (live, PluginInfo::from(info))
         };
@@ -61,26 +65,28 @@ impl WasmtimePlugin {
             pre,
             store,
             live: Some(live),
+            exhausted,
         })
     }
 
     fn call(&mut self, cmd: &Invocation) -> Result<CallOutcome, PluginError> {
-        let budget_ms = self.budget_ms(&cmd.name);
+        let budget_ms = call_budget_ms(&self.info, &self.limits, &cmd.name);
+        let exhausted = self.exhausted;
         let _active = self.runtime.ticker.enter();
         let live = match self.live.take() {
             Some(live) => live,
             None => {
-                arm(&mut self.store, &self.limits, budget_ms).map_err(|e| classify(&e))?;
+                arm(&mut self.store, budget_ms);
                 self.pre
                     .instantiate(&mut self.store)
-                    .map_err(|e| classify(&e))?
+                    .map_err(|e| classify(&e, exhausted))?
             }
         };
         self.store.data_mut().events.clear();
-        arm(&mut self.store, &self.limits, budget_ms).map_err(|e| classify(&e))?;
+        arm(&mut self.store, budget_ms);
         let returned = live
             .call_handle(&mut self.store, bindings::command(cmd))
-            .map_err(|e| classify(&e))?;
+            .map_err(|e| classify(&e, exhausted))?;
         let result = self.check_result(returned)?;
         let events = std::mem::take(&mut self.store.data_mut().events);
         self.live = Some(live);
@@ -108,19 +114,6 @@ impl WasmtimePlugin {
             kind: e.kind.into(),
             message: e.message,
         }))
-    }
-
-    /// The plugin's wall-time budget, lowered by the command's `budget-ms`.
-    fn budget_ms(&self, command: &str) -> u32 {
-        let own = self
-            .info
-            .commands
-            .iter()
-            .find(|c| c.name == command)
-            .and_then(|c| c.budget_ms);
-        own.map_or(self.limits.time_budget_ms, |ms| {
-            ms.min(self.limits.time_budget_ms)
-        })
     }
 
     /// Drops the instance and its store (and so all guest memory), keeping the env.
@@ -166,20 +159,15 @@ pub(super) fn new_store(engine: &wasmtime::Engine, state: State) -> Store<State>
     store
 }
 
-/// Refills the budgets of one entry into the guest: fuel and the epoch deadline.
-pub(super) fn arm(
-    store: &mut Store<State>,
-    limits: &Limits,
-    budget_ms: u32,
-) -> wasmtime::Result<()> {
-    store.set_fuel(limits.fuel_per_call)?;
+/// Starts the time budget of one entry into the guest (its fuel is refilled
+/// by the module's own entry wrappers).
+pub(super) fn arm(store: &mut Store<State>, budget_ms: u32) {
     store.set_epoch_deadline(deadline_ticks(budget_ms));
-    Ok(())
 }
 
 /// Contract point 5: anything going wrong while instantiating or describing.
-fn boot_error(e: wasmtime::Error) -> PluginError {
-    PluginError::Instantiate(match classify(&e) {
+fn boot_error(e: wasmtime::Error, exhausted: u32) -> PluginError {
+    PluginError::Instantiate(match classify(&e, exhausted) {
         // Not a guest ABI fault at this stage: wasmtime's own message says more.
         PluginError::Abi(_) => format!("{e:#}"),
         typed => typed.to_string(),

@@ -1,8 +1,9 @@
 //! The host's own copy of the `relay:plugin` world (`wit/relay-plugin.wit`),
-//! resolved once per process. Loading uses it twice: the module check derives
-//! the exact core-wasm import/export signatures from it (so they follow the
-//! WIT instead of a hand-kept table), and componentization embeds it into
-//! modules that carry no `component-type` section (WAT, C, Zig guests).
+//! resolved once per process. Componentization embeds it into every metered
+//! module. Resolving it also derives the world's core-wasm signatures and
+//! requires them to equal the table both engines check modules against
+//! (`relay_core::engine::module::world`): a change of the WIT that the table
+//! does not follow fails every load (and the test below), not a device.
 
 use std::sync::OnceLock;
 
@@ -90,12 +91,69 @@ fn resolve_world() -> anyhow::Result<World> {
             post_return,
         });
     }
-    Ok(World {
+    let world = World {
         resolve,
         id,
         imports,
         exports,
-    })
+    };
+    agrees_with_core(&world).map_err(anyhow::Error::msg)?;
+    Ok(world)
+}
+
+/// The WIT-derived signatures equal the core table, both ways.
+fn agrees_with_core(world: &World) -> Result<(), String> {
+    use relay_core::engine::module::world::{GUEST_EXPORTS, HOST_IMPORTS, HOST_MODULE};
+    // Two wasmparser versions (wasmtime's and wasmi's): compare by name.
+    fn show<T: std::fmt::Debug>(tys: &[T]) -> String {
+        format!("{tys:?}")
+    }
+    let show_core = show;
+    if world.imports.len() != HOST_IMPORTS.len() {
+        return Err(format!(
+            "the WIT has {} host functions, the core table {}",
+            world.imports.len(),
+            HOST_IMPORTS.len()
+        ));
+    }
+    for f in &world.imports {
+        let core = HOST_IMPORTS.iter().find(|c| c.name == f.name);
+        let same = core.is_some_and(|c| {
+            f.module == HOST_MODULE
+                && show(&f.sig.params) == show_core(c.params)
+                && show(&f.sig.results) == show_core(c.results)
+        });
+        if !same {
+            return Err(format!(
+                "import {}.{} differs from the core table",
+                f.module, f.name
+            ));
+        }
+    }
+    for f in &world.exports {
+        let post = format!("cabi_post_{}", f.name);
+        for (name, sig) in [(f.name.as_str(), &f.sig), (post.as_str(), &f.post_return)] {
+            let core = GUEST_EXPORTS.iter().find(|c| c.name == name);
+            let same = core.is_some_and(|c| {
+                show(&sig.params) == show_core(c.params)
+                    && show(&sig.results) == show_core(c.results)
+            });
+            if !same {
+                return Err(format!("export {name} differs from the core table"));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_wit_and_the_core_table_agree() {
+        if let Err(e) = super::world() {
+            panic!("{e}");
+        }
+    }
 }
 
 /// Core signature of `func` in wasm32, and the signature of its post-return.

@@ -1,22 +1,34 @@
-//! The world's exports called on a wasmi instance: the export check
-//! (contract point 2), instantiation, and `describe` / `handle` with their
-//! lowering (arguments copied into guest memory through `cabi_realloc`),
-//! lifting ([`abi`]) and post-return (`cabi_post_*`, called after the result
-//! has been read so the guest may free it).
+//! The world's exports called on a wasmi instance: instantiation (and the
+//! start function, which the load step turned into an export), and
+//! `describe` / `handle` with their lowering (arguments copied into guest
+//! memory through `cabi_realloc`), lifting ([`abi`]) and post-return
+//! (`cabi_post_*`, called after the result has been read so the guest may
+//! free it).
+//!
+//! Every entry runs through [`run`]: wasmi's own fuel only cuts the call
+//! into slices, between which the call's deadline is checked (wasmi has no
+//! epochs); the CPU budget itself is the fuel counter the load step put into
+//! the module, read back after a trap to tell "out of fuel" apart.
 
 use alloc::format;
 
-use wasmi::{Extern, ExternType, Instance, Linker, Memory, Module, Store, TypedFunc, ValType};
+use wasmi::{
+    Extern, Global, Instance, Linker, Memory, Module, Store, TypedFunc, TypedResumableCall,
+    WasmParams, WasmResults,
+};
 
 use super::abi;
 use super::imports::guest_alloc;
 use super::state::{without_imports, GuestHandles, GuestState, Realloc};
 use super::trap::classify;
+use crate::engine::module::{FUEL_EXPORT, START_EXPORT};
 use crate::engine::PluginError;
 use crate::limits::Limits;
 use crate::plugin::{CallOutcome, Invocation, PluginInfo};
 
-use ValType::I32;
+/// wasmi fuel per slice: the time budget is checked this often. About
+/// 0.1-0.5 ms of guest code on a desktop, a few ms on a microcontroller.
+pub(super) const SLICE: u64 = 100_000;
 
 /// `handle`'s eight flat parameters: id, name, payload (ptr, len each),
 /// attempt and role.
@@ -31,38 +43,16 @@ pub(super) struct Exports {
     handle: TypedFunc<HandleParams, u32>,
     post_describe: Option<TypedFunc<u32, ()>>,
     post_handle: Option<TypedFunc<u32, ()>>,
+    /// The metering's fuel counter (negative once it ran out).
+    fuel: Option<Global>,
 }
-
-/// Required function exports and their core signatures.
-const REQUIRED: [(&str, &[ValType], &[ValType]); 3] = [
-    ("cabi_realloc", &[I32, I32, I32, I32], &[I32]),
-    ("describe", &[], &[I32]),
-    ("handle", &[I32, I32, I32, I32, I32, I32, I32, I32], &[I32]),
-];
 
 /// Optional: a guest without them simply has nothing to free.
 const POST_RETURNS: [&str; 2] = ["cabi_post_describe", "cabi_post_handle"];
 
-/// The module exports what the world needs, with the right types.
-pub(super) fn check_exports(module: &Module) -> Result<(), PluginError> {
-    let invalid = |msg: alloc::string::String| Err(PluginError::InvalidModule(msg));
-    if !matches!(module.get_export("memory"), Some(ExternType::Memory(_))) {
-        return invalid("missing export `memory` (a linear memory)".into());
-    }
-    let post: [(&str, &[ValType], &[ValType]); 2] = POST_RETURNS.map(|n| (n, &[I32][..], &[][..]));
-    for (name, params, results) in REQUIRED.into_iter().chain(post) {
-        match module.get_export(name) {
-            Some(ExternType::Func(ty)) if ty.params() == params && ty.results() == results => {}
-            None if POST_RETURNS.contains(&name) => {}
-            None => return invalid(format!("missing export `{name}`")),
-            Some(ty) => return invalid(format!("export `{name}` has the wrong type {ty:?}")),
-        }
-    }
-    Ok(())
-}
-
-/// Instantiates `module` in `store` (running its start function, if any,
-/// under the call's fuel) and caches the handles the host functions need.
+/// Instantiates `module` in `store`, runs its start function (exported as
+/// [`START_EXPORT`] by the load step) under one entry's budget, and caches
+/// the handles the host functions need.
 pub(super) fn instantiate(
     linker: &Linker<GuestState>,
     module: &Module,
@@ -70,17 +60,58 @@ pub(super) fn instantiate(
     limits: &Limits,
 ) -> Result<Exports, PluginError> {
     store.data_mut().guest = None;
-    store.data_mut().begin_call();
-    set_fuel(store, limits)?;
+    store.data_mut().begin_call(limits.time_budget_ms);
     let instance = linker
         .instantiate_and_start(&mut *store, module)
-        .map_err(|e| classify(&e, store.data().limiter.exhausted))?;
+        .map_err(|e| classify(&e, store.data().limiter.exhausted, None))?;
     let exports = resolve(store, instance)?;
     store.data_mut().guest = Some(GuestHandles {
         memory: exports.memory,
         realloc: exports.realloc,
     });
+    let start = instance
+        .get_func(&*store, START_EXPORT)
+        .and_then(|f| f.typed::<(), ()>(&*store).ok());
+    if let Some(start) = start {
+        run(store, &exports, &start, ())?;
+    }
     Ok(exports)
+}
+
+/// Calls `func` to completion in fuel slices, checking the deadline
+/// between slices; a failure is classified with the store's state.
+pub(super) fn run<P: WasmParams, R: WasmResults>(
+    store: &mut Store<GuestState>,
+    ex: &Exports,
+    func: &TypedFunc<P, R>,
+    params: P,
+) -> Result<R, PluginError> {
+    let fail = |store: &Store<GuestState>, e: &wasmi::Error| {
+        let fuel = ex.fuel.map(|g| g.get(store).i64().unwrap_or(0));
+        classify(e, store.data().limiter.exhausted, fuel)
+    };
+    let refuel = |store: &mut Store<GuestState>, at_least: u64| {
+        store
+            .set_fuel(SLICE.max(at_least))
+            .map_err(|e| PluginError::Trap(format!("fuel: {e}")))
+    };
+    refuel(store, 0)?;
+    let mut call = func
+        .call_resumable(&mut *store, params)
+        .map_err(|e| fail(store, &e))?;
+    loop {
+        match call {
+            TypedResumableCall::Finished(results) => return Ok(results),
+            TypedResumableCall::HostTrap(pending) => return Err(fail(store, pending.host_error())),
+            TypedResumableCall::OutOfFuel(pending) => {
+                if store.data().past_deadline() {
+                    return Err(PluginError::Timeout);
+                }
+                refuel(store, pending.required_fuel())?;
+                call = pending.resume(&mut *store).map_err(|e| fail(store, &e))?;
+            }
+        }
+    }
 }
 
 fn resolve(store: &Store<GuestState>, instance: Instance) -> Result<Exports, PluginError> {
@@ -109,18 +140,10 @@ fn resolve(store: &Store<GuestState>, instance: Instance) -> Result<Exports, Plu
             .map_err(|_| missing("handle"))?,
         post_describe: post(POST_RETURNS[0]),
         post_handle: post(POST_RETURNS[1]),
+        fuel: instance
+            .get_export(store, FUEL_EXPORT)
+            .and_then(Extern::into_global),
     })
-}
-
-fn set_fuel(store: &mut Store<GuestState>, limits: &Limits) -> Result<(), PluginError> {
-    store
-        .set_fuel(limits.fuel_per_call)
-        .map_err(|e| PluginError::Trap(format!("fuel: {e}")))
-}
-
-/// Maps a wasmi error of the running call.
-fn fail(store: &Store<GuestState>, e: wasmi::Error) -> PluginError {
-    classify(&e, store.data().limiter.exhausted)
 }
 
 /// Runs `describe` and lifts its answer.
@@ -129,29 +152,26 @@ pub(super) fn describe(
     ex: &Exports,
     limits: &Limits,
 ) -> Result<PluginInfo, PluginError> {
-    store.data_mut().begin_call();
-    set_fuel(store, limits)?;
-    let ret = ex
-        .describe
-        .call(&mut *store, ())
-        .map_err(|e| fail(store, e))?;
+    store.data_mut().begin_call(limits.time_budget_ms);
+    let ret = run(store, ex, &ex.describe, ())?;
     let info = abi::lift_plugin_info(ex.memory.data(&*store), ret)?;
     if let Some(post) = ex.post_describe {
-        without_imports(&mut *store, |store| post.call(store, ret)).map_err(|e| fail(store, e))?;
+        without_imports(&mut *store, |store| run(store, ex, &post, ret))?;
     }
     Ok(info)
 }
 
-/// Runs `handle` for `cmd`: lowers the command, calls, lifts the result,
-/// lets the guest free it, and returns the events the call emitted.
+/// Runs `handle` for `cmd` within `budget_ms`: lowers the command, calls,
+/// lifts the result, lets the guest free it, and returns the events the
+/// call emitted.
 pub(super) fn handle(
     store: &mut Store<GuestState>,
     ex: &Exports,
     cmd: &Invocation,
     limits: &Limits,
+    budget_ms: u32,
 ) -> Result<CallOutcome, PluginError> {
-    store.data_mut().begin_call();
-    set_fuel(store, limits)?;
+    store.data_mut().begin_call(budget_ms);
     let (id, id_len) = lower_bytes(store, ex, cmd.id.as_bytes())?;
     let (name, name_len) = lower_bytes(store, ex, cmd.name.as_bytes())?;
     let (payload, payload_len) = lower_bytes(store, ex, &cmd.payload)?;
@@ -166,13 +186,10 @@ pub(super) fn handle(
         cmd.attempt,
         role,
     );
-    let ret = ex
-        .handle
-        .call(&mut *store, params)
-        .map_err(|e| fail(store, e))?;
+    let ret = run(store, ex, &ex.handle, params)?;
     let result = abi::lift_handle_result(ex.memory.data(&*store), ret, limits.max_reply_bytes)?;
     if let Some(post) = ex.post_handle {
-        without_imports(&mut *store, |store| post.call(store, ret)).map_err(|e| fail(store, e))?;
+        without_imports(&mut *store, |store| run(store, ex, &post, ret))?;
     }
     let events = core::mem::take(&mut store.data_mut().events);
     Ok(CallOutcome { result, events })
@@ -185,8 +202,10 @@ fn lower_bytes(
     ex: &Exports,
     data: &[u8],
 ) -> Result<(u32, u32), PluginError> {
-    let ptr = guest_alloc(&mut *store, ex.memory, ex.realloc, 1, data.len())
-        .map_err(|e| fail(store, e))?;
+    let ptr = guest_alloc(&mut *store, ex.memory, ex.realloc, 1, data.len()).map_err(|e| {
+        let fuel = ex.fuel.map(|g| g.get(&*store).i64().unwrap_or(0));
+        classify(&e, store.data().limiter.exhausted, fuel)
+    })?;
     abi::store_bytes(ex.memory.data_mut(&mut *store), ptr, data)?;
     // `guest_alloc` proved the length fits in u32.
     Ok((ptr, data.len() as u32))

@@ -26,28 +26,21 @@ const MAX_CALL_DEPTH: usize = 65_536;
 
 /// The wasmi configuration for a plugin loaded under `limits`.
 ///
-/// - Fuel metering is on: it is wasmi's only CPU limit (no epochs, no
-///   threads on a microcontroller).
-/// - Validation is eager and translation lazy: invalid bytes fail at load
-///   (contract point 2) while a cold load only translates what runs. With
-///   `validated_before` (the exact bytes passed full validation on an
-///   earlier load, see `ValidatedModules`) both are lazy.
-/// - [`EnforcedLimits::strict`] bounds globals/tables/segments/params and
-///   rejects modules whose bodies are suspiciously small on average (the
-///   known attack on lazy translation); its function cap equals the default
-///   `Limits::max_functions`, a lower one is checked by
-///   [`check_function_count`].
-pub(super) fn engine_config(limits: &Limits, validated_before: bool) -> Config {
-    let mode = if validated_before {
-        CompilationMode::Lazy
-    } else {
-        CompilationMode::LazyTranslation
-    };
+/// - Fuel metering is on, but only to cut calls into time slices (wasmi has
+///   no epochs); the CPU budget is the module's own counter
+///   (`engine::module`).
+/// - Compilation is lazy: the load step has validated the bodies already
+///   (or knows these exact bytes passed before), and wasmi still validates
+///   each body when it first runs.
+/// - wasmi's own parse limits are off: the load step's one acceptance rule
+///   (`engine::module::check`) is at least as strict, and the same on both
+///   engines.
+pub(super) fn engine_config(limits: &Limits) -> Config {
     let mut config = Config::default();
     config
         .consume_fuel(true)
-        .compilation_mode(mode)
-        .enforced_limits(EnforcedLimits::strict())
+        .compilation_mode(CompilationMode::Lazy)
+        .enforced_limits(EnforcedLimits::default())
         .set_max_recursion_depth(max_call_depth(limits))
         .set_max_stack_height(limits.max_stack_bytes.max(MIN_VALUE_STACK_BYTES));
     config
@@ -145,69 +138,9 @@ impl ResourceLimiter for GuestLimiter {
     }
 }
 
-/// Checks `Limits::max_functions` (imported plus defined functions, as the
-/// wasmtime engine counts them) when it is below the cap of
-/// [`EnforcedLimits::strict`], whose fields cannot be set one by one. Reads
-/// only section headers; anything malformed was already reported by the
-/// validator, so this never rejects a module on its own parsing.
-pub(super) fn check_function_count(
-    wasm: &[u8],
-    imported: usize,
-    max_functions: u32,
-) -> Result<(), usize> {
-    let defined = declared_function_count(wasm).map_or(0, |n| n as usize);
-    let total = defined.saturating_add(imported);
-    if total > max_functions as usize {
-        Err(total)
-    } else {
-        Ok(())
-    }
-}
-
-/// The count of the function section (defined functions), if the module has
-/// one and its headers parse.
-fn declared_function_count(wasm: &[u8]) -> Option<u32> {
-    const FUNCTION_SECTION: u8 = 3;
-    let mut rest = wasm.get(8..)?; // magic + version
-    while let Some((&id, after_id)) = rest.split_first() {
-        let (size, body) = read_leb_u32(after_id)?;
-        let size = usize::try_from(size).ok()?;
-        let section = body.get(..size)?;
-        if id == FUNCTION_SECTION {
-            return read_leb_u32(section).map(|(count, _)| count);
-        }
-        rest = body.get(size..)?;
-    }
-    None
-}
-
-fn read_leb_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
-    let mut value: u32 = 0;
-    for (i, &byte) in bytes.iter().enumerate().take(5) {
-        value |= u32::from(byte & 0x7f).checked_shl(7 * i as u32)?;
-        if byte & 0x80 == 0 {
-            return Some((value, &bytes[i + 1..]));
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn leb_and_function_count() {
-        assert_eq!(read_leb_u32(&[0xe5, 0x8e, 0x26]), Some((624_485, &[][..])));
-        assert_eq!(read_leb_u32(&[0x80, 0x80]), None);
-        let wasm = wat::parse_str("(module (func) (func) (func))").unwrap();
-        assert_eq!(declared_function_count(&wasm), Some(3));
-        assert_eq!(check_function_count(&wasm, 0, 3), Ok(()));
-        assert_eq!(check_function_count(&wasm, 0, 2), Err(3));
-        assert_eq!(check_function_count(&wasm, 2, 4), Err(5));
-        assert_eq!(declared_function_count(b"\0asm\x01\0\0\0\x03\xff"), None);
-        assert_eq!(declared_function_count(b"junk"), None);
-    }
 
     #[test]
     fn limiter_denies_past_caps_and_remembers_why() {
@@ -234,7 +167,7 @@ mod tests {
                 max_stack_bytes: bytes,
                 ..Limits::default()
             };
-            let _ = engine_config(&limits, false);
+            let _ = engine_config(&limits);
             assert!((MIN_CALL_DEPTH..=MAX_CALL_DEPTH).contains(&max_call_depth(&limits)));
         }
     }

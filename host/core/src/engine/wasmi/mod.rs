@@ -47,11 +47,14 @@ mod tests;
 
 use alloc::{boxed::Box, format, sync::Arc};
 
-use wasmi::{ExternType, Linker, Module, Store};
+use wasmi::{Linker, Module, Store};
 
 use self::guest::Exports;
 use self::state::{new_store, GuestState};
-use super::{validate_info, EngineKind, EnvFactory, Plugin, PluginError};
+use super::module::{self, PrepareOptions};
+use super::{
+    call_budget_ms, validate_info, CallClock, EngineKind, EnvFactory, Plugin, PluginError,
+};
 use crate::host_env::HostEnv;
 use crate::limits::Limits;
 use crate::plugin::{CallOutcome, Invocation, PluginInfo};
@@ -75,10 +78,34 @@ pub trait ValidatedModules: Send + Sync {
 }
 
 /// The interpreter engine (ESP32-class devices; selectable on Linux).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct WasmiEngine {
     config: WasmiConfig,
     validated: Option<Arc<dyn ValidatedModules>>,
+    /// The clock of call time budgets (`None`: fuel only).
+    clock: Option<Arc<dyn CallClock>>,
+}
+
+impl Default for WasmiEngine {
+    /// With `std`, time budgets run on `std::time::Instant`; without it
+    /// there is no clock until [`WasmiEngine::with_clock`] gives one.
+    fn default() -> Self {
+        WasmiEngine {
+            config: WasmiConfig::default(),
+            validated: None,
+            clock: default_clock(),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+fn default_clock() -> Option<Arc<dyn CallClock>> {
+    Some(Arc::new(super::StdCallClock::default()))
+}
+
+#[cfg(not(feature = "std"))]
+fn default_clock() -> Option<Arc<dyn CallClock>> {
+    None
 }
 
 impl core::fmt::Debug for WasmiEngine {
@@ -86,6 +113,7 @@ impl core::fmt::Debug for WasmiEngine {
         f.debug_struct("WasmiEngine")
             .field("config", &self.config)
             .field("validated", &self.validated.is_some())
+            .field("clock", &self.clock.is_some())
             .finish()
     }
 }
@@ -98,8 +126,15 @@ impl WasmiEngine {
     pub fn with_config(config: WasmiConfig) -> Self {
         WasmiEngine {
             config,
-            validated: None,
+            ..Self::default()
         }
+    }
+
+    /// Enforces call time budgets on `clock` (a hardware timer on a
+    /// microcontroller).
+    pub fn with_clock(mut self, clock: Arc<dyn CallClock>) -> Self {
+        self.clock = Some(clock);
+        self
     }
 
     /// Remembers validated modules in `record` and loads those it knows
@@ -121,33 +156,24 @@ impl super::Engine for WasmiEngine {
         limits: &Limits,
         make_env: EnvFactory<'_>,
     ) -> Result<Box<dyn Plugin>, PluginError> {
-        if wasm.len() > limits.max_module_bytes {
-            return Err(PluginError::ModuleTooLarge {
-                size: wasm.len(),
-                limit: limits.max_module_bytes,
-            });
-        }
         let known = self.validated.as_ref().is_some_and(|v| v.contains(wasm));
-        let engine = wasmi::Engine::new(&limits::engine_config(limits, known));
-        let module =
-            Module::new(&engine, wasm).map_err(|e| PluginError::InvalidModule(format!("{e}")))?;
-        let imported = module
-            .imports()
-            .filter(|i| matches!(i.ty(), ExternType::Func(_)))
-            .count();
-        limits::check_function_count(wasm, imported, limits.max_functions).map_err(|count| {
-            PluginError::InvalidModule(format!(
-                "{count} functions, the limit is {}",
-                limits.max_functions
-            ))
-        })?;
-        guest::check_exports(&module)?;
-        imports::check_imports(&module)?;
+        let prepared = module::prepare(
+            wasm,
+            limits,
+            PrepareOptions {
+                validate_bodies: !known,
+                host_exports: true,
+            },
+        )?;
+        let engine = wasmi::Engine::new(&limits::engine_config(limits));
+        let module = Module::new(&engine, &prepared.wasm)
+            .map_err(|e| PluginError::InvalidModule(format!("{e}")))?;
         let mut linker = Linker::new(&engine);
         imports::define(&mut linker).map_err(|e| PluginError::Link(format!("{e}")))?;
 
         let loading = |e: PluginError| PluginError::Instantiate(format!("{e}"));
-        let mut store = new_store(&engine, GuestState::new(HostEnv::detached(limits), limits));
+        let state = GuestState::new(HostEnv::detached(limits), limits, self.clock.clone());
+        let mut store = new_store(&engine, state);
         let exports = guest::instantiate(&linker, &module, &mut store, limits).map_err(loading)?;
         let info = guest::describe(&mut store, &exports, limits).map_err(loading)?;
         validate_info(&info)?;
@@ -189,7 +215,8 @@ impl WasmiPlugin {
     /// Replaces the store and instance, keeping the plugin's env.
     fn fresh_instance(&mut self) -> Result<Exports, PluginError> {
         self.live = None;
-        let placeholder = GuestState::new(HostEnv::detached(&self.limits), &self.limits);
+        let clock = self.store.data().clock.clone();
+        let placeholder = GuestState::new(HostEnv::detached(&self.limits), &self.limits, clock);
         let mut store = new_store(&self.engine, placeholder);
         core::mem::swap(&mut store.data_mut().env, &mut self.store.data_mut().env);
         self.store = store;
@@ -210,7 +237,8 @@ impl Plugin for WasmiPlugin {
             Some(exports) if self.policy == InstancePolicy::ReuseUntilError => exports,
             _ => self.fresh_instance()?,
         };
-        let outcome = guest::handle(&mut self.store, &exports, cmd, &self.limits);
+        let budget_ms = call_budget_ms(&self.info, &self.limits, &cmd.name);
+        let outcome = guest::handle(&mut self.store, &exports, cmd, &self.limits, budget_ms);
         if outcome.is_err() {
             self.live = None;
         }

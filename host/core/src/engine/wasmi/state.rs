@@ -3,11 +3,12 @@
 //! resource limiter and handles to the guest's memory and allocator that the
 //! host functions need.
 
-use alloc::vec::Vec;
+use alloc::{sync::Arc, vec::Vec};
 
 use wasmi::{AsContextMut, Memory, Store, TypedFunc};
 
 use super::limits::GuestLimiter;
+use crate::engine::CallClock;
 use crate::host_env::HostEnv;
 use crate::limits::Limits;
 use crate::plugin::Event;
@@ -45,10 +46,14 @@ pub(super) struct GuestState {
     /// guest cannot recurse through `kv-get` and its allocator on the host
     /// stack.
     pub may_leave: bool,
+    /// The clock of the time budget (`None`: no time budget, fuel only).
+    pub clock: Option<Arc<dyn CallClock>>,
+    /// When the current entry's time budget ends, on `clock`.
+    pub deadline: Option<u64>,
 }
 
 impl GuestState {
-    pub fn new(env: HostEnv, limits: &Limits) -> Self {
+    pub fn new(env: HostEnv, limits: &Limits, clock: Option<Arc<dyn CallClock>>) -> Self {
         GuestState {
             env,
             limiter: GuestLimiter::new(limits),
@@ -59,14 +64,29 @@ impl GuestState {
             events: Vec::new(),
             guest: None,
             may_leave: true,
+            clock,
+            deadline: None,
         }
     }
 
-    /// Forgets what the previous call left behind.
-    pub fn begin_call(&mut self) {
+    /// Forgets what the previous call left behind and starts the time
+    /// budget of the next one.
+    pub fn begin_call(&mut self, budget_ms: u32) {
         self.events.clear();
         self.limiter.exhausted = None;
         self.may_leave = true;
+        self.deadline = self
+            .clock
+            .as_ref()
+            .map(|c| c.now_ms().saturating_add(u64::from(budget_ms)));
+    }
+
+    /// The current entry has used up its time budget.
+    pub fn past_deadline(&self) -> bool {
+        match (&self.clock, self.deadline) {
+            (Some(clock), Some(deadline)) => clock.now_ms() >= deadline,
+            _ => false,
+        }
     }
 }
 

@@ -556,11 +556,18 @@ fn start_and_describe_failures() {
         "(func $spin (loop $l (br $l))) (start $spin)"
     )));
     assert!(inst(load_extra("(func $boom unreachable) (start $boom)")));
-    // A start function may use the host (its log line goes to the detached env).
-    assert!(load_extra(
-        "(func $hello (call $log (i32.const 2) (i32.const 16) (i32.const 4))) (start $hello)"
-    )
-    .is_none());
+    assert!(matches!(
+        load_extra("(func $spin (loop $l (br $l))) (start $spin)"),
+        Some(PluginError::Instantiate(m)) if m.contains("CPU budget")
+    ));
+    // A start function may not reach the host (wasmtime cannot serve it
+    // before instantiation ends): refused at load, on both engines alike.
+    assert!(matches!(
+        load_extra("(func $hello (call $log (i32.const 2) (i32.const 16) (i32.const 4))) (start $hello)"),
+        Some(PluginError::InvalidModule(m)) if m.contains("start function can call host import `log`")
+    ));
+    // A start function that only computes runs (once, before describe).
+    assert!(load_extra("(func $init (global.set $calls (i32.const 7))) (start $init)").is_none());
     // describe trapping / looping / answering garbage -> Instantiate; a bad answer -> Describe.
     let text = String::from_utf8(echo_text()).unwrap();
     let describe = |new_body: &str| {
@@ -720,18 +727,30 @@ fn time_guest(what: &str, wasm: &[u8]) {
     );
     // Where a cold load goes.
     let limits = Limits::default();
-    let config = super::limits::engine_config(&limits, false);
+    let options = crate::engine::module::PrepareOptions {
+        validate_bodies: true,
+        host_exports: true,
+    };
+    let prepare_ns = median_ns(21, 20, || {
+        drop(black_box(
+            crate::engine::module::prepare(wasm, &limits, options).unwrap(),
+        ))
+    });
+    let prepared = crate::engine::module::prepare(wasm, &limits, options).unwrap();
+    let config = super::limits::engine_config(&limits);
     let engine_ns = median_ns(21, 20, || drop(black_box(wasmi::Engine::new(&config))));
     let engine = wasmi::Engine::new(&config);
     let module_ns = median_ns(21, 20, || {
-        drop(black_box(wasmi::Module::new(&engine, wasm).unwrap()))
+        drop(black_box(
+            wasmi::Module::new(&engine, &prepared.wasm).unwrap(),
+        ))
     });
-    let module = wasmi::Module::new(&engine, wasm).unwrap();
+    let module = wasmi::Module::new(&engine, &prepared.wasm).unwrap();
     let mut linker = wasmi::Linker::new(&engine);
     super::imports::define(&mut linker).unwrap();
     let fresh = || {
         let env = HostEnv::detached(&limits);
-        super::state::new_store(&engine, super::state::GuestState::new(env, &limits))
+        super::state::new_store(&engine, super::state::GuestState::new(env, &limits, None))
     };
     let instantiate_ns = median_ns(21, 20, || {
         let mut store = fresh();
@@ -743,7 +762,8 @@ fn time_guest(what: &str, wasm: &[u8]) {
         black_box(super::guest::describe(&mut store, &exports, &limits).unwrap());
     });
     std::println!(
-        "  of which: engine {:.1} us, module (parse, validate) {:.1} us, store + instantiate {:.1} us, describe {:.1} us (warm)",
+        "  of which: check + meter {:.1} us, engine {:.1} us, module (parse, lazy) {:.1} us, store + instantiate {:.1} us, describe {:.1} us (warm)",
+        prepare_ns / 1e3,
         engine_ns / 1e3,
         module_ns / 1e3,
         instantiate_ns / 1e3,

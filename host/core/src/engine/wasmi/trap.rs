@@ -33,10 +33,19 @@ impl From<PluginError> for wasmi::Error {
 
 /// The contract's error for a failed guest call (`handle`, `cabi_realloc`,
 /// a post-return, the start function). `exhausted` is what the store's
-/// limiter denied during the call, if anything.
-pub(super) fn classify(err: &wasmi::Error, exhausted: Option<Exhausted>) -> PluginError {
+/// limiter denied during the call, if anything; `fuel` is the metering's
+/// counter after the call (negative: the `unreachable` that ended the call
+/// was the meter's, see `engine::module`).
+pub(super) fn classify(
+    err: &wasmi::Error,
+    exhausted: Option<Exhausted>,
+    fuel: Option<i64>,
+) -> PluginError {
     if let Some(HostTrap(e)) = err.downcast_ref::<HostTrap>() {
         return e.clone();
+    }
+    if fuel.is_some_and(|f| f < 0) {
+        return PluginError::OutOfFuel;
     }
     match err.as_trap_code() {
         Some(TrapCode::OutOfFuel) => PluginError::OutOfFuel,
@@ -58,7 +67,7 @@ mod tests {
 
     #[test]
     fn maps_trap_codes_and_host_errors() {
-        let c = |e: wasmi::Error, x| classify(&e, x);
+        let c = |e: wasmi::Error, x| classify(&e, x, None);
         assert_eq!(c(TrapCode::OutOfFuel.into(), None), PluginError::OutOfFuel);
         assert_eq!(
             c(TrapCode::StackOverflow.into(), None),
@@ -85,5 +94,14 @@ mod tests {
         let e: wasmi::Error = PluginError::ReplyTooLarge { size: 2, limit: 1 }.into();
         assert_eq!(c(e, None), PluginError::ReplyTooLarge { size: 2, limit: 1 });
         assert!(matches!(c(wasmi::Error::new("boom"), None), PluginError::Trap(m) if m == "boom"));
+        let unreachable = || wasmi::Error::from(TrapCode::UnreachableCodeReached);
+        assert_eq!(
+            classify(&unreachable(), None, Some(-3)),
+            PluginError::OutOfFuel
+        );
+        assert!(matches!(
+            classify(&unreachable(), None, Some(0)),
+            PluginError::Trap(_)
+        ));
     }
 }
