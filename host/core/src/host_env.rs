@@ -117,6 +117,11 @@ pub struct HostEnv {
     logger: Box<dyn Logger>,
     kv_limits: KvLimits,
     max_log_bytes: usize,
+    max_log_lines_per_call: usize,
+    max_log_bytes_per_call: usize,
+    /// Lines and bytes logged by the current call.
+    logged_lines: usize,
+    logged_bytes: usize,
     /// Sum of key + value bytes currently stored, kept to check the quota in O(1).
     kv_used: usize,
     read_only: bool,
@@ -138,6 +143,10 @@ impl HostEnv {
             logger,
             kv_limits: limits.into(),
             max_log_bytes: limits.max_log_bytes,
+            max_log_lines_per_call: limits.max_log_lines_per_call,
+            max_log_bytes_per_call: limits.max_log_bytes_per_call,
+            logged_lines: 0,
+            logged_bytes: 0,
             kv_used,
             read_only: false,
         }
@@ -161,11 +170,35 @@ impl HostEnv {
         &self.plugin
     }
 
+    /// Starts a call's log budget (both engines call it as a call begins).
+    pub fn begin_call(&mut self) {
+        self.logged_lines = 0;
+        self.logged_bytes = 0;
+    }
+
+    /// Logs `message`, truncated to `max_log_bytes` (at a char boundary),
+    /// within the call's budget of lines and bytes. The first line past the
+    /// budget is replaced by one that says so; later ones are dropped.
     pub fn log(&mut self, level: LogLevel, message: &str) {
         let mut end = message.len().min(self.max_log_bytes);
         while !message.is_char_boundary(end) {
             end -= 1;
         }
+        let over = self.logged_lines >= self.max_log_lines_per_call
+            || self.logged_bytes + end > self.max_log_bytes_per_call;
+        if over {
+            if self.logged_lines <= self.max_log_lines_per_call {
+                self.logged_lines = self.max_log_lines_per_call + 1;
+                self.logger.log(
+                    &self.plugin,
+                    LogLevel::Warn,
+                    "log budget of this call used up: later lines of the call are dropped",
+                );
+            }
+            return;
+        }
+        self.logged_lines += 1;
+        self.logged_bytes += end;
         self.logger.log(&self.plugin, level, &message[..end]);
     }
 
@@ -252,6 +285,44 @@ mod tests {
         assert_eq!(e.kv_used_bytes(), 3 + 6);
         assert_eq!(e.kv_get("a"), Some(alloc::vec![4; 2]));
         assert_eq!(e.now_ms(), 7);
+    }
+
+    #[test]
+    fn log_budget_per_call() {
+        extern crate std;
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Shared(Arc<Mutex<Vec<String>>>);
+        impl Logger for Shared {
+            fn log(&mut self, _plugin: &str, _level: LogLevel, message: &str) {
+                self.0.lock().unwrap().push(message.into());
+            }
+        }
+        let lines = Shared::default();
+        let limits = Limits {
+            max_log_bytes: 4,
+            max_log_lines_per_call: 3,
+            max_log_bytes_per_call: 10,
+            ..Limits::default()
+        };
+        let mut e = HostEnv::new(
+            "t",
+            Box::new(MemKv::default()),
+            Box::new(FixedClock(7)),
+            Box::new(lines.clone()),
+            &limits,
+        );
+        for _ in 0..5 {
+            e.log(LogLevel::Info, "abcdef");
+        }
+        // 4 + 4 bytes; a third line would pass 10: one notice, then nothing.
+        let got = lines.0.lock().unwrap().clone();
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[..2], ["abcd", "abcd"]);
+        assert!(got[2].contains("log budget"));
+        e.begin_call();
+        e.log(LogLevel::Info, "ab");
+        assert_eq!(lines.0.lock().unwrap().last().unwrap(), "ab");
     }
 
     #[test]

@@ -29,6 +29,11 @@ pub struct Limits {
     pub max_events_per_call: usize,
     /// Longest log line kept (longer ones are truncated).
     pub max_log_bytes: usize,
+    /// Log lines one call may write; later ones are dropped (after one line
+    /// saying so), so a logging loop cannot flood the device's log.
+    pub max_log_lines_per_call: usize,
+    /// Log bytes one call may write in total (after truncation per line).
+    pub max_log_bytes_per_call: usize,
     /// Maximum wasm call-stack depth (wasmi) / stack bytes (wasmtime).
     pub max_stack_bytes: usize,
     /// Parse-time limits: functions, globals, data segments, etc.
@@ -50,6 +55,8 @@ impl Default for Limits {
             max_kv_total_bytes: 256 * 1024,
             max_events_per_call: 16,
             max_log_bytes: 1024,
+            max_log_lines_per_call: 64,
+            max_log_bytes_per_call: 16 * 1024,
             max_stack_bytes: 512 * 1024,
             max_functions: 10_000,
         }

@@ -20,6 +20,7 @@ use crate::status::Code;
 
 #[cfg(feature = "load")]
 pub mod module;
+pub mod output;
 #[cfg(feature = "wasmi")]
 pub mod wasmi;
 

@@ -5,11 +5,12 @@
 //! [`relay_core::host_env::HostEnv`], so quotas and truncation are exactly the
 //! ones wasmi applies.
 
+use relay_core::engine::output::check_event;
 use relay_core::host_env::HostEnv;
 use relay_core::limits::Limits;
 use relay_core::plugin as core;
 
-use super::limiter::{GuestLimit, GuestLimiter};
+use super::limiter::GuestLimiter;
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -28,8 +29,7 @@ pub(super) struct State {
     pub limiter: GuestLimiter,
     /// Events emitted during the current call (contract point 14).
     pub events: Vec<core::Event>,
-    max_reply_bytes: usize,
-    max_events: usize,
+    limits: Limits,
 }
 
 impl State {
@@ -38,8 +38,7 @@ impl State {
             env,
             limiter: GuestLimiter::new(limits),
             events: Vec::new(),
-            max_reply_bytes: limits.max_reply_bytes,
-            max_events: limits.max_events_per_call,
+            limits: limits.clone(),
         }
     }
 }
@@ -71,19 +70,7 @@ impl relay::plugin::host::Host for State {
     }
 
     fn emit(&mut self, name: String, payload: Vec<u8>) -> wasmtime::Result<()> {
-        let limit = self.max_reply_bytes;
-        for (what, size) in [("event payload", payload.len()), ("event name", name.len())] {
-            if size > limit {
-                return Err(GuestLimit::Bytes { what, size, limit }.into());
-            }
-        }
-        if self.events.len() >= self.max_events {
-            return Err(GuestLimit::Events {
-                count: self.events.len() + 1,
-                limit: self.max_events,
-            }
-            .into());
-        }
+        check_event(self.events.len(), name.len(), payload.len(), &self.limits)?;
         self.events.push(core::Event { name, payload });
         Ok(())
     }

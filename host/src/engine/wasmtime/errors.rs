@@ -26,11 +26,11 @@ pub(super) fn classify(err: &wasmtime::Error, exhausted: u32) -> PluginError {
         return match *limit {
             GuestLimit::Memory { .. } => PluginError::MemoryLimit,
             GuestLimit::Table { .. } => PluginError::Trap(limit.to_string()),
-            GuestLimit::Bytes { size, limit, .. } => PluginError::ReplyTooLarge { size, limit },
-            GuestLimit::Events { count, limit } => {
-                PluginError::ReplyTooLarge { size: count, limit }
-            }
         };
+    }
+    // Raised by a host import with the shared checks (`emit`).
+    if let Some(e) = err.downcast_ref::<PluginError>() {
+        return e.clone();
     }
     if let Some(trap) = err.downcast_ref::<Trap>() {
         return match *trap {

@@ -20,14 +20,6 @@ pub(super) enum GuestLimit {
     Memory { desired: usize, limit: usize },
     #[error("table would grow to {desired} elements, the limit is {limit}")]
     Table { desired: usize, limit: usize },
-    #[error("{what} is {size} bytes, the limit is {limit}")]
-    Bytes {
-        what: &'static str,
-        size: usize,
-        limit: usize,
-    },
-    #[error("more than {limit} events in one call")]
-    Events { count: usize, limit: usize },
 }
 
 /// The limiter stored in each plugin's `Store`.

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use relay_core::engine::output::{check_message, check_reply};
 use relay_core::engine::{call_budget_ms, validate_info, EnvFactory, Plugin, PluginError};
 use relay_core::host_env::HostEnv;
 use relay_core::limits::Limits;
@@ -83,6 +84,7 @@ impl WasmtimePlugin {
             }
         };
         self.store.data_mut().events.clear();
+        self.store.data_mut().env.begin_call();
         arm(&mut self.store, budget_ms);
         let returned = live
             .call_handle(&mut self.store, bindings::command(cmd))
@@ -101,14 +103,10 @@ impl WasmtimePlugin {
         &self,
         returned: Result<Option<Vec<u8>>, wit::HandlerError>,
     ) -> Result<HandlerResult, PluginError> {
-        let limit = self.limits.max_reply_bytes;
-        let size = match &returned {
-            Ok(Some(reply)) => reply.len(),
-            Ok(None) => 0,
-            Err(e) => e.message.len(),
-        };
-        if size > limit {
-            return Err(PluginError::ReplyTooLarge { size, limit });
+        match &returned {
+            Ok(Some(reply)) => check_reply(reply.len(), &self.limits)?,
+            Ok(None) => {}
+            Err(e) => check_message(e.message.len(), &self.limits)?,
         }
         Ok(returned.map_err(|e| HandlerError {
             kind: e.kind.into(),

@@ -23,7 +23,9 @@
 use alloc::{format, string::String, vec::Vec};
 use core::ops::Range;
 
+use crate::engine::output::{check_message, check_reply};
 use crate::engine::PluginError;
+use crate::limits::Limits;
 use crate::plugin::{
     CommandSpec, ErrorKind, HandlerError, HandlerResult, KvError, LogLevel, PluginInfo, Role,
 };
@@ -198,7 +200,7 @@ fn lift_command_spec(mem: &[u8], at: usize) -> Result<CommandSpec, PluginError> 
 pub(super) fn lift_handle_result(
     mem: &[u8],
     ptr: u32,
-    max_reply_bytes: usize,
+    limits: &Limits,
 ) -> Result<HandlerResult, PluginError> {
     let at = record(mem, ptr, HANDLE_RESULT)?.start;
     match u8_at(mem, at)? {
@@ -208,16 +210,13 @@ pub(super) fn lift_handle_result(
             }
             let (reply_ptr, len) = pair_at(mem, at + 8)?;
             let reply = bytes(mem, reply_ptr, len)?;
-            if reply.len() > max_reply_bytes {
-                return Err(PluginError::ReplyTooLarge {
-                    size: reply.len(),
-                    limit: max_reply_bytes,
-                });
-            }
+            check_reply(reply.len(), limits)?;
             Ok(Ok(Some(reply.to_vec())))
         }
         1 => {
             let kind = error_kind(u8_at(mem, at + 4)?)?;
+            let (msg_ptr, msg_len) = pair_at(mem, at + 8)?;
+            check_message(bytes(mem, msg_ptr, msg_len)?.len(), limits)?;
             let message = string_at(mem, at + 8)?;
             Ok(Err(HandlerError { kind, message }))
         }
@@ -276,6 +275,13 @@ pub(super) fn store_bytes(mem: &mut [u8], ptr: u32, data: &[u8]) -> Result<(), P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lim(max_reply_bytes: usize) -> Limits {
+        Limits {
+            max_reply_bytes,
+            ..Limits::default()
+        }
+    }
     use alloc::vec;
 
     fn put(mem: &mut [u8], at: usize, words: &[u32]) {
@@ -348,28 +354,36 @@ mod tests {
         m[32..35].copy_from_slice(b"abc");
         put(&mut m, 8, &[32, 3]);
         m[4] = 1;
-        assert_eq!(lift_handle_result(&m, 0, 3), Ok(Ok(Some(b"abc".to_vec()))));
         assert_eq!(
-            lift_handle_result(&m, 0, 2),
+            lift_handle_result(&m, 0, &lim(3)),
+            Ok(Ok(Some(b"abc".to_vec())))
+        );
+        assert_eq!(
+            lift_handle_result(&m, 0, &lim(2)),
             Err(PluginError::ReplyTooLarge { size: 3, limit: 2 })
         );
         m[4] = 0;
-        assert_eq!(lift_handle_result(&m, 0, 3), Ok(Ok(None)));
+        assert_eq!(lift_handle_result(&m, 0, &lim(3)), Ok(Ok(None)));
         m[0] = 1;
         m[4] = 2;
         let err = HandlerError {
             kind: ErrorKind::OutOfBounds,
             message: "abc".into(),
         };
-        assert_eq!(lift_handle_result(&m, 0, 0), Ok(Err(err)));
+        assert_eq!(lift_handle_result(&m, 0, &lim(3)), Ok(Err(err)));
+        // The message counts against the reply limit too.
+        assert_eq!(
+            lift_handle_result(&m, 0, &lim(2)),
+            Err(PluginError::ReplyTooLarge { size: 3, limit: 2 })
+        );
         m[4] = 4;
         assert!(matches!(
-            lift_handle_result(&m, 0, 0),
+            lift_handle_result(&m, 0, &lim(0)),
             Err(PluginError::Abi(_))
         ));
         m[0] = 2;
         assert!(matches!(
-            lift_handle_result(&m, 0, 0),
+            lift_handle_result(&m, 0, &lim(0)),
             Err(PluginError::Abi(_))
         ));
         // A 1 GiB claim lies past the end of memory: Abi, as on wasmtime.
@@ -377,13 +391,13 @@ mod tests {
         m[4] = 1;
         put(&mut m, 8, &[0, 1 << 30]);
         assert!(matches!(
-            lift_handle_result(&m, 0, 10),
+            lift_handle_result(&m, 0, &lim(10)),
             Err(PluginError::Abi(_))
         ));
         // In bounds but over the limit.
         put(&mut m, 8, &[0, 11]);
         assert_eq!(
-            lift_handle_result(&m, 0, 10),
+            lift_handle_result(&m, 0, &lim(10)),
             Err(PluginError::ReplyTooLarge {
                 size: 11,
                 limit: 10
@@ -392,7 +406,7 @@ mod tests {
         // Within the limit but out of bounds.
         put(&mut m, 8, &[60, 8]);
         assert!(matches!(
-            lift_handle_result(&m, 0, 10),
+            lift_handle_result(&m, 0, &lim(10)),
             Err(PluginError::Abi(_))
         ));
     }

@@ -187,7 +187,7 @@ pub(super) fn handle(
         role,
     );
     let ret = run(store, ex, &ex.handle, params)?;
-    let result = abi::lift_handle_result(ex.memory.data(&*store), ret, limits.max_reply_bytes)?;
+    let result = abi::lift_handle_result(ex.memory.data(&*store), ret, limits)?;
     if let Some(post) = ex.post_handle {
         without_imports(&mut *store, |store| run(store, ex, &post, ret))?;
     }

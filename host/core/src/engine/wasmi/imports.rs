@@ -18,6 +18,7 @@ use wasmi::{Caller, Extern, Linker, Memory};
 
 use super::abi;
 use super::state::{without_imports, GuestState, Realloc};
+use crate::engine::output::check_event;
 use crate::engine::PluginError;
 use crate::plugin::Event;
 
@@ -173,22 +174,7 @@ fn emit(
     let (mem, state) = memory.data_and_store_mut(&mut caller);
     let name = abi::string(mem, nptr, nlen)?;
     let payload = abi::bytes(mem, pptr, plen)?;
-    let bounds = state.bounds;
-    if payload.len() > bounds.max_reply_bytes {
-        return Err(PluginError::ReplyTooLarge {
-            size: payload.len(),
-            limit: bounds.max_reply_bytes,
-        }
-        .into());
-    }
-    if state.events.len() >= bounds.max_events {
-        let size = state.events.len() + 1;
-        return Err(PluginError::ReplyTooLarge {
-            size,
-            limit: bounds.max_events,
-        }
-        .into());
-    }
+    check_event(state.events.len(), name.len(), payload.len(), &state.limits)?;
     state.events.push(Event {
         name: name.into(),
         payload: payload.to_vec(),

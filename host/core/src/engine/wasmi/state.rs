@@ -23,17 +23,11 @@ pub(super) struct GuestHandles {
     pub realloc: Realloc,
 }
 
-/// Per-call bounds the host functions enforce.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct CallBounds {
-    pub max_reply_bytes: usize,
-    pub max_events: usize,
-}
-
 pub(super) struct GuestState {
     pub env: HostEnv,
     pub limiter: GuestLimiter,
-    pub bounds: CallBounds,
+    /// The plugin's limits (host functions check events against them).
+    pub limits: Limits,
     /// Events emitted by the running call (contract point 14: returned, not
     /// published, by the engine).
     pub events: Vec<Event>,
@@ -57,10 +51,7 @@ impl GuestState {
         GuestState {
             env,
             limiter: GuestLimiter::new(limits),
-            bounds: CallBounds {
-                max_reply_bytes: limits.max_reply_bytes,
-                max_events: limits.max_events_per_call,
-            },
+            limits: limits.clone(),
             events: Vec::new(),
             guest: None,
             may_leave: true,
@@ -73,6 +64,7 @@ impl GuestState {
     /// budget of the next one.
     pub fn begin_call(&mut self, budget_ms: u32) {
         self.events.clear();
+        self.env.begin_call();
         self.limiter.exhausted = None;
         self.may_leave = true;
         self.deadline = self
