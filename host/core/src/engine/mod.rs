@@ -14,10 +14,10 @@ use core::str::FromStr;
 
 use crate::host_env::HostEnv;
 use crate::limits::Limits;
-use crate::name::{validate_name, NameError};
 use crate::plugin::{CallOutcome, Invocation, PluginInfo};
 use crate::status::Code;
 
+pub mod describe;
 #[cfg(feature = "load")]
 pub mod module;
 pub mod output;
@@ -193,93 +193,4 @@ impl PluginError {
     }
 }
 
-/// Checks what `describe` returned: valid names, a semver version, no command
-/// listed twice, at least one role per command. Shared by both engines.
-pub fn validate_info(info: &PluginInfo) -> Result<(), PluginError> {
-    let bad = |what: &str, e: NameError| PluginError::Describe(alloc::format!("{what}: {e}"));
-    validate_name(&info.name).map_err(|e| bad("plugin name", e))?;
-    if !is_semver(&info.version) {
-        return Err(PluginError::Describe(alloc::format!(
-            "version {:?} is not semver (MAJOR.MINOR.PATCH)",
-            info.version
-        )));
-    }
-    for (i, c) in info.commands.iter().enumerate() {
-        validate_name(&c.name).map_err(|e| bad("command name", e))?;
-        if info.commands[..i].iter().any(|o| o.name == c.name) {
-            return Err(PluginError::Describe(alloc::format!(
-                "command {:?} listed twice",
-                c.name
-            )));
-        }
-        if c.roles.is_empty() {
-            return Err(PluginError::Describe(alloc::format!(
-                "command {:?} allows no role",
-                c.name
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// `MAJOR.MINOR.PATCH` with optional `-pre` / `+build` suffixes.
-pub fn is_semver(v: &str) -> bool {
-    let core_end = v.find(['-', '+']).unwrap_or(v.len());
-    let (core, rest) = v.split_at(core_end);
-    let parts: alloc::vec::Vec<&str> = core.split('.').collect();
-    let numeric = |p: &&str| {
-        !p.is_empty()
-            && p.bytes().all(|b| b.is_ascii_digit())
-            && (p.len() == 1 || !p.starts_with('0'))
-    };
-    parts.len() == 3
-        && parts.iter().all(numeric)
-        && (rest.is_empty()
-            || rest.len() > 1
-                && rest[1..]
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'+'))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::plugin::{CommandSpec, Role};
-    use alloc::vec;
-
-    fn info() -> PluginInfo {
-        PluginInfo {
-            name: "echo".into(),
-            version: "1.0.0".into(),
-            commands: vec![CommandSpec {
-                name: "echo".into(),
-                roles: vec![Role::Admin],
-                budget_ms: None,
-            }],
-        }
-    }
-
-    #[test]
-    fn semver() {
-        for ok in ["0.1.0", "1.2.3", "10.0.0-rc.1", "1.0.0+build.5"] {
-            assert!(is_semver(ok), "{ok}");
-        }
-        for bad in ["", "1", "1.2", "01.2.3", "a.b.c", "1.2.3-", "1.2.3.4"] {
-            assert!(!is_semver(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn describe_validation() {
-        assert_eq!(validate_info(&info()), Ok(()));
-        let mut i = info();
-        i.name = "bad name".into();
-        assert!(matches!(validate_info(&i), Err(PluginError::Describe(_))));
-        let mut i = info();
-        i.commands.push(i.commands[0].clone());
-        assert!(matches!(validate_info(&i), Err(PluginError::Describe(_))));
-        let mut i = info();
-        i.commands[0].roles.clear();
-        assert!(matches!(validate_info(&i), Err(PluginError::Describe(_))));
-    }
-}
+pub use describe::{is_semver, validate_info};

@@ -48,5 +48,7 @@ pub(super) fn classify(err: &wasmtime::Error, exhausted: u32) -> PluginError {
     if err.downcast_ref::<wasmtime::OutOfMemory>().is_some() {
         return PluginError::Trap("host could not allocate memory for the call".into());
     }
-    PluginError::Abi(format!("{err:#}"))
+    // The root cause only: wasmtime attaches the wasm backtrace as context,
+    // which is noise in a status message.
+    PluginError::Abi(err.root_cause().to_string())
 }

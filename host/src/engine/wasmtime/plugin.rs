@@ -166,8 +166,9 @@ pub(super) fn arm(store: &mut Store<State>, budget_ms: u32) {
 /// Contract point 5: anything going wrong while instantiating or describing.
 fn boot_error(e: wasmtime::Error, exhausted: u32) -> PluginError {
     PluginError::Instantiate(match classify(&e, exhausted) {
-        // Not a guest ABI fault at this stage: wasmtime's own message says more.
-        PluginError::Abi(_) => format!("{e:#}"),
+        // Not a guest ABI fault at this stage: wasmtime's own words (without
+        // the backtrace it attaches as context) say more.
+        PluginError::Abi(_) => e.root_cause().to_string(),
         typed => typed.to_string(),
     })
 }

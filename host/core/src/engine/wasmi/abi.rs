@@ -23,6 +23,7 @@
 use alloc::{format, string::String, vec::Vec};
 use core::ops::Range;
 
+use crate::engine::describe::{bad_role, check_command_count, check_len, not_utf8, Field};
 use crate::engine::output::{check_message, check_reply};
 use crate::engine::PluginError;
 use crate::limits::Limits;
@@ -154,18 +155,18 @@ fn error_kind(d: u8) -> Result<ErrorKind, PluginError> {
         .ok_or_else(|| abi(format!("invalid error kind {d}")))
 }
 
-/// Lifts `describe`'s answer from its return area.
+/// Lifts `describe`'s answer from its return area. Lengths are checked
+/// against the bounds of `engine::describe` before anything is copied.
 pub(super) fn lift_plugin_info(mem: &[u8], ptr: u32) -> Result<PluginInfo, PluginError> {
     let at = record(mem, ptr, PLUGIN_INFO)?.start;
-    let name = string_at(mem, at)?;
-    let version = string_at(mem, at + 8)?;
+    let name = bounded_string(mem, at, Field::PluginName)?;
+    let version = bounded_string(mem, at + 8, Field::Version)?;
     let (list_ptr, count) = pair_at(mem, at + 16)?;
     let list = array(mem, list_ptr, count, COMMAND_SPEC)?;
-    // No `with_capacity(count)`: the count is the guest's word; growth is
-    // bounded by the checked range instead.
-    let mut commands = Vec::new();
-    for at in list.step_by(COMMAND_SPEC.size as usize) {
-        commands.push(lift_command_spec(mem, at)?);
+    check_command_count(count as usize)?;
+    let mut commands = Vec::with_capacity(count as usize);
+    for (i, at) in list.step_by(COMMAND_SPEC.size as usize).enumerate() {
+        commands.push(lift_command_spec(mem, at, i)?);
     }
     Ok(PluginInfo {
         name,
@@ -174,12 +175,26 @@ pub(super) fn lift_plugin_info(mem: &[u8], ptr: u32) -> Result<PluginInfo, Plugi
     })
 }
 
-fn lift_command_spec(mem: &[u8], at: usize) -> Result<CommandSpec, PluginError> {
-    let name = string_at(mem, at)?;
+/// A string of `describe`'s answer: in bounds, then within its length
+/// limit, then UTF-8.
+fn bounded_string(mem: &[u8], at: usize, field: Field) -> Result<String, PluginError> {
+    let (ptr, len) = pair_at(mem, at)?;
+    let raw = bytes(mem, ptr, len)?;
+    check_len(field, raw.len())?;
+    core::str::from_utf8(raw)
+        .map(Into::into)
+        .map_err(|_| not_utf8(field))
+}
+
+fn lift_command_spec(mem: &[u8], at: usize, index: usize) -> Result<CommandSpec, PluginError> {
+    let name = bounded_string(mem, at, Field::CommandName(index))?;
     let (roles_ptr, roles_len) = pair_at(mem, at + 8)?;
-    let roles = bytes(mem, roles_ptr, roles_len)?
+    let raw = bytes(mem, roles_ptr, roles_len)?;
+    check_len(Field::Roles(index), raw.len())?;
+    let roles = raw
         .iter()
-        .map(|&d| role(d))
+        .enumerate()
+        .map(|(j, &d)| role(d).map_err(|_| bad_role(index, j)))
         .collect::<Result<_, _>>()?;
     let budget_ms = match option_disc(u8_at(mem, at + 16)?)? {
         true => Some(u32_at(mem, at + 20)?),

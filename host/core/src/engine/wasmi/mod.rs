@@ -171,7 +171,12 @@ impl super::Engine for WasmiEngine {
         let mut linker = Linker::new(&engine);
         imports::define(&mut linker).map_err(|e| PluginError::Link(format!("{e}")))?;
 
-        let loading = |e: PluginError| PluginError::Instantiate(format!("{e}"));
+        // A bad answer stays `Describe`; anything else failing while the
+        // plugin boots is `Instantiate` (the same mapping as wasmtime).
+        let loading = |e: PluginError| match e {
+            PluginError::Describe(_) => e,
+            other => PluginError::Instantiate(format!("{other}")),
+        };
         let state = GuestState::new(HostEnv::detached(limits), limits, self.clock.clone());
         let mut store = new_store(&engine, state);
         let exports = guest::instantiate(&linker, &module, &mut store, limits).map_err(loading)?;
