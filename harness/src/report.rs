@@ -108,6 +108,23 @@ pub struct Disagreement {
 
 const INDENT: &str = "      ";
 
+/// Longest line the report prints: a plugin can hand back a 256 KiB error
+/// message, which helps nobody on a terminal.
+const MAX_LINE: usize = 300;
+
+/// `line`, cut at [`MAX_LINE`] bytes (on a char boundary) with a note of
+/// how much was left out.
+fn clip(line: &str) -> std::borrow::Cow<'_, str> {
+    if line.len() <= MAX_LINE {
+        return line.into();
+    }
+    let mut end = MAX_LINE;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} more bytes)", &line[..end], line.len() - end).into()
+}
+
 impl fmt::Display for ScenarioReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "scenario {}", self.origin)?;
@@ -136,7 +153,7 @@ impl fmt::Display for EngineRun {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let engine = self.engine.as_str();
         if let Some(e) = &self.load_error {
-            writeln!(f, "  {engine:<8}  FAIL  load: {e}")?;
+            writeln!(f, "  {engine:<8}  FAIL  load: {}", clip(&e.to_string()))?;
         }
         for step in &self.steps {
             let status = if step.passed() { "ok  " } else { "FAIL" };
@@ -148,7 +165,7 @@ impl fmt::Display for EngineRun {
             for m in &step.mismatches {
                 writeln!(f, "{INDENT}{} (- expected, + actual):", m.what)?;
                 for line in json_diff(&m.expected, &m.actual) {
-                    writeln!(f, "{INDENT}  {line}")?;
+                    writeln!(f, "{INDENT}  {}", clip(&line))?;
                 }
             }
         }
@@ -164,8 +181,20 @@ impl fmt::Display for Disagreement {
         }
         writeln!(f, "{} (- {}, + {}):", self.what, self.a.0, self.b.0)?;
         for line in json_diff(&self.a.1, &self.b.1) {
-            writeln!(f, "{INDENT}  {line}")?;
+            writeln!(f, "{INDENT}  {}", clip(&line))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_lines_are_clipped() {
+        let long = "é".repeat(400);
+        let clipped = super::clip(&long);
+        assert!(clipped.len() < 330, "{}", clipped.len());
+        assert!(clipped.ends_with("... (500 more bytes)"), "{clipped}");
+        assert_eq!(super::clip("short"), "short");
     }
 }

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
 use relay_core::engine::{Engine, EngineKind, Plugin, PluginError};
-use relay_core::host_env::{FixedClock, HostEnv, MemKv, MemLogger};
+use relay_core::host_env::{FixedClock, HostEnv, Logger, MemKv};
 use relay_core::limits::Limits;
 use relay_core::plugin::{Invocation, Role};
 
@@ -62,13 +62,25 @@ fn fixture(name: &str) -> Vec<u8> {
     wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// Log lines the plugins wrote, counted and not kept: the memory test
+/// measures the host, not a test logger.
+static LOGGED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+struct CountingLogger;
+
+impl Logger for CountingLogger {
+    fn log(&mut self, _plugin: &str, _level: relay_core::plugin::LogLevel, _message: &str) {
+        LOGGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 fn load(engine: &dyn Engine, wasm: &[u8], limits: &Limits) -> Result<Box<dyn Plugin>, PluginError> {
     engine.load(wasm, limits, &mut |info| {
         HostEnv::new(
             info.name.clone(),
             Box::new(MemKv::default()),
             Box::new(FixedClock(1_700_000_000_000)),
-            Box::new(MemLogger::default()),
+            Box::new(CountingLogger),
             limits,
         )
     })
@@ -93,7 +105,7 @@ fn call(plugin: &mut dyn Plugin, payload: &[u8]) -> Result<Option<Vec<u8>>, Plug
 type Expect = fn(&PluginError) -> bool;
 
 /// Fixtures that load and fail when called, with their expected error.
-const AT_CALL: [(&str, Expect); 14] = [
+const AT_CALL: [(&str, Expect); 15] = [
     ("infinite_loop", |e| *e == PluginError::OutOfFuel),
     ("memory_grow_bomb", |e| *e == PluginError::MemoryLimit),
     ("deep_recursion", |e| *e == PluginError::StackOverflow),
@@ -117,6 +129,7 @@ const AT_CALL: [(&str, Expect); 14] = [
         }
     }),
     ("table_grow_bomb", |e| matches!(e, PluginError::Trap(_))),
+    ("log_flood", |e| *e == PluginError::OutOfFuel),
     ("reentrant_realloc", |e| matches!(e, PluginError::Trap(_))),
 ];
 
@@ -268,8 +281,17 @@ fn a_thousand_hostile_calls_leave_memory_flat() {
         };
         hostile_calls(200);
         let before = rss_bytes();
+        let logged_before = LOGGED.load(std::sync::atomic::Ordering::Relaxed);
         hostile_calls(1_000);
         let after = rss_bytes();
+        // The log flood reaches the logger with at most its per-call budget
+        // (plus one notice) however long it loops.
+        let floods = 1_000 / AT_CALL.len() + 1;
+        let logged = LOGGED.load(std::sync::atomic::Ordering::Relaxed) - logged_before;
+        assert!(
+            logged <= floods * (limits.max_log_lines_per_call + 1),
+            "{kind}: {logged} lines logged by {floods} flooding calls"
+        );
         eprintln!(
             "{kind}: RSS {} KiB -> {} KiB over 1,000 hostile calls",
             before / 1024,
