@@ -114,7 +114,7 @@ fn wasmi_ns(metering: Metering, samples: usize) -> Vec<f64> {
     let mut config = wasmi::Config::default();
     config.consume_fuel(metering == Metering::EngineFuel);
     let engine = wasmi::Engine::new(&config);
-    let module = wasmi::Module::new(&engine, &module_bytes(metering)).expect("module");
+    let module = wasmi::Module::new(&engine, module_bytes(metering)).expect("module");
     let mut store = wasmi::Store::new(&engine, ());
     let linker = wasmi::Linker::<()>::new(&engine);
     let instance = linker

@@ -146,16 +146,6 @@ fn agrees_with_core(world: &World) -> Result<(), String> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_wit_and_the_core_table_agree() {
-        if let Err(e) = super::world() {
-            panic!("{e}");
-        }
-    }
-}
-
 /// Core signature of `func` in wasm32, and the signature of its post-return.
 fn core_sig(
     resolve: &Resolve,
@@ -181,4 +171,14 @@ fn core_sig(
         },
         post,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_wit_and_the_core_table_agree() {
+        if let Err(e) = super::world() {
+            panic!("{e}");
+        }
+    }
 }
