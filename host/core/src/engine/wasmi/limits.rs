@@ -7,7 +7,7 @@
 //! long-running device from accumulating compiled code).
 
 use wasmi::errors::{MemoryError, TableError};
-use wasmi::{CompilationMode, Config, EnforcedLimits, ResourceLimiter};
+use wasmi::{CompilationMode, Config, CustomFuelCosts, EnforcedLimits, ResourceLimiter};
 use wasmi_core::LimiterError;
 
 use crate::limits::Limits;
@@ -31,7 +31,10 @@ const MAX_CALL_DEPTH: usize = 65_536;
 ///   (`engine::module`).
 /// - Compilation is lazy: the load step has validated the bodies already
 ///   (or knows these exact bytes passed before), and wasmi still validates
-///   each body when it first runs.
+///   each body when it first runs. Compiling costs no wasmi fuel: running
+///   out of fuel while a function compiles cannot be resumed, so it would
+///   fail a call at a slice boundary, at random. Compile work is bounded by
+///   the module's size instead.
 /// - wasmi's own parse limits are off: the load step's one acceptance rule
 ///   (`engine::module::check`) is at least as strict, and the same on both
 ///   engines.
@@ -40,6 +43,11 @@ pub(super) fn engine_config(limits: &Limits) -> Config {
     config
         .consume_fuel(true)
         .compilation_mode(CompilationMode::Lazy)
+        .fuel_cost(CustomFuelCosts {
+            bytes_copied_per_fuel: 64,
+            fuel_per_bytes_translated: 0,
+            fuel_per_bytes_validated: 0,
+        })
         .enforced_limits(EnforcedLimits::default())
         .set_max_recursion_depth(max_call_depth(limits))
         .set_max_stack_height(limits.max_stack_bytes.max(MIN_VALUE_STACK_BYTES));
