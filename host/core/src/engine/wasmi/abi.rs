@@ -343,15 +343,25 @@ mod tests {
         check(&m, 2); // misaligned return area
         check(&m, 240); // return area past the end
         check(&m, u32::MAX - 3); // overflowing pointer
+                                 // A role out of range and a name that is not UTF-8 are `Describe`
+                                 // errors naming the field.
         let mut bad = m.clone();
-        bad[130] = 3; // role out of range
-        check(&bad, 0);
+        bad[130] = 3;
+        assert_eq!(
+            lift_plugin_info(&bad, 0),
+            Err(PluginError::Describe(
+                "command 0: role 0 is not a role (admin, primary, secondary)".into()
+            ))
+        );
         let mut bad = m.clone();
         bad[56] = 2; // option discriminant
         check(&bad, 0);
         let mut bad = m.clone();
-        bad[100] = 0xff; // invalid UTF-8
-        check(&bad, 0);
+        bad[100] = 0xff;
+        assert!(matches!(
+            lift_plugin_info(&bad, 0),
+            Err(PluginError::Describe(msg)) if msg.ends_with("is not UTF-8")
+        ));
         let mut bad = m.clone();
         put(&mut bad, 20, &[u32::MAX]); // 4 billion commands
         check(&bad, 0);
