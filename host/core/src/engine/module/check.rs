@@ -19,8 +19,9 @@
 use alloc::{format, string::String, vec, vec::Vec};
 
 use wasmparser::{
-    CompositeInnerType, ElementItems, ExternalKind, FuncValidatorAllocations, Operator, Parser,
-    Payload, TypeRef, ValType, ValidPayload, Validator, WasmFeatures,
+    AbstractHeapType, CompositeInnerType, ElementItems, ExternalKind, FuncValidatorAllocations,
+    HeapType, Operator, Parser, Payload, RefType, TypeRef, ValType, ValidPayload, Validator,
+    WasmFeatures,
 };
 
 use super::world::{host_import, show_sig, HostImport, GUEST_EXPORTS, HOST_MODULE};
@@ -61,7 +62,10 @@ pub const SHAPE: ShapeLimits = ShapeLimits {
 
 /// The wasm features a plugin may use: what both engines run. SIMD (wasmi
 /// builds without it), tail calls, threads, multi-memory, memory64 and GC
-/// are refused.
+/// are refused. (`GC_TYPES` is on because this wasmparser needs it for
+/// `funcref`; [`plain_ref`] refuses every other reference type, `externref`
+/// included: wasmtime without its GC runtime, as the host builds it, refuses
+/// them, while wasmi would run them.)
 pub fn features() -> WasmFeatures {
     WasmFeatures::MUTABLE_GLOBAL
         | WasmFeatures::MULTI_VALUE
@@ -167,8 +171,18 @@ pub fn check(wasm: &[u8], limits: &Limits, bodies: bool) -> Result<Shape, Plugin
                     )));
                 }
             }
-            Payload::TableSection(r) => tables += r.count(),
-            Payload::GlobalSection(r) => shape.globals = r.count(),
+            Payload::TableSection(r) => {
+                tables += r.count();
+                for table in r.clone() {
+                    plain_ref(table.map_err(|e| invalid(format!("{e}")))?.ty.element_type)?;
+                }
+            }
+            Payload::GlobalSection(r) => {
+                shape.globals = r.count();
+                for global in r.clone() {
+                    plain(global.map_err(|e| invalid(format!("{e}")))?.ty.content_type)?;
+                }
+            }
             Payload::ExportSection(reader) => {
                 for export in reader.clone() {
                     let export = export.map_err(|e| invalid(format!("{e}")))?;
@@ -199,7 +213,8 @@ pub fn check(wasm: &[u8], limits: &Limits, bodies: bool) -> Result<Shape, Plugin
                                 calls.in_table.push(f.map_err(|e| invalid(format!("{e}")))?);
                             }
                         }
-                        ElementItems::Expressions(_, exprs) => {
+                        ElementItems::Expressions(ty, exprs) => {
+                            plain_ref(ty)?;
                             for expr in exprs {
                                 let expr = expr.map_err(|e| invalid(format!("{e}")))?;
                                 for op in expr.get_operators_reader() {
@@ -243,6 +258,37 @@ pub fn check(wasm: &[u8], limits: &Limits, bodies: bool) -> Result<Shape, Plugin
     Ok(shape)
 }
 
+/// Reference types other than `funcref` need a GC runtime (the host's
+/// wasmtime has none and refuses them; wasmi would run them).
+fn plain_ref(ty: RefType) -> Result<(), PluginError> {
+    if ty == RefType::FUNCREF {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "reference type {ty} needs a garbage collector, which plugins may not use \
+         (funcref is allowed)"
+    )))
+}
+
+fn plain(ty: ValType) -> Result<(), PluginError> {
+    match ty {
+        ValType::Ref(r) => plain_ref(r),
+        _ => Ok(()),
+    }
+}
+
+fn plain_heap(ty: HeapType) -> Result<(), PluginError> {
+    match ty {
+        HeapType::Abstract {
+            shared: false,
+            ty: AbstractHeapType::Func,
+        } => Ok(()),
+        other => Err(invalid(format!(
+            "heap type {other:?} needs a garbage collector, which plugins may not use"
+        ))),
+    }
+}
+
 fn count(what: &str, n: u32, limit: u32) -> Result<(), PluginError> {
     if n > limit {
         return Err(invalid(format!("{n} {what}, the limit is {limit}")));
@@ -259,6 +305,9 @@ fn sig_of(f: &wasmparser::FuncType) -> Result<Sig, PluginError> {
             SHAPE.max_params,
             SHAPE.max_results
         )));
+    }
+    for ty in f.params().iter().chain(f.results()) {
+        plain(*ty)?;
     }
     Ok(Sig {
         params: f.params().to_vec(),
@@ -343,7 +392,9 @@ fn check_body(
         .get_locals_reader()
         .map_err(|e| invalid(format!("{e}")))?
     {
-        locals += u64::from(group.map_err(|e| invalid(format!("{e}")))?.0);
+        let (count, ty) = group.map_err(|e| invalid(format!("{e}")))?;
+        plain(ty)?;
+        locals += u64::from(count);
     }
     if locals > u64::from(SHAPE.max_locals_per_function) {
         return Err(invalid(format!(
@@ -359,6 +410,8 @@ fn check_body(
         match ops.read().map_err(|e| invalid(format!("{e}")))? {
             Operator::Call { function_index } => callees.push(function_index),
             Operator::CallIndirect { .. } => indirect = true,
+            Operator::RefNull { hty } => plain_heap(hty)?,
+            Operator::TypedSelect { ty } => plain(ty)?,
             _ => {}
         }
     }

@@ -135,6 +135,14 @@ fn one_acceptance_rule_with_clear_words() {
             "SIMD support is not enabled",
         ),
         ("(memory 1)", "multiple memories"),
+        (
+            "(table 1 externref)",
+            "reference type externref needs a garbage collector",
+        ),
+        (
+            "(func (drop (ref.null extern)))",
+            "needs a garbage collector",
+        ),
     ];
     for (extra, expected) in cases {
         let got = refusal(extra);
