@@ -345,7 +345,7 @@ fn both_engines_accept_and_refuse_the_same_modules_with_the_same_words() {
     };
     let tiny: String = (0..9_000).map(|i| format!("(func $t{i})")).collect();
     let locals = |n: usize| format!("(func (local {}))", "i64 ".repeat(n));
-    let cases: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+    let mut cases: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
         ("the guest", guest(), None),
         (
             "9,000 tiny functions",
@@ -369,6 +369,20 @@ fn both_engines_accept_and_refuse_the_same_modules_with_the_same_words() {
             None,
         ),
     ];
+    // describe listing 100,000 commands (zeroed records in a 50-page memory):
+    // refused by count before anything else (wasmi before copying them).
+    let many_commands = GUEST
+        .replace("(memory (export \"memory\") 3)", "(memory (export \"memory\") 50)")
+        .replace(
+            "(func (export \"describe\") (result i32) (i32.const 64))",
+            "(data (i32.const 200000) \"\\10\\00\\00\\00\\06\\00\\00\\00\\16\\00\\00\\00\\05\\00\\00\\00\\00\\00\\04\\00\\a0\\86\\01\\00\")
+             (func (export \"describe\") (result i32) (i32.const 200000))",
+        );
+    cases.push((
+        "describe listing 100,000 commands",
+        wat::parse_str(&many_commands).unwrap_or_else(|e| panic!("{e}")),
+        Some("100000 commands, the limit is 256"),
+    ));
     for (what, wasm, expected) in cases {
         let a = load_error(EngineKind::Wasmtime, &wasm);
         let b = load_error(EngineKind::Wasmi, &wasm);
