@@ -198,7 +198,12 @@ impl Shell {
             .instruction(&I::LocalGet(5))
             .instruction(&I::Call(self.info.run))
             .instruction(&I::I32Store(mem(0, 2)));
-        for (at, v, wide) in [(128, 0, false), (132, 1, false), (136, 144, true), (140, 4, true)] {
+        for (at, v, wide) in [
+            (128, 0, false),
+            (132, 1, false),
+            (136, 144, true),
+            (140, 4, true),
+        ] {
             f.instruction(&I::I32Const(at)).instruction(&I::I32Const(v));
             f.instruction(&if wide {
                 I::I32Store(mem(0, 2))
@@ -264,18 +269,7 @@ impl Reencode for Shell {
         _after: Option<SectionId>,
         before: Option<SectionId>,
     ) -> R<()> {
-        let past = before.is_none_or(|id| {
-            matches!(
-                id,
-                SectionId::Export
-                    | SectionId::Start
-                    | SectionId::Element
-                    | SectionId::DataCount
-                    | SectionId::Code
-                    | SectionId::Data
-            )
-        });
-        if past && !self.globals_done {
+        if relay_core::engine::module::past_global_section(before) && !self.globals_done {
             let mut globals = GlobalSection::new();
             self.add_global(&mut globals);
             module.section(&globals);

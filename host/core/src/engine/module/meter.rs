@@ -284,6 +284,24 @@ impl Meter<'_> {
     }
 }
 
+/// Whether a section placed before `before` (`None`: at the end) comes
+/// after where the global section belongs: the moment to add one to a
+/// module that has none. (Section ids are not in module order: tags and
+/// data counts sit elsewhere.)
+pub fn past_global_section(before: Option<SectionId>) -> bool {
+    before.is_none_or(|id| {
+        matches!(
+            id,
+            SectionId::Export
+                | SectionId::Start
+                | SectionId::Element
+                | SectionId::DataCount
+                | SectionId::Code
+                | SectionId::Data
+        )
+    })
+}
+
 /// Fuel to charge at each instruction that starts a region (0 elsewhere).
 fn region_costs(ops: &[Operator<'_>]) -> Vec<i64> {
     let mut costs = vec![0i64; ops.len()];
@@ -370,19 +388,7 @@ impl Reencode for Meter<'_> {
         _after: Option<SectionId>,
         before: Option<SectionId>,
     ) -> Result<()> {
-        let past_globals = match before {
-            None => true,
-            Some(id) => matches!(
-                id,
-                SectionId::Export
-                    | SectionId::Start
-                    | SectionId::Element
-                    | SectionId::DataCount
-                    | SectionId::Code
-                    | SectionId::Data
-            ),
-        };
-        if past_globals && !self.globals_done {
+        if past_global_section(before) && !self.globals_done {
             let mut globals = GlobalSection::new();
             self.add_globals(&mut globals);
             module.section(&globals);

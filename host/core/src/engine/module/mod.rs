@@ -23,7 +23,7 @@ pub mod world;
 use alloc::{format, vec::Vec};
 
 pub use check::{check, features, Shape, ShapeLimits, Sig, SHAPE};
-pub use meter::{FUEL_EXPORT, HOST_CALL, PAGE_COST, START_EXPORT};
+pub use meter::{past_global_section, FUEL_EXPORT, HOST_CALL, PAGE_COST, START_EXPORT};
 
 use crate::engine::PluginError;
 use crate::limits::Limits;
