@@ -24,6 +24,9 @@ fuzz_target!(|data: &[u8]| {
     if let Err(difference) = relay_fuzz::compare::differential(engines(), &wasm) {
         let path = std::env::temp_dir().join("relay-fuzz-disagreement.wasm");
         let _ = std::fs::write(&path, &wasm);
-        panic!("the engines disagree (module in {}):\n{difference}", path.display());
+        panic!(
+            "the engines disagree (module in {}):\n{difference}",
+            path.display()
+        );
     }
 });
