@@ -36,13 +36,11 @@ fn cases(dir: &str) -> Vec<PathBuf> {
     cases
 }
 
-/// Engine bugs (`known-engine-bugs/`) and divergences not fixed yet
-/// (`open/`), each described in its README.
+/// Engine bugs (`known-engine-bugs/`), each described in its README.
 #[test]
-fn known_divergences_still_disagree() {
+fn known_engine_bugs_still_disagree() {
     let engines = engines();
-    let known = cases("fuzz/known-engine-bugs");
-    for case in known.into_iter().chain(cases("fuzz/open")) {
+    for case in cases("fuzz/known-engine-bugs") {
         let wasm = std::fs::read(&case).expect("fixture");
         assert!(
             compare::differential(&engines, &wasm).is_err(),

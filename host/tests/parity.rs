@@ -6,7 +6,9 @@
 //! - the time budget ends a call on both, guest loops and host-call loops;
 //! - every per-call limit gives the same code on both at limit-1, limit and
 //!   limit+1;
-//! - both engines accept and refuse the same modules, with the same words.
+//! - both engines accept and refuse the same modules, with the same words;
+//! - memory and table growth: -1 past the declared maximum, a failed call
+//!   past the plugin's cap.
 //!
 //! One configurable WAT guest does the work: its payload is an action byte
 //! and a `u32` (little endian) saying how much.
@@ -394,6 +396,85 @@ fn both_engines_accept_and_refuse_the_same_modules_with_the_same_words() {
                 a.as_deref().is_some_and(|m| m.contains(words)),
                 "{what}: {a:?}"
             ),
+        }
+    }
+}
+
+/// A guest that grows its memory (action 0) or its table (action 1) by `n`
+/// and replies with what `grow` returned. Memory: 3 pages, at most 8;
+/// table: 1 element, at most 4.
+const GROW: &str = r#"(module
+  (memory (export "memory") 3 8)
+  (table 1 4 funcref)
+  (global $heap (mut i32) (i32.const 131072))
+  (func (export "cabi_realloc") (param i32 i32 i32 i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (i32.and (i32.add (local.get 3) (i32.const 7)) (i32.const -8))))
+    (local.get $p))
+  (func (export "cabi_post_handle") (param i32) (global.set $heap (i32.const 131072)))
+  (data (i32.const 16) "parity1.0.0run")
+  (data (i32.const 48) "\00\01\02")
+  (data (i32.const 64) "\10\00\00\00\06\00\00\00\16\00\00\00\05\00\00\00\60\00\00\00\01\00\00\00")
+  (data (i32.const 96) "\1b\00\00\00\03\00\00\00\30\00\00\00\03\00\00\00\00\00\00\00\00\00\00\00")
+  (func (export "describe") (result i32) (i32.const 64))
+  (func (export "handle") (param $id i32) (param $id_len i32) (param $name i32) (param $name_len i32)
+        (param $p i32) (param $p_len i32) (param $attempt i32) (param $role i32) (result i32)
+    (local $n i32)
+    (local.set $n (i32.load (i32.add (local.get $p) (i32.const 1))))
+    (i32.store (i32.const 4096)
+      (if (result i32) (i32.load8_u (local.get $p))
+        (then (table.grow (ref.null func) (local.get $n)))
+        (else (memory.grow (local.get $n)))))
+    (i32.store8 (i32.const 128) (i32.const 0))
+    (i32.store8 (i32.const 132) (i32.const 1))
+    (i32.store (i32.const 136) (i32.const 4096))
+    (i32.store (i32.const 140) (i32.const 4))
+    (i32.const 128)))"#;
+
+/// Growth follows one rule on both engines (`relay_core::limits::growth`):
+/// past the module's own maximum (or the index range) `grow` returns -1, as
+/// plain wasm says; past the plugin's cap the call fails.
+#[test]
+fn growth_past_the_declared_maximum_returns_minus_one_and_past_the_cap_fails() {
+    let limits = Limits {
+        max_memory_bytes: 6 * 65_536,
+        max_table_elements: 2,
+        ..Limits::default()
+    };
+    let wasm = wat::parse_str(GROW).expect("grow guest");
+    let returned = |v: i32| format!("succeeded {:?}", Some(v.to_le_bytes().to_vec()));
+    let cases: [(u8, u32, String); 8] = [
+        (0, 2, returned(3)),
+        (0, 3, returned(3)),
+        (0, 4, "memory limit".into()),
+        (0, 6, returned(-1)),
+        (0, u32::MAX, returned(-1)),
+        (1, 1, returned(1)),
+        (1, 2, "failed trap".into()),
+        (1, 4, returned(-1)),
+    ];
+    for (what, n, expected) in cases {
+        for kind in ENGINES {
+            let mut plugin = load(&*engine(kind), &wasm, &limits, &Lines::default())
+                .unwrap_or_else(|e| panic!("{kind}: load: {e}"));
+            let mut payload = vec![what];
+            payload.extend(n.to_le_bytes());
+            let cmd = Invocation {
+                id: "g-1".into(),
+                name: "run".into(),
+                payload,
+                attempt: 1,
+                role: Role::Admin,
+            };
+            let got = match plugin.handle(&cmd).map(|o| o.result) {
+                Ok(Ok(reply)) => format!("succeeded {reply:?}"),
+                Ok(Err(e)) => format!("handler error {:?}", e.kind),
+                Err(PluginError::MemoryLimit) => "memory limit".into(),
+                Err(e) => format!("failed {}", e.code()),
+            };
+            let what = ["memory", "table"][usize::from(what)];
+            assert_eq!(got, expected, "{kind}: {what}.grow({n})");
         }
     }
 }

@@ -62,3 +62,55 @@ impl Default for Limits {
         }
     }
 }
+
+/// What a store limiter answers when a guest's memory or table would grow
+/// to `desired` (bytes or elements). Both engines' limiters ask this one
+/// function, because wasmtime and wasmi consult their limiter at different
+/// points of a `grow` (wasmi after checking the declared maximum, wasmtime
+/// before), so the order must be fixed here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Growth {
+    /// Grow.
+    Allow,
+    /// `memory.grow` / `table.grow` returns -1, as plain wasm says for a
+    /// growth past the declared maximum or the index type's range.
+    Refuse,
+    /// The plugin's cap is crossed: the call traps (`MemoryLimit` for
+    /// memory), so a guest allocator cannot hide the failure.
+    Trap,
+}
+
+/// Elements a 32-bit table can hold at most (its size must fit the index).
+pub const TABLE_ABSOLUTE_MAX: usize = u32::MAX as usize;
+
+/// Bytes a 32-bit memory can hold at most (65,536 pages of 64 KiB).
+pub const MEMORY_ABSOLUTE_MAX: usize = match 1usize.checked_shl(32) {
+    Some(bytes) => bytes,
+    None => usize::MAX,
+};
+
+/// The one growth rule: the module's own maximum and the absolute maximum
+/// first (-1), then the plugin's `cap` (trap).
+pub fn growth(desired: usize, cap: usize, maximum: Option<usize>, absolute: usize) -> Growth {
+    if desired > absolute || maximum.is_some_and(|max| desired > max) {
+        Growth::Refuse
+    } else if desired > cap {
+        Growth::Trap
+    } else {
+        Growth::Allow
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_checks_the_declared_maximum_before_the_cap() {
+        assert_eq!(growth(10, 20, None, 100), Growth::Allow);
+        assert_eq!(growth(30, 20, None, 100), Growth::Trap);
+        assert_eq!(growth(30, 20, Some(25), 100), Growth::Refuse);
+        assert_eq!(growth(15, 20, Some(12), 100), Growth::Refuse);
+        assert_eq!(growth(101, 200, None, 100), Growth::Refuse);
+    }
+}

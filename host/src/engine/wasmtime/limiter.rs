@@ -1,10 +1,11 @@
 //! Per-store resource limits (contract points 8 and 11). wasmtime asks the
-//! store's [`ResourceLimiter`] before every memory or table growth; we refuse
-//! growth past the plugin's [`Limits`] with a typed error, which wasmtime turns
+//! store's [`ResourceLimiter`] before every memory or table growth; the
+//! decision is `relay_core::limits::growth`, shared with wasmi. Growth past
+//! the plugin's [`Limits`] is refused with a typed error, which wasmtime turns
 //! into a trap ("trap on grow failure", identical to wasmi) and which
 //! [`super::errors::classify`] recovers by downcasting, not by reading text.
 
-use relay_core::limits::Limits;
+use relay_core::limits::{growth, Growth, Limits, MEMORY_ABSOLUTE_MAX, TABLE_ABSOLUTE_MAX};
 use wasmtime::ResourceLimiter;
 
 /// Core instances, tables and memories that componentization itself adds to
@@ -45,34 +46,28 @@ impl ResourceLimiter for GuestLimiter {
         &mut self,
         _current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_memory_bytes {
-            return Err(GuestLimit::Memory {
-                desired,
-                limit: self.max_memory_bytes,
-            }
-            .into());
+        let limit = self.max_memory_bytes;
+        match growth(desired, limit, maximum, MEMORY_ABSOLUTE_MAX) {
+            Growth::Allow => Ok(true),
+            Growth::Refuse => Ok(false),
+            Growth::Trap => Err(GuestLimit::Memory { desired, limit }.into()),
         }
-        // A module's own declared maximum still makes `memory.grow` return
-        // -1 (plain wasm semantics); only our cap traps.
-        Ok(true)
     }
 
     fn table_growing(
         &mut self,
         _current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_table_elements {
-            return Err(GuestLimit::Table {
-                desired,
-                limit: self.max_table_elements,
-            }
-            .into());
+        let limit = self.max_table_elements;
+        match growth(desired, limit, maximum, TABLE_ABSOLUTE_MAX) {
+            Growth::Allow => Ok(true),
+            Growth::Refuse => Ok(false),
+            Growth::Trap => Err(GuestLimit::Table { desired, limit }.into()),
         }
-        Ok(true)
     }
 
     fn instances(&self) -> usize {

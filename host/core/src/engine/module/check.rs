@@ -19,9 +19,9 @@
 use alloc::{format, string::String, vec, vec::Vec};
 
 use wasmparser::{
-    AbstractHeapType, CompositeInnerType, ElementItems, ExternalKind, FuncValidatorAllocations,
-    HeapType, Operator, Parser, Payload, RefType, TypeRef, ValType, ValidPayload, Validator,
-    WasmFeatures,
+    AbstractHeapType, BlockType, CompositeInnerType, ElementItems, ExternalKind,
+    FuncValidatorAllocations, HeapType, Operator, Parser, Payload, RefType, TypeRef, ValType,
+    ValidPayload, Validator, WasmFeatures,
 };
 
 use super::world::{host_import, show_sig, HostImport, GUEST_EXPORTS, HOST_MODULE};
@@ -412,6 +412,11 @@ fn check_body(
             Operator::CallIndirect { .. } => indirect = true,
             Operator::RefNull { hty } => plain_heap(hty)?,
             Operator::TypedSelect { ty } => plain(ty)?,
+            Operator::Block { blockty } | Operator::Loop { blockty } | Operator::If { blockty } => {
+                if let BlockType::Type(ty) = blockty {
+                    plain(ty)?;
+                }
+            }
             _ => {}
         }
     }

@@ -143,6 +143,18 @@ fn one_acceptance_rule_with_clear_words() {
             "(func (drop (ref.null extern)))",
             "needs a garbage collector",
         ),
+        (
+            "(func (block (result externref) (unreachable)) (drop))",
+            "reference type externref needs a garbage collector",
+        ),
+        (
+            "(func (loop (result externref) (unreachable)) (drop))",
+            "reference type externref needs a garbage collector",
+        ),
+        (
+            "(func (if (result externref) (i32.const 0) (then (unreachable)) (else (unreachable))) (drop))",
+            "reference type externref needs a garbage collector",
+        ),
     ];
     for (extra, expected) in cases {
         let got = refusal(extra);

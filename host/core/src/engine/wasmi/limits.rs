@@ -10,7 +10,7 @@ use wasmi::errors::{MemoryError, TableError};
 use wasmi::{CompilationMode, Config, CustomFuelCosts, EnforcedLimits, ResourceLimiter};
 use wasmi_core::LimiterError;
 
-use crate::limits::Limits;
+use crate::limits::{growth, Growth, Limits, MEMORY_ABSOLUTE_MAX, TABLE_ABSOLUTE_MAX};
 
 /// wasmi's own default initial value-stack height (bytes); the cap must not
 /// be below it or `Config` panics.
@@ -35,6 +35,10 @@ const MAX_CALL_DEPTH: usize = 65_536;
 ///   out of fuel while a function compiles cannot be resumed, so it would
 ///   fail a call at a slice boundary, at random. Compile work is bounded by
 ///   the module's size instead.
+/// - Copying (bulk memory, `memory.grow`, tables) costs no wasmi fuel
+///   either: the module's own counter charges it, and a growth that ran out
+///   of wasmi fuel at the end of a slice would fail as if the memory cap
+///   were hit.
 /// - wasmi's own parse limits are off: the load step's one acceptance rule
 ///   (`engine::module::check`) is at least as strict, and the same on both
 ///   engines.
@@ -44,7 +48,7 @@ pub(super) fn engine_config(limits: &Limits) -> Config {
         .consume_fuel(true)
         .compilation_mode(CompilationMode::Lazy)
         .fuel_cost(CustomFuelCosts {
-            bytes_copied_per_fuel: 64,
+            bytes_copied_per_fuel: u32::MAX,
             fuel_per_bytes_translated: 0,
             fuel_per_bytes_validated: 0,
         })
@@ -94,8 +98,17 @@ impl GuestLimiter {
     }
 }
 
-fn within(desired: usize, cap: usize, maximum: Option<usize>) -> bool {
-    desired <= cap && maximum.is_none_or(|max| desired <= max)
+/// wasmi's answer for [`growth`]'s decision.
+fn decide(
+    limiter: &mut GuestLimiter,
+    what: Exhausted,
+    growth: Growth,
+) -> Result<bool, LimiterError> {
+    match growth {
+        Growth::Allow => Ok(true),
+        Growth::Refuse => Ok(false),
+        Growth::Trap => Err(limiter.deny(what)),
+    }
 }
 
 impl ResourceLimiter for GuestLimiter {
@@ -105,11 +118,8 @@ impl ResourceLimiter for GuestLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> Result<bool, LimiterError> {
-        if within(desired, self.max_memory_bytes, maximum) {
-            Ok(true)
-        } else {
-            Err(self.deny(Exhausted::Memory))
-        }
+        let growth = growth(desired, self.max_memory_bytes, maximum, MEMORY_ABSOLUTE_MAX);
+        decide(self, Exhausted::Memory, growth)
     }
 
     fn memory_grow_failed(&mut self, _error: &MemoryError) -> Result<(), LimiterError> {
@@ -122,11 +132,13 @@ impl ResourceLimiter for GuestLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> Result<bool, LimiterError> {
-        if within(desired, self.max_table_elements, maximum) {
-            Ok(true)
-        } else {
-            Err(self.deny(Exhausted::Table))
-        }
+        let growth = growth(
+            desired,
+            self.max_table_elements,
+            maximum,
+            TABLE_ABSOLUTE_MAX,
+        );
+        decide(self, Exhausted::Table, growth)
     }
 
     fn table_grow_failed(&mut self, _error: &TableError) -> Result<(), LimiterError> {
@@ -164,8 +176,14 @@ mod tests {
         assert_eq!(l.exhausted, Some(Exhausted::Memory));
         assert!(l.table_growing(0, 11, None).is_err());
         assert_eq!(l.exhausted, Some(Exhausted::Table));
-        // The module's own maximum also counts (wasmtime's limiter does the same).
-        assert!(l.memory_growing(0, 65_536 * 2, Some(65_536)).is_err());
+        // Past the module's own maximum, `memory.grow` returns -1 (no trap).
+        l.exhausted = None;
+        assert!(matches!(
+            l.memory_growing(0, 65_536 * 2, Some(65_536)),
+            Ok(false)
+        ));
+        assert!(matches!(l.table_growing(0, 5, Some(4)), Ok(false)));
+        assert_eq!(l.exhausted, None);
     }
 
     #[test]
