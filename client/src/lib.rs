@@ -152,6 +152,7 @@ impl Client {
             queue_capacity: 256,
             max_incoming_packet: 16 * 1024 * 1024,
             max_outgoing_packet: 16 * 1024 * 1024,
+            last_will: None,
         };
         let (client, mut eventloop) = AsyncClient::new(link.mqtt_options()?, 256);
         link.configure(&mut eventloop);

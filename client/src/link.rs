@@ -20,7 +20,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use rumqttc::{EventLoop, MqttOptions, Publish, Request};
+use rumqttc::{EventLoop, LastWill, MqttOptions, Publish, Request};
 
 use crate::tls::{TlsError, TlsFiles};
 
@@ -44,6 +44,9 @@ pub struct LinkOptions {
     pub queue_capacity: usize,
     pub max_incoming_packet: usize,
     pub max_outgoing_packet: usize,
+    /// Sent with every CONNECT; the broker publishes it when the connection
+    /// dies without a DISCONNECT (the device's offline presence).
+    pub last_will: Option<LastWill>,
 }
 
 impl LinkOptions {
@@ -61,6 +64,9 @@ impl LinkOptions {
         }
         if let Some(tls) = &self.tls {
             options.set_transport(tls.transport()?);
+        }
+        if let Some(will) = &self.last_will {
+            options.set_last_will(will.clone());
         }
         Ok(options)
     }
@@ -107,22 +113,35 @@ impl Resend {
         self.saved.len()
     }
 
-    /// A CONNACK: `first` (e.g. the subscriptions) goes to the front of the
-    /// queue, then at most a window of saved publishes, then whatever
-    /// rumqttc itself kept. While saved publishes wait the window stays
-    /// full, so rumqttc takes nothing newer from the request channel: order
-    /// is kept.
+    /// A CONNACK: `first` (e.g. the subscriptions, a presence publish) goes
+    /// to the front of the queue, then saved publishes up to a window
+    /// (counting the publishes in `first`), then whatever rumqttc itself
+    /// kept. While saved publishes wait the window stays full, so rumqttc
+    /// takes nothing newer from the request channel: order is kept.
     pub fn on_connack(
         &mut self,
         eventloop: &mut EventLoop,
         first: impl IntoIterator<Item = Request>,
     ) {
         let mut front: VecDeque<Request> = first.into_iter().collect();
-        let now = self.saved.len().min(self.max_inflight);
+        let first_publishes = front
+            .iter()
+            .filter(|r| matches!(r, Request::Publish(_)))
+            .count();
+        let room = self.max_inflight.saturating_sub(first_publishes);
+        let now = self.saved.len().min(room);
         front.extend(self.saved.drain(..now).map(Request::Publish));
-        self.fed_unsent = now;
+        self.fed_unsent = first_publishes + now;
         front.append(&mut eventloop.pending);
         eventloop.pending = front;
+    }
+
+    /// Drops the saved publishes for which `stale` is true (e.g. a presence
+    /// of a dead connection, which the next CONNACK replaces). Call between
+    /// [`on_connection_lost`](Self::on_connection_lost) and the next
+    /// [`on_connack`](Self::on_connack).
+    pub fn forget(&mut self, mut stale: impl FnMut(&Publish) -> bool) {
+        self.saved.retain(|p| !stale(p));
     }
 
     /// rumqttc wrote publish `pkid`.
@@ -254,5 +273,58 @@ mod tests {
         let others = resend.on_connection_lost(&mut el);
         assert_eq!(others.len(), 1);
         assert_eq!(resend.saved_len(), 1);
+    }
+
+    /// Publishes given with the subscribe (a presence) take their place in
+    /// the window, and can be forgotten after the connection is lost.
+    #[test]
+    fn publishes_given_first_count_in_the_window_and_can_be_forgotten() {
+        let mut el = eventloop();
+        let mut resend = Resend::new(2);
+        el.pending = VecDeque::from([publish(1, 0), publish(2, 0), publish(3, 0)]);
+        let _ = resend.on_connection_lost(&mut el);
+        let Request::Publish(mut presence) = publish(9, 0) else {
+            unreachable!()
+        };
+        presence.topic = "presence".into();
+        resend.on_connack(&mut el, [Request::Publish(presence)]);
+        assert_eq!(
+            payloads(&el.pending),
+            [9, 1],
+            "the presence, then one saved"
+        );
+        // Lost before anything was sent: all come back, in order.
+        let _ = resend.on_connection_lost(&mut el);
+        assert_eq!(resend.saved_len(), 4);
+        resend.forget(|p| p.topic == "presence");
+        resend.on_connack(&mut el, []);
+        assert_eq!(payloads(&el.pending), [1, 2]);
+    }
+
+    #[test]
+    fn the_last_will_goes_into_the_options() {
+        let link = LinkOptions {
+            client_id: "c".into(),
+            host: "127.0.0.1".into(),
+            port: 1883,
+            clean_session: false,
+            credentials: None,
+            tls: None,
+            keep_alive: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            max_inflight: 10,
+            queue_capacity: 10,
+            max_incoming_packet: 1024,
+            max_outgoing_packet: 1024,
+            last_will: Some(LastWill::new(
+                "t/presence",
+                vec![0xc2],
+                QoS::AtLeastOnce,
+                true,
+            )),
+        };
+        let will = link.mqtt_options().unwrap().last_will().unwrap();
+        assert_eq!(will.topic, "t/presence");
+        assert!(will.retain);
     }
 }

@@ -4,7 +4,13 @@
 //! <prefix>/<device>/cmd/<role>     app -> device, role = admin | primary | secondary
 //! <prefix>/<device>/status         device -> app, one message per status transition
 //! <prefix>/<device>/event/<name>   device -> app, events emitted by handlers
+//! <prefix>/<device>/health         device -> app, retained: takes commands or not
+//! <prefix>/<device>/presence       device -> app, retained: online or offline (also the last will)
 //! ```
+//!
+//! [`Topics`] names one device's topics; an app watching a fleet subscribes
+//! to [`status_filter_all`] / [`presence_filter_all`] and reads the device id
+//! back with [`parse_device_topic`].
 //!
 //! The role comes from the topic, never from the payload: the broker's ACL
 //! decides who may publish where. The device subscribes to `cmd/+`, so a
@@ -129,6 +135,12 @@ impl Topics {
         format!("{}health", self.base)
     }
 
+    /// Where the device publishes its retained presence and the broker its
+    /// last will (online or offline: `docs/protocol.md`, "Presence").
+    pub fn presence(&self) -> String {
+        format!("{}presence", self.base)
+    }
+
     /// Where the device publishes the event `name` (seed naming rule).
     pub fn event(&self, name: &str) -> Result<String, TopicError> {
         validate_name(name).map_err(|e| TopicError::EventName {
@@ -166,6 +178,57 @@ impl Topics {
     }
 }
 
+/// Which per-device topic [`parse_device_topic`] recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceTopicKind {
+    /// `<prefix>/<device>/status`
+    Status,
+    /// `<prefix>/<device>/presence`
+    Presence,
+    /// `<prefix>/<device>/health`
+    Health,
+}
+
+impl DeviceTopicKind {
+    /// The topic's last level.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceTopicKind::Status => "status",
+            DeviceTopicKind::Presence => "presence",
+            DeviceTopicKind::Health => "health",
+        }
+    }
+}
+
+/// Every device's status messages: `<prefix>/+/status`.
+pub fn status_filter_all(prefix: &str) -> Result<String, TopicError> {
+    validate_prefix(prefix)?;
+    Ok(format!("{prefix}/+/status"))
+}
+
+/// Every device's presence (and last will): `<prefix>/+/presence`.
+pub fn presence_filter_all(prefix: &str) -> Result<String, TopicError> {
+    validate_prefix(prefix)?;
+    Ok(format!("{prefix}/+/presence"))
+}
+
+/// For an app subscribed to a fleet filter: the device id and kind of a
+/// `<prefix>/<device>/status`, `.../presence` or `.../health` topic. `None`
+/// for anything else, including a device level that breaks the device rule.
+pub fn parse_device_topic<'a>(prefix: &str, topic: &'a str) -> Option<(&'a str, DeviceTopicKind)> {
+    let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
+    let (device, last) = rest.split_once('/')?;
+    let kind = [
+        DeviceTopicKind::Status,
+        DeviceTopicKind::Presence,
+        DeviceTopicKind::Health,
+    ]
+    .into_iter()
+    .find(|k| k.as_str() == last)?;
+    validate_device(device).ok()?;
+    Some((device, kind))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +243,8 @@ mod tests {
         assert_eq!(t.command_filter(), "relay/dev-1/cmd/+");
         assert_eq!(t.command(Role::Admin), "relay/dev-1/cmd/admin");
         assert_eq!(t.status(), "relay/dev-1/status");
+        assert_eq!(t.health(), "relay/dev-1/health");
+        assert_eq!(t.presence(), "relay/dev-1/presence");
         assert_eq!(t.event("door_open").unwrap(), "relay/dev-1/event/door_open");
         assert_eq!(t.event_filter(), "relay/dev-1/event/+");
         let nested = Topics::new("acme/site-3", "d").unwrap();
@@ -249,5 +314,55 @@ mod tests {
         }
         assert!(topics().event("a/b").is_err());
         assert!(topics().event("").is_err());
+    }
+
+    #[test]
+    fn fleet_filters_cover_every_device() {
+        assert_eq!(status_filter_all("relay").unwrap(), "relay/+/status");
+        assert_eq!(
+            presence_filter_all("acme/site-3").unwrap(),
+            "acme/site-3/+/presence"
+        );
+        assert!(status_filter_all("a/#").is_err());
+        assert!(presence_filter_all("").is_err());
+    }
+
+    #[test]
+    fn parses_device_topics_for_fleet_watchers() {
+        let t = topics();
+        assert_eq!(
+            parse_device_topic("relay", &t.status()),
+            Some(("dev-1", DeviceTopicKind::Status))
+        );
+        assert_eq!(
+            parse_device_topic("relay", &t.presence()),
+            Some(("dev-1", DeviceTopicKind::Presence))
+        );
+        assert_eq!(
+            parse_device_topic("relay", &t.health()),
+            Some(("dev-1", DeviceTopicKind::Health))
+        );
+        let nested = Topics::new("acme/site-3", "d_9").unwrap();
+        assert_eq!(
+            parse_device_topic("acme/site-3", &nested.presence()),
+            Some(("d_9", DeviceTopicKind::Presence))
+        );
+        for topic in [
+            "relay/dev-1/cmd/admin",
+            "relay/dev-1/event/boot",
+            "relay/dev-1/status/extra",
+            "relay/dev-1/statuses",
+            "relay//status",
+            "relay/a.b/status",
+            "relay/status",
+            "relayx/dev-1/status",
+            "other/dev-1/status",
+            "acme/site-3/d/status",
+            "",
+        ] {
+            assert_eq!(parse_device_topic("relay", topic), None, "{topic}");
+        }
+        // The prefix must match whole levels.
+        assert_eq!(parse_device_topic("acme", "acme/site-3/d/status"), None);
     }
 }

@@ -19,7 +19,8 @@
 //!
 //! Shared vocabulary lives in [`plugin`] (the WIT world's types in Rust),
 //! [`name`] (the seed naming rule), [`limits`] and [`host_env`] (capabilities
-//! a plugin is granted: log, kv, clock, events).
+//! a plugin is granted: log, kv, clock, events). [`presence`] is the
+//! device's retained online/offline message (with the MQTT last will).
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 
@@ -34,6 +35,7 @@ pub mod machine;
 pub mod msgpack;
 pub mod name;
 pub mod plugin;
+pub mod presence;
 pub mod registry;
 pub mod scheduler;
 pub mod status;

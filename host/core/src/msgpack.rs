@@ -393,6 +393,19 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Reads a boolean (`true` / `false`, nothing else).
+    pub fn read_bool(&mut self) -> Result<bool, MsgpackError> {
+        let at = self.pos;
+        match Marker::from_u8(self.byte()?) {
+            Marker::True => Ok(true),
+            Marker::False => Ok(false),
+            _ => Err(MsgpackError::WrongType {
+                at,
+                expected: "a boolean",
+            }),
+        }
+    }
+
     /// Reads a non-negative integer that fits a `u32`.
     pub fn read_u32(&mut self) -> Result<u32, MsgpackError> {
         let at = self.pos;

@@ -11,6 +11,7 @@
 //! - [`topics`], [`tls`], [`backoff`]: shared with the app side (`relay-client`).
 //! - [`ack_order`]: PUBACKs in arrival order, never on a newer connection.
 //! - [`mqtt`]: the rumqttc transport (event loop task, reconnects, resubscribes).
+//! - [`presence`]: the device's online presence and last will on that link.
 //! - [`fake`]: the in-memory transport for runtime tests.
 
 use std::future::Future;
@@ -20,6 +21,7 @@ use relay_core::plugin::Role;
 pub mod ack_order;
 pub mod fake;
 pub mod mqtt;
+pub mod presence;
 
 /// Shared with the app side (`relay-client`): the same topics, TLS files and
 /// reconnect backoff on both ends of the link.

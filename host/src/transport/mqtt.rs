@@ -35,6 +35,13 @@
 //!   embedded broker).
 //! - **Resubscribe on every ConnAck**, also when the session was present (it
 //!   costs one SUBSCRIBE; a broker that lost our session gets it back).
+//! - **Presence** ([`super::presence`]): a retained `online: false` last
+//!   will with every CONNECT, a retained `online: true` right after the
+//!   SUBSCRIBE of every ConnAck (not counted in
+//!   [`Transport::publish_acks`]). [`MqttTransport::shutdown`] publishes
+//!   `online: false` before the DISCONNECT (which makes the broker discard
+//!   the will), at QoS 0: no PUBACK to keep apart, and nothing could resend
+//!   it after the DISCONNECT anyway.
 //! - **Reconnect** with exponential backoff and full jitter ([`Backoff`]),
 //!   reset on each successful `ConnAck`.
 //! - **TCP_NODELAY** on the socket: without it every hop can stall ~40 ms
@@ -59,6 +66,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use relay_client::link::{LinkOptions, Resend};
+use relay_core::presence::Presence;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Outgoing, Packet, Publish, QoS, Request,
     Subscribe, SubscribeReasonCode,
@@ -68,8 +76,10 @@ use tokio::task::JoinHandle;
 
 use super::ack_order::AckOrder;
 use super::backoff::{Backoff, DEFAULT_BASE, DEFAULT_CAP};
+use super::presence::{boot_ms, PresenceLink};
 use super::topics::{CommandTopic, Topics, DEFAULT_PREFIX};
 use super::{AckRefused, AckToken, Incoming, Outbound, Transport, TransportError};
+use crate::runtime::clock::unix_ms;
 
 /// Settings of the device's MQTT link. [`MqttConfig::new`] fills in defaults.
 #[derive(Debug, Clone)]
@@ -156,6 +166,8 @@ struct AckState {
 
 #[derive(Debug)]
 struct Shared {
+    /// This run's presence `boot`.
+    boot: u64,
     acks: Mutex<AckState>,
     /// PUBACKs received for our publishes (see `Transport::publish_acks`).
     publish_acks: watch::Sender<u64>,
@@ -234,6 +246,8 @@ impl MqttTransport {
                 "max_inflight and queue_capacity must be at least 1".into(),
             ));
         }
+        let boot = boot_ms(unix_ms());
+        let presence = PresenceLink::new(boot, topics.presence());
         let link = LinkOptions {
             client_id: config.effective_client_id(),
             host: config.host.clone(),
@@ -247,6 +261,7 @@ impl MqttTransport {
             queue_capacity: config.queue_capacity,
             max_incoming_packet: config.max_incoming_packet,
             max_outgoing_packet: config.max_outgoing_packet,
+            last_will: Some(presence.last_will()),
         };
         let mut options = link.mqtt_options()?;
         options.set_manual_acks(true);
@@ -254,6 +269,7 @@ impl MqttTransport {
         link.configure(&mut eventloop);
 
         let shared = Arc::new(Shared {
+            boot,
             acks: Mutex::new(AckState::default()),
             publish_acks: watch::channel(0).0,
             client,
@@ -271,6 +287,7 @@ impl MqttTransport {
             link_tx,
             backoff,
             resend: Resend::new(config.max_inflight),
+            presence,
         };
         let event_loop_task = tokio::spawn(driver.run());
         let ack_pump_task = tokio::spawn(ack_pump(shared.clone()));
@@ -286,6 +303,12 @@ impl MqttTransport {
     /// The device's topics.
     pub fn topics(&self) -> &Topics {
         &self.shared.topics
+    }
+
+    /// This run's presence `boot`: unix ms when the transport started,
+    /// strictly increasing within the process.
+    pub fn boot(&self) -> u64 {
+        self.shared.boot
     }
 
     /// A live view of the link.
@@ -328,6 +351,19 @@ impl MqttTransport {
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
+            // The DISCONNECT makes the broker discard our will: say offline ourselves.
+            let session = u32::try_from(self.link_rx.borrow().connects).unwrap_or(u32::MAX);
+            let offline = Presence::offline(self.shared.boot, session, unix_ms());
+            let _ = self
+                .shared
+                .client
+                .publish(
+                    self.shared.topics.presence(),
+                    QoS::AtMostOnce,
+                    true,
+                    offline.to_msgpack(),
+                )
+                .await;
             // Queued behind earlier publishes and acks; fails only if the loop is already gone.
             let _ = self.shared.client.disconnect().await;
             let _ = (&mut handle).await;
@@ -432,6 +468,8 @@ struct Driver {
     backoff: Backoff,
     /// Publishes of dead connections, sent again in order (shared with the app side).
     resend: Resend,
+    /// The online presence of each connection.
+    presence: PresenceLink,
 }
 
 impl Driver {
@@ -452,10 +490,13 @@ impl Driver {
                 }
                 Ok(Event::Incoming(Packet::Publish(publish))) => self.on_publish(publish),
                 Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    self.shared.publish_acks.send_modify(|n| *n += 1);
+                    if !self.presence.on_puback(ack.pkid) {
+                        self.shared.publish_acks.send_modify(|n| *n += 1);
+                    }
                     self.resend.on_puback(&mut self.eventloop, ack.pkid);
                 }
                 Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    self.presence.on_outgoing_publish(pkid);
                     self.resend.on_outgoing_publish(pkid)
                 }
                 Ok(Event::Incoming(Packet::SubAck(suback))) => {
@@ -497,9 +538,11 @@ impl Driver {
         let epoch = self.shared.lock().order.epoch();
         let filter = self.shared.topics.command_filter();
         tracing::info!(session_present, %filter, resent = self.resend.saved_len(), "mqtt: connected");
-        // Subscribe first, then what the last connection had not delivered.
+        // Subscribe first, then say online, then what the last connection had not delivered.
         let subscribe = Request::Subscribe(Subscribe::new(filter, QoS::AtLeastOnce));
-        self.resend.on_connack(&mut self.eventloop, [subscribe]);
+        let online = self.presence.on_connack(unix_ms());
+        self.resend
+            .on_connack(&mut self.eventloop, [subscribe, online]);
         self.link_tx.send_modify(|l| {
             l.connected = true;
             l.subscribed = false;
@@ -547,8 +590,10 @@ impl Driver {
             self.eventloop.clean();
             self.eventloop.state.events.clear();
         }
-        // Subscribes are dropped: every CONNACK subscribes again.
+        // Subscribes are dropped: every CONNACK subscribes again. So is a presence of
+        // this connection: the next CONNACK publishes a newer one, which must stay the last.
         let _ = self.resend.on_connection_lost(&mut self.eventloop);
+        self.presence.on_connection_lost(&mut self.resend);
         let message = error.to_string();
         self.link_tx.send_modify(|l| {
             l.connected = false;

@@ -8,6 +8,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::{Envelope, Kind};
+use crate::presence::Presence;
 use crate::status::{Code, State, Status};
 
 const DOC: &str = include_str!("../../../../docs/protocol.md");
@@ -54,6 +55,11 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                 .with_code(Code::InvalidPayload, "envelope field `id` is missing")
                 .to_msgpack(),
         ),
+        (
+            "presence-online",
+            Presence::online(SENT, 2, SENT + 1_234).to_msgpack(),
+        ),
+        ("presence-will", Presence::will(SENT).to_msgpack()),
     ]
 }
 
@@ -93,6 +99,8 @@ fn protocol_doc_hex_examples_match_the_encoders() {
         // Each example is valid for its decoder.
         if name.starts_with("envelope") {
             assert!(Envelope::from_msgpack(&bytes).is_ok(), "{name}");
+        } else if name.starts_with("presence") {
+            assert!(Presence::from_msgpack(&bytes).is_ok(), "{name}");
         } else {
             assert!(Status::from_msgpack(&bytes).is_ok(), "{name}");
         }
