@@ -20,5 +20,7 @@
 
 pub mod forward;
 pub mod state;
+pub mod store;
+pub mod submit;
 
 pub use state::HubState;

@@ -98,7 +98,9 @@ pub enum Effect {
 pub enum CancelError {
     #[error("no request {id:?} is pending for device {device:?}")]
     Unknown { device: String, id: String },
-    #[error("request {id:?} was already sent to the device; only a request never sent can be cancelled")]
+    #[error(
+        "request {id:?} was already sent to the device; only a request never sent can be cancelled"
+    )]
     AlreadySent { id: String },
 }
 

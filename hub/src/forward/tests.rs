@@ -36,7 +36,9 @@ fn queued(n: usize) -> Forwarder {
     let mut f = Forwarder::new(config());
     assert!(f.connected(0).is_empty());
     for i in 0..n {
-        assert!(f.submit("d1", Pending::new(format!("r{i}"), DAY), 0).is_empty());
+        assert!(f
+            .submit("d1", Pending::new(format!("r{i}"), DAY), 0)
+            .is_empty());
     }
     f
 }
@@ -152,7 +154,10 @@ fn devices_do_not_wait_for_each_other_and_duplicates_are_one_request() {
     for i in 0..4 {
         f.submit("a", Pending::new(format!("a{i}"), DAY), 1);
     }
-    assert_eq!(published(&f.submit("b", Pending::new("b0", DAY), 2)), ["b0"]);
+    assert_eq!(
+        published(&f.submit("b", Pending::new("b0", DAY), 2)),
+        ["b0"]
+    );
     assert!(f.submit("b", Pending::new("b0", DAY), 3).is_empty());
     assert_eq!(f.pending("b"), 1);
     assert_eq!(f.out("a"), 3);

@@ -1,0 +1,176 @@
+//! The store on a real SQLite file (Postgres runs the same code in the
+//! hub's Postgres tests).
+
+use relay_core::envelope::Kind;
+use relay_core::plugin::Role;
+use relay_core::status::{State, Status};
+
+use super::*;
+
+fn request(id: &str, payload: &[u8]) -> NewRequest {
+    NewRequest {
+        device: "d1".into(),
+        id: id.into(),
+        name: "echo".into(),
+        kind: Kind::Command,
+        role: Role::Primary,
+        payload: payload.to_vec(),
+        submitted_by: "alice".into(),
+        submitted_at: 1_000,
+        expires_at: 10_000,
+        deadline_at: None,
+    }
+}
+
+fn status(id: &str, state: State, attempt: u32, at: u64) -> Status {
+    Status {
+        id: id.into(),
+        name: "echo".into(),
+        status: state,
+        attempt,
+        code: None,
+        message: None,
+        reply: (state == State::Succeeded).then(|| vec![0xa2, b'o', b'k']),
+        next_attempt_at: None,
+        at,
+    }
+}
+
+async fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite:{}", dir.path().join("hub.db").display());
+    (dir, Store::open(&url).await.expect("open"))
+}
+
+#[tokio::test]
+async fn submit_is_idempotent_by_id_and_refuses_a_different_request_with_the_same_id() {
+    let (_dir, store) = open().await;
+    assert_eq!(
+        store.submit(request("r1", &[1])).await.unwrap(),
+        Submitted::Created
+    );
+    assert_eq!(
+        store.submit(request("r1", &[1])).await.unwrap(),
+        Submitted::Duplicate
+    );
+    assert_eq!(
+        store.submit(request("r1", &[2])).await.unwrap(),
+        Submitted::Conflict
+    );
+    let open = store.open_requests().await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].envelope.payload, [1]);
+}
+
+#[tokio::test]
+async fn statuses_make_a_history_and_the_final_one_sticks() {
+    let (_dir, store) = open().await;
+    let mut changes = store.changes();
+    store.submit(request("r1", &[])).await.unwrap();
+    store.sent("d1", "r1", 1_100).await.unwrap();
+    for (state, attempt, at) in [
+        (State::Accepted, 0, 1_200),
+        (State::Running, 1, 1_300),
+        (State::Succeeded, 1, 1_400),
+        (State::Succeeded, 1, 1_400), // the final status again, after a resend
+    ] {
+        store
+            .status("d1", status("r1", state, attempt, at), at)
+            .await
+            .unwrap();
+    }
+    // A late hub decision does not override the device.
+    assert!(!store
+        .finish("d1", "r1", HubState::Expired, 2_000)
+        .await
+        .unwrap());
+    let view = store.get("d1", "r1").await.unwrap().expect("stored");
+    assert_eq!(view.state, HubState::Succeeded);
+    assert_eq!(view.reply, Some(serde_json::json!("ok")));
+    let states: Vec<_> = view.history.unwrap().iter().map(|t| t.state).collect();
+    assert_eq!(
+        states,
+        [
+            HubState::Queued,
+            HubState::Sent,
+            HubState::Accepted,
+            HubState::Running,
+            HubState::Succeeded
+        ]
+    );
+    let mut seen = Vec::new();
+    while let Ok(change) = changes.try_recv() {
+        seen.push(change.state);
+    }
+    assert_eq!(seen.last(), Some(&HubState::Succeeded));
+    assert!(store.open_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn only_a_queued_request_can_be_cancelled_and_the_device_overrides_a_hub_expiry() {
+    let (_dir, store) = open().await;
+    store.submit(request("a", &[])).await.unwrap();
+    store.submit(request("b", &[])).await.unwrap();
+    store.sent("d1", "b", 1_100).await.unwrap();
+    assert!(store
+        .finish("d1", "a", HubState::Cancelled, 1_200)
+        .await
+        .unwrap());
+    assert!(!store
+        .finish("d1", "b", HubState::Cancelled, 1_200)
+        .await
+        .unwrap());
+    assert!(store
+        .finish("d1", "b", HubState::Expired, 10_000)
+        .await
+        .unwrap());
+    store
+        .status("d1", status("b", State::Succeeded, 1, 9_000), 10_500)
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    let b = store.get("d1", "b").await.unwrap().unwrap();
+    assert_eq!(b.state, HubState::Succeeded);
+    let a = store.get("d1", "a").await.unwrap().unwrap();
+    assert_eq!(
+        (a.state, a.code.as_deref()),
+        (HubState::Cancelled, Some("cancelled"))
+    );
+    let list = store
+        .list(
+            "d1",
+            &ListFilter {
+                state: Some(HubState::Cancelled),
+                limit: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(list.len(), 1);
+}
+
+#[tokio::test]
+async fn many_concurrent_submits_are_all_durable_and_in_order() {
+    let (dir, store) = open().await;
+    let mut tasks = Vec::new();
+    for i in 0..500 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.submit(request(&format!("r{i:04}"), &[])).await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), Submitted::Created);
+    }
+    store.presence("d1", true, (5, 2), 7).await.unwrap();
+    drop(store);
+    // Reopened: everything is there.
+    let url = format!("sqlite:{}", dir.path().join("hub.db").display());
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(store.open_requests().await.unwrap().len(), 500);
+    let devices = store.devices().await.unwrap();
+    assert_eq!(
+        (devices.len(), devices[0].online, devices[0].session),
+        (1, true, 2)
+    );
+}
