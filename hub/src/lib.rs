@@ -24,3 +24,8 @@ pub mod store;
 pub mod submit;
 
 pub use state::HubState;
+pub mod api;
+pub mod mqtt;
+pub mod run;
+pub mod service;
+pub mod users;

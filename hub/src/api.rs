@@ -1,0 +1,296 @@
+//! The HTTP/JSON API. Every route but `/health` needs `Authorization:
+//! Bearer <token>` (401 without a known token, 403 without a role on the
+//! device). A submit is validated (400 with a code), committed, handed to
+//! the forwarder, and only then answered (201, or 200 for the same id
+//! again, 409 for the same id with other content).
+//!
+//! | route | |
+//! |-------|-|
+//! | `POST /v1/devices/{device}/requests[?wait_ms=N]` | submit; with `wait_ms`, answer once final or after N ms |
+//! | `GET /v1/devices/{device}/requests[?state=S&limit=N]` | a device's requests, newest first |
+//! | `GET /v1/devices/{device}/requests/{id}[?wait_ms=N]` | one request with its history |
+//! | `POST /v1/devices/{device}/requests/{id}/cancel` | cancel one never sent |
+//! | `GET /v1/devices` | devices this user may see, with presence |
+//! | `GET /health` | liveness |
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::forward::CancelError;
+use crate::service::ServiceHandle;
+use crate::state::HubState;
+use crate::store::{ListFilter, OpenRequest, RequestView, Store, Submitted};
+use crate::submit::{validate, SubmitBody, SubmitLimits};
+use crate::users::{User, Users};
+
+/// Longest a caller may wait in one call.
+pub const MAX_WAIT_MS: u64 = 300_000;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub service: ServiceHandle,
+    pub users: Arc<Users>,
+    pub limits: SubmitLimits,
+}
+
+/// An error answer: `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::error!(error = %e, "hub: store error");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string())
+    }
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/health", get(|| async { Json(json!({"ok": true})) }))
+        .route("/v1/devices", get(devices))
+        .route("/v1/devices/{device}/requests", post(submit).get(list))
+        .route("/v1/devices/{device}/requests/{id}", get(get_one))
+        .route("/v1/devices/{device}/requests/{id}/cancel", post(cancel))
+        .with_state(state)
+}
+
+fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<User, ApiError> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    state.users.authenticate(token).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a known token is required: `Authorization: Bearer <token>`",
+        )
+    })
+}
+
+fn role_on(user: &User, device: &str) -> Result<relay_core::plugin::Role, ApiError> {
+    user.role_for(device).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("user {:?} holds no role on device {device:?}", user.name),
+        )
+    })
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct WaitQuery {
+    wait_ms: Option<u64>,
+}
+
+async fn submit(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(device): Path<String>,
+    Query(query): Query<WaitQuery>,
+    body: Result<Json<SubmitBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let user = authenticate(&state, &headers)?;
+    let role = role_on(&user, &device)?;
+    let Json(body) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.body_text()))?;
+    let now = relay_client::unix_ms();
+    let request = validate(&device, body, &user.name, role, now, &state.limits)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
+    let id = request.id.clone();
+    let open = OpenRequest {
+        device: device.clone(),
+        role,
+        envelope: request.envelope(),
+        deadline_at: request.deadline_at,
+        state: HubState::Queued,
+    };
+    let status = match state.store.submit(request).await? {
+        Submitted::Created => {
+            state.service.forward(open).await;
+            StatusCode::CREATED
+        }
+        Submitted::Duplicate => StatusCode::OK,
+        Submitted::Conflict => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "id_conflict",
+                format!("request {id:?} exists for device {device:?} with other content"),
+            ))
+        }
+    };
+    let view = wait_for(&state, &device, &id, query.wait_ms).await?;
+    Ok((status, Json(view)).into_response())
+}
+
+async fn get_one(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path((device, id)): Path<(String, String)>,
+    Query(query): Query<WaitQuery>,
+) -> Result<Json<RequestView>, ApiError> {
+    let user = authenticate(&state, &headers)?;
+    role_on(&user, &device)?;
+    Ok(Json(wait_for(&state, &device, &id, query.wait_ms).await?))
+}
+
+/// The request now, or once it is final, or when `wait_ms` ran out.
+async fn wait_for(
+    state: &ApiState,
+    device: &str,
+    id: &str,
+    wait_ms: Option<u64>,
+) -> Result<RequestView, ApiError> {
+    let mut changes = state.store.changes();
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
+    loop {
+        let view = state.store.get(device, id).await?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no request {id:?} for device {device:?}"),
+            )
+        })?;
+        if view.state.is_final() || tokio::time::Instant::now() >= deadline {
+            return Ok(view);
+        }
+        loop {
+            match tokio::time::timeout_at(deadline, changes.recv()).await {
+                Err(_) => break,                        // waited long enough: read again
+                Ok(Err(RecvError::Lagged(_))) => break, // missed some: read again
+                Ok(Err(RecvError::Closed)) => return Ok(view),
+                Ok(Ok(change)) if change.device == device && change.id == id => break,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(device): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = authenticate(&state, &headers)?;
+    role_on(&user, &device)?;
+    let filter_state = match query.state.as_deref() {
+        None => None,
+        Some(s) => Some(HubState::parse(s).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_state",
+                format!("unknown state {s:?}"),
+            )
+        })?),
+    };
+    let filter = ListFilter {
+        state: filter_state,
+        limit: query.limit,
+    };
+    let requests = state.store.list(&device, &filter).await?;
+    let counts: serde_json::Map<String, serde_json::Value> = state
+        .store
+        .count_by_state(&device)
+        .await?
+        .into_iter()
+        .map(|(s, n)| (s.as_str().to_owned(), json!(n)))
+        .collect();
+    Ok(Json(
+        json!({"device": device, "counts": counts, "requests": requests}),
+    ))
+}
+
+async fn cancel(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path((device, id)): Path<(String, String)>,
+) -> Result<Json<RequestView>, ApiError> {
+    let user = authenticate(&state, &headers)?;
+    role_on(&user, &device)?;
+    match state.service.cancel(&device, &id).await {
+        Ok(()) => {
+            let now = relay_client::unix_ms();
+            state
+                .store
+                .finish(&device, &id, HubState::Cancelled, now)
+                .await?;
+        }
+        Err(CancelError::AlreadySent { .. }) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "already_sent",
+                format!("request {id:?} was already sent to the device; only a request never sent can be cancelled"),
+            ))
+        }
+        Err(CancelError::Unknown { .. }) => {}
+    }
+    let view = state.store.get(&device, &id).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no request {id:?} for device {device:?}"),
+        )
+    })?;
+    if view.state != HubState::Cancelled {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_pending",
+            format!("request {id:?} is {} and cannot be cancelled", view.state),
+        ));
+    }
+    Ok(Json(view))
+}
+
+async fn devices(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = authenticate(&state, &headers)?;
+    let devices: Vec<_> = state
+        .store
+        .devices()
+        .await?
+        .into_iter()
+        .filter(|d| user.role_for(&d.device).is_some())
+        .collect();
+    Ok(Json(json!({"devices": devices})))
+}

@@ -1,0 +1,97 @@
+//! Starting a hub: open the store, connect to the broker, load what is
+//! still open, serve the API. [`start`] returns once the API listens, so a
+//! caller (the CLI, a test) knows the address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use relay_client::link::LinkOptions;
+
+use crate::api::{router, ApiState};
+use crate::forward::ForwardConfig;
+use crate::store::{Store, StoreError};
+use crate::submit::SubmitLimits;
+use crate::users::Users;
+
+/// Everything a hub needs.
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    /// `sqlite:<path>` or `postgres://...`.
+    pub database: String,
+    pub listen: SocketAddr,
+    pub link: LinkOptions,
+    pub prefix: String,
+    pub users: Users,
+    pub forward: ForwardConfig,
+    pub limits: SubmitLimits,
+}
+
+/// Why a hub could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("broker TLS: {0}")]
+    Tls(#[from] relay_client::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Prefix(#[from] relay_client::TopicError),
+}
+
+/// A running hub.
+#[derive(Debug)]
+pub struct RunningHub {
+    pub addr: SocketAddr,
+    pub store: Store,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningHub {
+    /// Serves until the server stops (it does not, unless it fails).
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.server
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+pub async fn start(options: HubOptions) -> Result<RunningHub, StartError> {
+    relay_client::topics::validate_prefix(&options.prefix)?;
+    let store = Store::open(&options.database).await?;
+    let (client, inbound) = crate::mqtt::start(&options.link, &options.prefix)?;
+    let service = crate::service::start(
+        store.clone(),
+        client,
+        inbound,
+        options.prefix.clone(),
+        options.forward,
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: options.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: options.listen,
+        source,
+    })?;
+    let app = router(ApiState {
+        store: store.clone(),
+        service,
+        users: Arc::new(options.users),
+        limits: options.limits,
+    });
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    tracing::info!(%addr, "hub: listening");
+    Ok(RunningHub {
+        addr,
+        store,
+        server,
+    })
+}
