@@ -19,6 +19,7 @@ pub mod connect;
 pub mod dev;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded_broker;
+pub mod hub;
 pub mod render;
 pub mod run;
 pub mod send;
@@ -58,6 +59,8 @@ pub enum Command {
     Broker(broker::ListenArgs),
     /// Run a device host against an MQTT broker, configured by relay.toml.
     Run(run::RunArgs),
+    /// The hub: durable delivery from apps to devices, request tracking (`serve`, `token`).
+    Hub(hub::HubArgs),
     /// Embedded broker + host + bundled plugins in one process, for trying Relay.
     #[cfg(feature = "embedded-broker")]
     Dev(dev::DevArgs),
@@ -95,6 +98,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         #[cfg(feature = "embedded-broker")]
         Command::Broker(args) => broker::run(args),
         Command::Run(args) => run::run(args),
+        Command::Hub(args) => hub::run(args),
         #[cfg(feature = "embedded-broker")]
         Command::Dev(args) => dev::run(args),
         Command::Completions { shell } => {

@@ -7,7 +7,7 @@
 //! | route | |
 //! |-------|-|
 //! | `POST /v1/devices/{device}/requests[?wait_ms=N]` | submit; with `wait_ms`, answer once final or after N ms |
-//! | `GET /v1/devices/{device}/requests[?state=S&limit=N]` | a device's requests, newest first |
+//! | `GET /v1/devices/{device}/requests[?state=S&limit=N&offset=M]` | a device's requests, newest first, and counts by state |
 //! | `GET /v1/devices/{device}/requests/{id}[?wait_ms=N]` | one request with its history |
 //! | `POST /v1/devices/{device}/requests/{id}/cancel` | cancel one never sent |
 //! | `GET /v1/devices` | devices this user may see, with presence |
@@ -202,6 +202,7 @@ async fn wait_for(
 struct ListQuery {
     state: Option<String>,
     limit: Option<u32>,
+    offset: Option<u32>,
 }
 
 async fn list(
@@ -225,6 +226,7 @@ async fn list(
     let filter = ListFilter {
         state: filter_state,
         limit: query.limit,
+        offset: query.offset,
     };
     let requests = state.store.list(&device, &filter).await?;
     let counts: serde_json::Map<String, serde_json::Value> = state

@@ -57,8 +57,10 @@ pub struct DeviceView {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListFilter {
     pub state: Option<HubState>,
-    /// Only requests submitted at or after this seq position (paging).
+    /// At most this many (default 100, at most 1,000).
     pub limit: Option<u32>,
+    /// Skip this many first (paging).
+    pub offset: Option<u32>,
 }
 
 /// A request not final yet, for the forwarder and the publisher.
@@ -143,24 +145,27 @@ impl Store {
         filter: &ListFilter,
     ) -> Result<Vec<RequestView>, StoreError> {
         let limit = i64::from(filter.limit.unwrap_or(100).min(1_000));
+        let offset = i64::from(filter.offset.unwrap_or(0));
         let rows = match filter.state {
             Some(state) => {
                 sqlx::query(&format!(
                     "SELECT {COLUMNS} FROM requests WHERE device = $1 AND state = $2
-                     ORDER BY seq DESC LIMIT $3"
+                     ORDER BY seq DESC LIMIT $3 OFFSET $4"
                 ))
                 .bind(device)
                 .bind(state.as_str())
                 .bind(limit)
+                .bind(offset)
                 .fetch_all(self.pool())
                 .await?
             }
             None => {
                 sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM requests WHERE device = $1 ORDER BY seq DESC LIMIT $2"
+                    "SELECT {COLUMNS} FROM requests WHERE device = $1 ORDER BY seq DESC LIMIT $2 OFFSET $3"
                 ))
                 .bind(device)
                 .bind(limit)
+                .bind(offset)
                 .fetch_all(self.pool())
                 .await?
             }

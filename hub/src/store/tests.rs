@@ -141,7 +141,7 @@ async fn only_a_queued_request_can_be_cancelled_and_the_device_overrides_a_hub_e
             "d1",
             &ListFilter {
                 state: Some(HubState::Cancelled),
-                limit: None,
+                ..ListFilter::default()
             },
         )
         .await
