@@ -27,7 +27,7 @@ pub enum HubAction {
         after_help = "Example:\n  relay hub serve --db sqlite:hub.db --users users.toml --broker mqtt://127.0.0.1:1883\n  \
         curl -H \"Authorization: Bearer $TOKEN\" -d '{\"name\":\"echo\",\"payload\":{\"hi\":1}}' \\\n    http://127.0.0.1:8080/v1/devices/dev-1/requests"
     )]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Make a user token; prints the token and the users-file entry holding its hash.
     Token(TokenArgs),
 }
@@ -71,7 +71,7 @@ pub struct TokenArgs {
 
 pub fn run(args: HubArgs) -> Result<()> {
     match args.action {
-        HubAction::Serve(args) => serve(args),
+        HubAction::Serve(args) => serve(*args),
         HubAction::Token(args) => {
             if relay_core::plugin::Role::parse(&args.role).is_none() {
                 bail!("unknown role {:?}: admin, primary or secondary", args.role);

@@ -20,6 +20,7 @@ pub mod dev;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded_broker;
 pub mod hub;
+pub mod hub_client;
 pub mod render;
 pub mod run;
 pub mod send;

@@ -40,8 +40,14 @@ Exit status: 0 sent (with --wait: succeeded); 1 error (bad input, broker unreach
 no final status in time); 2 usage error; 3 the command ended failed, rejected or
 expired (with --wait).
 
+With --hub URL (or $RELAY_HUB) the request goes through the hub, which stores it
+until the device has run it, even if the device is offline or has never connected;
+the hub picks the role from your grant (--role does not apply), --ttl is the TTL,
+and for --rpc the deadline (default: --timeout).
+
 Examples:
   relay send -d dev-1 echo '{\"hello\": \"world\"}' --wait
+  relay send --hub http://127.0.0.1:8080 --token $TOKEN -d dev-1 echo '{\"hi\": 1}' --wait
   relay send -d dev-1 deploy @deploy.json --ttl 10m --broker mqtts://ops@broker:8883
   cat payload.msgpack | relay send -d dev-1 echo - --format msgpack --rpc --json")]
 pub struct SendArgs {
@@ -79,6 +85,8 @@ pub struct SendArgs {
     pub json_output: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub via: crate::hub_client::HubTarget,
 }
 
 pub fn run(args: SendArgs) -> Result<()> {
@@ -95,6 +103,9 @@ pub fn run(args: SendArgs) -> Result<()> {
     request.id = args.id.clone();
     relay_client::build_envelope(&request, relay_client::unix_ms())?;
     relay_client::topics::validate_device(&args.device)?;
+    if let Some(hub) = args.via.client() {
+        return send_via_hub(&hub, &args, &request);
+    }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -105,6 +116,38 @@ pub fn run(args: SendArgs) -> Result<()> {
             let _ = std::io::stdout().flush();
             std::process::exit(EXIT_NOT_SUCCEEDED)
         }
+        _ => Ok(()),
+    }
+}
+
+/// `--hub`: the hub stores the request and picks the role topic.
+fn send_via_hub(
+    hub: &relay_client::hub::HubClient,
+    args: &SendArgs,
+    request: &CommandRequest,
+) -> Result<()> {
+    let payload = match &request.payload {
+        Payload::Msgpack(bytes) => bytes.clone(),
+        _ => Vec::new(),
+    };
+    let mut submit =
+        relay_client::hub::HubSubmit::command(args.name.clone()).with_msgpack(&payload);
+    submit.id = args.id.clone();
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if args.rpc {
+        submit.kind = Some("rpc".into());
+        submit.deadline_ms = Some(millis(args.ttl.unwrap_or(args.timeout)));
+    } else {
+        submit.ttl_ms = args.ttl.map(millis);
+    }
+    let send = crate::hub_client::HubSend {
+        device: &args.device,
+        submit,
+        wait: args.wait.then_some(args.timeout),
+        json: args.json_output,
+    };
+    match crate::hub_client::send(hub, send)? {
+        Some(state) if state != "succeeded" => std::process::exit(EXIT_NOT_SUCCEEDED),
         _ => Ok(()),
     }
 }

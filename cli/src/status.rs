@@ -52,10 +52,25 @@ pub struct StatusArgs {
     pub json_output: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
+    /// With --hub: the hub's record (state and history), also while the device is offline.
+    #[command(flatten)]
+    pub via: crate::hub_client::HubTarget,
 }
 
 pub fn run(args: StatusArgs) -> Result<()> {
     relay_client::topics::validate_device(&args.device)?;
+    if let Some(hub) = args.via.client() {
+        return match crate::hub_client::status(&hub, &args.device, &args.id, args.json_output)? {
+            Some(()) => Ok(()),
+            None => {
+                eprintln!(
+                    "the hub has no request {} for device {}",
+                    args.id, args.device
+                );
+                std::process::exit(EXIT_UNKNOWN)
+            }
+        };
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -271,3 +271,75 @@ fn status_ttl_cancel_rpc_deadline_and_refusals() -> Result<()> {
     ensure!(devices["devices"][0]["online"] == true, "{devices}");
     Ok(())
 }
+
+/// `relay send --hub` and `relay status --hub`, as a user types them.
+#[test]
+fn the_cli_sends_and_asks_through_the_hub() -> Result<()> {
+    let broker = Mosquitto::start_with(DEFAULTS, &[])?;
+    let hub = HubProcess::start(broker.port())?;
+    let device = "hub-cli";
+    let url = format!("http://127.0.0.1:{}", hub.port);
+    let relay = |args: &[&str], token: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_relay"))
+            .args(args)
+            .env("RELAY_HUB", &url)
+            .env("RELAY_HUB_TOKEN", token)
+            .output()
+    };
+    // Offline device: the request is stored, and its status is known.
+    let out = relay(
+        &["send", "-d", device, "increment", "--id", "cli-1"],
+        hub::ADMIN,
+    )?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(String::from_utf8_lossy(&out.stdout).trim() == "cli-1");
+    let out = relay(&["status", "-d", device, "cli-1"], hub::ADMIN)?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && text.starts_with("cli-1 queued"),
+        "{text}"
+    );
+    let out = relay(&["status", "-d", device, "nope"], hub::ADMIN)?;
+    ensure!(out.status.code() == Some(4), "{out:?}");
+    let out = relay(&["send", "-d", device, "increment"], "bad-token")?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("unauthorized"),
+        "{err}"
+    );
+    // The device comes; --wait prints the final state.
+    let _host = HostProcess::start(HostConfig::new(device, broker.port(), &["counter"]))?;
+    let out = relay(
+        &[
+            "send",
+            "-d",
+            device,
+            "increment",
+            "{\"by\": 5}",
+            "--wait",
+            "--json",
+        ],
+        hub::ADMIN,
+    )?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Json = serde_json::from_slice(&out.stdout)?;
+    ensure!(
+        answer["state"] == "succeeded" && answer["reply"] == json!({"value": 6}),
+        "{answer}"
+    );
+    let out = relay(&["status", "-d", device, "cli-1", "--json"], hub::ADMIN)?;
+    let first: Json = serde_json::from_slice(&out.stdout)?;
+    ensure!(
+        first["state"] == "succeeded" && first["reply"] == json!({"value": 1}),
+        "{first}"
+    );
+    Ok(())
+}

@@ -32,6 +32,7 @@
 
 pub mod backoff;
 mod connection;
+pub mod hub;
 pub mod json;
 pub mod link;
 mod request;
