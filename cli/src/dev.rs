@@ -1,6 +1,7 @@
 //! `relay dev`: everything in one process for trying Relay on a laptop: the
-//! embedded MQTT broker, a device host and the bundled plugins. Prints where
-//! it listens and a ready-to-paste `relay send` line; runs until Ctrl-C.
+//! embedded MQTT broker, a device host, the bundled plugins and a hub on
+//! SQLite. Prints where they listen and ready-to-paste `relay send` lines
+//! (straight over MQTT, and through the hub); runs until Ctrl-C.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::path::PathBuf;
@@ -34,6 +35,74 @@ pub struct DevArgs {
     /// Retry delay in ms (the default 5 s is the product's; shorten it to watch retries).
     #[arg(long, value_name = "MS")]
     pub retry_delay_ms: Option<u64>,
+    /// Port of the hub's HTTP API on 127.0.0.1 (0 = any free port). The hub
+    /// stores requests in <data-dir>/hub.db; its dev token is in <data-dir>/hub-token.
+    #[arg(long, default_value_t = 8080)]
+    pub hub_port: u16,
+    /// Do not start a hub.
+    #[arg(long)]
+    pub no_hub: bool,
+}
+
+/// The hub `relay dev` runs: its address and the dev user's token.
+struct DevHub {
+    addr: SocketAddr,
+    token: String,
+}
+
+/// A hub on SQLite in the data dir, with one admin user whose token is kept
+/// in `<data-dir>/hub-token` (made at the first run).
+async fn start_dev_hub(args: &DevArgs, broker_port: u16) -> anyhow::Result<DevHub> {
+    use relay_hub::users::{new_token, token_hash, Users};
+    std::fs::create_dir_all(&args.data_dir)?;
+    let token_path = args.data_dir.join("hub-token");
+    let token = match std::fs::read_to_string(&token_path) {
+        Ok(token) if !token.trim().is_empty() => token.trim().to_owned(),
+        _ => {
+            let (token, _) = new_token();
+            std::fs::write(&token_path, &token)
+                .with_context(|| format!("writing {}", token_path.display()))?;
+            token
+        }
+    };
+    let users = Users::parse(&format!(
+        "[[user]]\nname = \"dev\"\ntoken_sha256 = \"{}\"\ngrants = [{{ devices = \"*\", role = \"admin\" }}]\n",
+        token_hash(&token)
+    ))
+    .map_err(anyhow::Error::msg)?;
+    let listen = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, args.hub_port));
+    let link = relay_client::link::LinkOptions {
+        client_id: "relay-hub-dev".into(),
+        host: Ipv4Addr::LOCALHOST.to_string(),
+        port: broker_port,
+        clean_session: false,
+        credentials: None,
+        tls: None,
+        keep_alive: Duration::from_secs(30),
+        connect_timeout: Duration::from_secs(5),
+        max_inflight: 100,
+        queue_capacity: 1024,
+        max_incoming_packet: 16 * 1024 * 1024,
+        max_outgoing_packet: 16 * 1024 * 1024,
+        last_will: None,
+    };
+    let options = relay_hub::run::HubOptions {
+        database: format!("sqlite:{}", args.data_dir.join("hub.db").display()),
+        listen,
+        link,
+        prefix: relay_client::topics::DEFAULT_PREFIX.into(),
+        users,
+        forward: relay_hub::forward::ForwardConfig::default(),
+        limits: relay_hub::submit::SubmitLimits::default(),
+    };
+    let hub = relay_hub::run::start(options).await.with_context(|| {
+        format!(
+            "cannot start the hub on {listen}: pass --hub-port 0 (any free port), another port, or --no-hub"
+        )
+    })?;
+    let addr = hub.addr;
+    tokio::spawn(hub.wait());
+    Ok(DevHub { addr, token })
 }
 
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -76,7 +145,11 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         {
             tracing::warn!("not subscribed after 10 s; the host keeps trying");
         }
-        print_banner(&config, &broker, &device.plugins);
+        let hub = match args.no_hub {
+            true => None,
+            false => Some(start_dev_hub(&args, broker.port()).await?),
+        };
+        print_banner(&config, &broker, &device.plugins, hub.as_ref());
         super::run::wait_then_stop(device.handle).await
     })
 }
@@ -101,6 +174,7 @@ fn print_banner(
     config: &Config,
     broker: &EmbeddedBroker,
     plugins: &[relay_core::plugin::PluginInfo],
+    hub: Option<&DevHub>,
 ) {
     let port = broker.port();
     let names: Vec<String> = plugins
@@ -123,6 +197,13 @@ fn print_banner(
         config.plugin_dir.display()
     );
     println!("  data    {}", config.data_dir.display());
+    if let Some(hub) = hub {
+        println!(
+            "  hub     http://{} (requests in {}/hub.db)",
+            hub.addr,
+            config.data_dir.display()
+        );
+    }
     println!();
     println!("Send a command from another terminal:");
     println!(
@@ -130,6 +211,18 @@ fn print_banner(
         relay_command(),
         config.device
     );
+    if let Some(hub) = hub {
+        println!(
+            "Or through the hub (stored until the device has run it, even while it is offline):"
+        );
+        println!(
+            "  {} send --hub http://{} --token {} --device {} echo '{{\"hello\":\"world\"}}' --wait",
+            relay_command(),
+            hub.addr,
+            hub.token,
+            config.device
+        );
+    }
     println!();
     println!("Ctrl-C stops (gracefully: the running handler finishes, nothing acked is lost).");
 }

@@ -65,7 +65,15 @@ fn relay_dev_prints_a_send_line_that_works_and_stops_on_sigterm() -> Result<()> 
     let data = tempfile::tempdir()?;
     let child = Command::new(relay_binary())
         .args([
-            "dev", "--port", "0", "--engine", "wasmi", "--device", "e2e-dev",
+            "dev",
+            "--port",
+            "0",
+            "--engine",
+            "wasmi",
+            "--device",
+            "e2e-dev",
+            "--hub-port",
+            "0",
         ])
         .arg("--plugins")
         .arg(&plugins)
@@ -112,7 +120,39 @@ fn relay_dev_prints_a_send_line_that_works_and_stops_on_sigterm() -> Result<()> 
         "the banner lists the bundled plugins: {banner:#?}"
     );
 
-    // Paste it (plus --json to read the outcome).
+    // The hub's line follows.
+    let hub_line = loop {
+        let left = LIMIT.saturating_sub(started.elapsed());
+        let line = rx
+            .recv_timeout(left)
+            .with_context(|| format!("no `relay send --hub` line; banner: {banner:#?}"))?;
+        banner.push(line.clone());
+        if let Some(at) = line.find(" send --hub ") {
+            break line[at + 1..].to_string();
+        }
+    };
+    let mut args = shell_words(&hub_line);
+    args.push("--json".into());
+    let out = Command::new(relay_binary())
+        .args(&args)
+        .args(["--timeout", "60s"])
+        .output()
+        .context("cannot run `relay send --hub`")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "`relay {}` failed ({}):\n{stdout}\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: Value = serde_json::from_str(stdout.trim())?;
+    ensure!(
+        answer["state"] == "succeeded" && answer["reply"] == serde_json::json!({"hello": "world"}),
+        "{answer}"
+    );
+
+    // Paste the MQTT line (plus --json to read the outcome).
     let mut args = shell_words(&send_line);
     args.push("--json".into());
     let out = Command::new(relay_binary())
