@@ -71,21 +71,11 @@ async fn start_dev_hub(args: &DevArgs, broker_port: u16) -> anyhow::Result<DevHu
     ))
     .map_err(anyhow::Error::msg)?;
     let listen = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, args.hub_port));
-    let link = relay_client::link::LinkOptions {
-        client_id: "relay-hub-dev".into(),
-        host: Ipv4Addr::LOCALHOST.to_string(),
-        port: broker_port,
-        clean_session: false,
-        credentials: None,
-        tls: None,
-        keep_alive: Duration::from_secs(30),
-        connect_timeout: Duration::from_secs(5),
-        max_inflight: 100,
-        queue_capacity: 1024,
-        max_incoming_packet: 16 * 1024 * 1024,
-        max_outgoing_packet: 16 * 1024 * 1024,
-        last_will: None,
-    };
+    let link = relay_hub::run::link_options(
+        "relay-hub-dev",
+        &Ipv4Addr::LOCALHOST.to_string(),
+        broker_port,
+    );
     let options = relay_hub::run::HubOptions {
         database: format!("sqlite:{}", args.data_dir.join("hub.db").display()),
         listen,

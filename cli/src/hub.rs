@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
@@ -97,19 +96,10 @@ pub fn run(args: HubArgs) -> Result<()> {
 pub fn hub_link(connect: &ConnectArgs, client_id: &str) -> Result<LinkOptions> {
     let options = connect.options()?;
     Ok(LinkOptions {
-        client_id: client_id.to_owned(),
-        host: options.host,
-        port: options.port,
-        clean_session: false,
         credentials: options.credentials,
         tls: options.tls,
-        keep_alive: Duration::from_secs(30),
         connect_timeout: options.connect_timeout,
-        max_inflight: 100,
-        queue_capacity: 1024,
-        max_incoming_packet: 16 * 1024 * 1024,
-        max_outgoing_packet: 16 * 1024 * 1024,
-        last_will: None,
+        ..relay_hub::run::link_options(client_id, &options.host, options.port)
     })
 }
 

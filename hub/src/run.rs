@@ -26,6 +26,27 @@ pub struct HubOptions {
     pub limits: SubmitLimits,
 }
 
+/// The hub's broker link: a persistent session under `client_id` (so
+/// statuses wait at the broker while the hub restarts), room for many
+/// requests in flight. Credentials and TLS are the caller's to add.
+pub fn link_options(client_id: &str, host: &str, port: u16) -> LinkOptions {
+    LinkOptions {
+        client_id: client_id.to_owned(),
+        host: host.to_owned(),
+        port,
+        clean_session: false,
+        credentials: None,
+        tls: None,
+        keep_alive: std::time::Duration::from_secs(30),
+        connect_timeout: std::time::Duration::from_secs(5),
+        max_inflight: 100,
+        queue_capacity: 1024,
+        max_incoming_packet: 16 * 1024 * 1024,
+        max_outgoing_packet: 16 * 1024 * 1024,
+        last_will: None,
+    }
+}
+
 /// Why a hub could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
