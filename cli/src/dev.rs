@@ -84,6 +84,7 @@ async fn start_dev_hub(args: &DevArgs, broker_port: u16) -> anyhow::Result<DevHu
         users,
         forward: relay_hub::forward::ForwardConfig::default(),
         limits: relay_hub::submit::SubmitLimits::default(),
+        cluster: None,
     };
     let hub = relay_hub::run::start(options).await.with_context(|| {
         format!(

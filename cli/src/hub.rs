@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use relay_client::link::LinkOptions;
+use relay_hub::cluster::ClusterOptions;
 use relay_hub::forward::ForwardConfig;
 use relay_hub::run::HubOptions;
 use relay_hub::submit::SubmitLimits;
@@ -45,9 +46,19 @@ pub struct ServeArgs {
     /// Everyone is an admin of every device, without a token. Local development only.
     #[arg(long)]
     pub insecure_no_auth: bool,
-    /// The hub's MQTT client id (its persistent session keeps statuses while it is down).
-    #[arg(long, default_value = "relay-hub")]
-    pub client_id: String,
+    /// The hub's MQTT client id (its persistent session keeps statuses while it
+    /// is down). With --instance: `relay-hub-<instance>`.
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// Run as one of several instances on one database (Postgres): a name unique
+    /// among them. Devices are shared out by leases in the database; statuses
+    /// come through an MQTT shared subscription.
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// With --instance: a device whose holder has not renewed its lease for
+    /// this long is taken over by another instance.
+    #[arg(long, default_value_t = 10_000, requires = "instance")]
+    pub lease_ms: u64,
     /// Requests out to one device at once (sent and not final).
     #[arg(long, default_value_t = 64)]
     pub window: usize,
@@ -114,10 +125,19 @@ fn serve(args: ServeArgs) -> Result<()> {
             bail!("--users FILE is required (or --insecure-no-auth for local development)")
         }
     };
+    let client_id = match (&args.client_id, &args.instance) {
+        (Some(id), _) => id.clone(),
+        (None, Some(instance)) => format!("relay-hub-{instance}"),
+        (None, None) => "relay-hub".into(),
+    };
+    let cluster = args.instance.as_ref().map(|instance| ClusterOptions {
+        lease_ms: args.lease_ms.max(1_000),
+        ..ClusterOptions::new(instance.clone())
+    });
     let options = HubOptions {
         database: args.db.clone(),
         listen: args.listen,
-        link: hub_link(&args.connect, &args.client_id)?,
+        link: hub_link(&args.connect, &client_id)?,
         prefix: args.connect.prefix.clone(),
         users,
         forward: ForwardConfig {
@@ -125,6 +145,7 @@ fn serve(args: ServeArgs) -> Result<()> {
             ..ForwardConfig::default()
         },
         limits: SubmitLimits::default(),
+        cluster,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

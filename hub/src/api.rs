@@ -41,6 +41,18 @@ pub struct ApiState {
     pub service: ServiceHandle,
     pub users: Arc<Users>,
     pub limits: SubmitLimits,
+    /// One of several instances: what others record is seen by polling.
+    pub cluster: Option<crate::cluster::ClusterOptions>,
+}
+
+impl ApiState {
+    /// How often a waiter reads the store again when another instance may
+    /// record what it waits for (alone, the commit announcements suffice).
+    fn poll_every(&self) -> Option<Duration> {
+        self.cluster
+            .as_ref()
+            .map(|c| Duration::from_millis(c.sync_ms.clamp(50, 1_000)))
+    }
 }
 
 /// An error answer: `{"error": {"code", "message"}}`.
@@ -176,18 +188,16 @@ async fn wait_for(
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
     loop {
-        let view = state.store.get(device, id).await?.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no request {id:?} for device {device:?}"),
-            )
-        })?;
+        let view = stored(state, device, id).await?;
         if view.state.is_final() || tokio::time::Instant::now() >= deadline {
             return Ok(view);
         }
+        let until = match state.poll_every() {
+            Some(every) => deadline.min(tokio::time::Instant::now() + every),
+            None => deadline,
+        };
         loop {
-            match tokio::time::timeout_at(deadline, changes.recv()).await {
+            match tokio::time::timeout_at(until, changes.recv()).await {
                 Err(_) => break,                        // waited long enough: read again
                 Ok(Err(RecvError::Lagged(_))) => break, // missed some: read again
                 Ok(Err(RecvError::Closed)) => return Ok(view),
@@ -263,15 +273,13 @@ async fn cancel(
                 format!("request {id:?} was already sent to the device; only a request never sent can be cancelled"),
             ))
         }
-        Err(CancelError::Unknown { .. }) => {}
+        Err(CancelError::Unknown { .. }) => {
+            if let Some(cluster) = &state.cluster {
+                ask_holder_to_cancel(&state, cluster, &device, &id).await?;
+            }
+        }
     }
-    let view = state.store.get(&device, &id).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no request {id:?} for device {device:?}"),
-        )
-    })?;
+    let view = stored(&state, &device, &id).await?;
     if view.state != HubState::Cancelled {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -280,6 +288,50 @@ async fn cancel(
         ));
     }
     Ok(Json(view))
+}
+
+/// One of several instances, without `device`'s lease: ask its holder
+/// (through the store) and wait until the request is no longer `queued`
+/// or the holder had time to answer.
+async fn ask_holder_to_cancel(
+    state: &ApiState,
+    cluster: &crate::cluster::ClusterOptions,
+    device: &str,
+    id: &str,
+) -> Result<(), ApiError> {
+    if stored(state, device, id).await?.state != HubState::Queued {
+        return Ok(());
+    }
+    state
+        .store
+        .ask_cancel(device, id, relay_client::unix_ms())
+        .await?;
+    let give_up =
+        tokio::time::Instant::now() + Duration::from_millis(cluster.lease_ms + 4 * cluster.sync_ms);
+    while tokio::time::Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(cluster.sync_ms.clamp(20, 500) / 2)).await;
+        if stored(state, device, id).await?.state != HubState::Queued {
+            return Ok(());
+        }
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no_holder",
+        format!(
+            "no hub instance answered the cancel of {id:?} in time; it is still queued, try again"
+        ),
+    ))
+}
+
+/// The stored request, or 404.
+async fn stored(state: &ApiState, device: &str, id: &str) -> Result<RequestView, ApiError> {
+    state.store.get(device, id).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no request {id:?} for device {device:?}"),
+        )
+    })
 }
 
 async fn devices(

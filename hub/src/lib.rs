@@ -17,6 +17,12 @@
 //! | `forward` | sans-IO: what to send to which device when, TTL, deadlines |
 //! | `mqtt` | the broker link: publishes envelopes, reads statuses and presence |
 //! | `service` | the I/O loop that feeds `forward` and carries out its effects |
+//! | `cluster` | several instances on one database: leases, polls, cancel asks |
+
+// The store's unit tests share record builders with the integration tests,
+// which name the crate `relay_hub`.
+#[cfg(test)]
+extern crate self as relay_hub;
 
 pub mod forward;
 pub mod state;
@@ -25,6 +31,7 @@ pub mod submit;
 
 pub use state::HubState;
 pub mod api;
+pub mod cluster;
 pub mod mqtt;
 pub mod run;
 pub mod service;

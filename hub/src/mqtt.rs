@@ -1,6 +1,9 @@
 //! The hub's broker link: one persistent MQTT session (so statuses wait at
 //! the broker while the hub restarts), subscribed to every device's status
-//! and presence. It turns what arrives into [`Inbound`] events for the
+//! and presence. One of several instances takes statuses through a shared
+//! subscription (`$share/<group>/...`: each status reaches one instance of
+//! the group) and presence directly (every instance keeps every device's
+//! presence; retained messages do not reach shared subscriptions). It turns what arrives into [`Inbound`] events for the
 //! service and gives the service a publisher. Reconnects with backoff; what
 //! a dead connection may have lost is the forwarder's business (it resends
 //! on [`Inbound::Connected`]), not this loop's.
@@ -26,17 +29,23 @@ pub enum Inbound {
     Presence { device: String, presence: Presence },
 }
 
-/// Starts the link; returns the publisher and the event stream.
+/// Starts the link; returns the publisher and the event stream. With
+/// `share_group`, statuses come through that shared subscription.
 pub fn start(
     link: &LinkOptions,
     prefix: &str,
+    share_group: Option<&str>,
 ) -> Result<(AsyncClient, mpsc::Receiver<Inbound>), relay_client::TlsError> {
     let options = link.mqtt_options()?;
     let (client, mut eventloop) = AsyncClient::new(options, link.queue_capacity);
     link.configure(&mut eventloop);
     let (tx, rx) = mpsc::channel(4096);
+    let statuses = status_filter_all(prefix).expect("validated prefix");
     let filters = [
-        status_filter_all(prefix).expect("validated prefix"),
+        match share_group {
+            Some(group) => format!("$share/{group}/{statuses}"),
+            None => statuses,
+        },
         presence_filter_all(prefix).expect("validated prefix"),
     ];
     let prefix = prefix.to_owned();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use relay_client::link::LinkOptions;
 
 use crate::api::{router, ApiState};
+use crate::cluster::{ClusterOptions, SHARE_GROUP};
 use crate::forward::ForwardConfig;
 use crate::store::{Store, StoreError};
 use crate::submit::SubmitLimits;
@@ -24,6 +25,8 @@ pub struct HubOptions {
     pub users: Users,
     pub forward: ForwardConfig,
     pub limits: SubmitLimits,
+    /// One of several instances on one database (see [`crate::cluster`]).
+    pub cluster: Option<ClusterOptions>,
 }
 
 /// The hub's broker link: a persistent session under `client_id` (so
@@ -83,13 +86,22 @@ impl RunningHub {
 pub async fn start(options: HubOptions) -> Result<RunningHub, StartError> {
     relay_client::topics::validate_prefix(&options.prefix)?;
     let store = Store::open(&options.database).await?;
-    let (client, inbound) = crate::mqtt::start(&options.link, &options.prefix)?;
+    // One of several instances: a clean session, since a persistent one
+    // would keep taking its share of statuses while the instance is dead
+    // (what is lost meanwhile is re-asked by the device's new holder).
+    let mut link = options.link.clone();
+    if options.cluster.is_some() {
+        link.clean_session = true;
+    }
+    let share = options.cluster.as_ref().map(|_| SHARE_GROUP);
+    let (client, inbound) = crate::mqtt::start(&link, &options.prefix, share)?;
     let service = crate::service::start(
         store.clone(),
         client,
         inbound,
         options.prefix.clone(),
         options.forward,
+        options.cluster.clone(),
     )
     .await?;
     let listener = tokio::net::TcpListener::bind(options.listen)
@@ -107,6 +119,7 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, StartError> {
         service,
         users: Arc::new(options.users),
         limits: options.limits,
+        cluster: options.cluster,
     });
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     tracing::info!(%addr, "hub: listening");

@@ -2,6 +2,9 @@
 //! submit, a cancel, a status or presence from the broker, the clock) and
 //! carries out its effects (publish an envelope, record `sent`, end a
 //! request). Every decision is the forwarder's; this loop only moves bytes.
+//! With several instances on one database, the cluster task
+//! ([`crate::cluster`]) feeds it too: devices taken over or lost, requests
+//! submitted and states recorded through other instances.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -27,6 +30,15 @@ pub enum Command {
         id: String,
         reply: oneshot::Sender<Result<(), CancelError>>,
     },
+    /// This instance took `device`'s lease: its open requests, in order.
+    Own {
+        device: String,
+        open: Vec<OpenRequest>,
+    },
+    /// Another instance took `device`'s lease.
+    Disown { device: String },
+    /// States recorded through other instances: `(device, id, state)`.
+    Heard(Vec<(String, String, HubState)>),
 }
 
 /// The handle the API holds.
@@ -41,6 +53,20 @@ impl ServiceHandle {
             .commands
             .send(Command::Forward(Box::new(request)))
             .await;
+    }
+
+    pub(crate) async fn own(&self, device: &str, open: Vec<OpenRequest>) {
+        let device = device.to_owned();
+        let _ = self.commands.send(Command::Own { device, open }).await;
+    }
+
+    pub(crate) async fn disown(&self, device: &str) {
+        let device = device.to_owned();
+        let _ = self.commands.send(Command::Disown { device }).await;
+    }
+
+    pub(crate) async fn heard(&self, heard: Vec<(String, String, HubState)>) {
+        let _ = self.commands.send(Command::Heard(heard)).await;
     }
 
     pub async fn cancel(&self, device: &str, id: &str) -> Result<(), CancelError> {
@@ -72,33 +98,49 @@ struct Loop {
     forwarder: Forwarder,
     /// The envelope and role topic of every request the forwarder holds.
     outbox: HashMap<(String, String), (Role, Vec<u8>)>,
+    /// Clustered: where devices to claim go (the cluster task).
+    claims: Option<mpsc::Sender<String>>,
 }
 
-/// Loads every open request, then runs the loop in a task.
+/// Starts the loop in a task. Alone on its database, the hub forwards
+/// every open request; one of several instances (`cluster`) forwards only
+/// what the cluster task hands it.
 pub async fn start(
     store: Store,
     client: AsyncClient,
     inbound: mpsc::Receiver<Inbound>,
     prefix: String,
     config: ForwardConfig,
+    cluster: Option<crate::cluster::ClusterOptions>,
 ) -> Result<ServiceHandle, StoreError> {
+    let (claims, claimed) = mpsc::channel(4096);
     let mut state = Loop {
         store: store.clone(),
         client,
         prefix,
-        forwarder: Forwarder::new(config),
+        forwarder: match cluster {
+            Some(_) => Forwarder::clustered(config),
+            None => Forwarder::new(config),
+        },
         outbox: HashMap::new(),
+        claims: cluster.is_some().then_some(claims),
     };
-    let open = store.open_requests().await?;
-    tracing::info!(open = open.len(), "hub: requests to forward");
-    let now = unix_ms();
-    for request in open {
-        let effects = state.add(request, now);
-        debug_assert!(effects.is_empty(), "not connected yet");
+    if cluster.is_none() {
+        let open = store.open_requests().await?;
+        tracing::info!(open = open.len(), "hub: requests to forward");
+        let now = unix_ms();
+        for request in open {
+            let effects = state.add(request, now);
+            debug_assert!(effects.is_empty(), "not connected yet");
+        }
     }
     let (commands, rx) = mpsc::channel(1024);
     tokio::spawn(state.run(rx, inbound));
-    Ok(ServiceHandle { commands })
+    let handle = ServiceHandle { commands };
+    if let Some(options) = cluster {
+        crate::cluster::spawn(store, handle.clone(), options, claimed);
+    }
+    Ok(handle)
 }
 
 impl Loop {
@@ -114,11 +156,15 @@ impl Loop {
                 HubState::Accepted | HubState::Running | HubState::Retrying
             ),
         };
-        self.outbox.insert(
-            (request.device.clone(), envelope.id.clone()),
-            (request.role, envelope.to_msgpack()),
-        );
-        self.forwarder.submit(&request.device, pending, now)
+        let effects = self.forwarder.submit(&request.device, pending, now);
+        let kept = !effects.iter().any(|e| matches!(e, Effect::Claim { .. }));
+        if kept {
+            self.outbox.insert(
+                (request.device.clone(), envelope.id.clone()),
+                (request.role, envelope.to_msgpack()),
+            );
+        }
+        effects
     }
 
     async fn run(
@@ -156,6 +202,30 @@ impl Loop {
                 });
                 let _ = reply.send(result);
                 Vec::new()
+            }
+            Command::Own { device, open } => {
+                let now = unix_ms();
+                self.forwarder.own(&device);
+                open.into_iter()
+                    .flat_map(|request| self.add(request, now))
+                    .collect()
+            }
+            Command::Disown { device } => {
+                for id in self.forwarder.disown(&device) {
+                    self.outbox.remove(&(device.clone(), id));
+                }
+                Vec::new()
+            }
+            Command::Heard(heard) => {
+                let now = unix_ms();
+                let mut effects = Vec::new();
+                for (device, id, state) in heard {
+                    if state.is_final() {
+                        self.outbox.remove(&(device.clone(), id.clone()));
+                    }
+                    effects.extend(self.forwarder.status(&device, &id, state.is_final(), now));
+                }
+                effects
             }
         }
     }
@@ -220,6 +290,11 @@ impl Loop {
                         return;
                     }
                     let _ = self.store.sent(&device, &id, now).await;
+                }
+                Effect::Claim { device } => {
+                    if let Some(claims) = &self.claims {
+                        let _ = claims.try_send(device);
+                    }
                 }
                 Effect::Finish { device, id, state } => {
                     self.outbox.remove(&(device.clone(), id.clone()));

@@ -3,161 +3,19 @@
 //! `postgres` user when run as root since initdb refuses root), then the
 //! same operations the SQLite tests run: idempotent submit, statuses and
 //! history, cancel and expiry, concurrent submits through group commit,
-//! and everything still there after a reopen.
+//! and everything still there after a reopen; and the leases several hub
+//! instances share the devices out with.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
+
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use relay_core::envelope::Kind;
-use relay_core::plugin::Role;
-use relay_core::status::{State, Status};
+use anyhow::Result;
+use relay_core::status::State;
 use relay_hub::store::{ListFilter, Store, Submitted};
-use relay_hub::submit::NewRequest;
 use relay_hub::HubState;
-
-struct Postgres {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    port: u16,
-}
-
-fn as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
-}
-
-/// Runs a Postgres tool, as `postgres` when we are root.
-fn tool(bin: &Path, name: &str, args: &[&str]) -> Result<()> {
-    let program = bin.join(name);
-    let mut command = if as_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(&program);
-        c
-    } else {
-        Command::new(&program)
-    };
-    let out = command
-        .args(args)
-        .output()
-        .with_context(|| format!("running {name}"))?;
-    if !out.status.success() {
-        bail!(
-            "{name} {args:?} failed: {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
-}
-
-impl Postgres {
-    fn start() -> Result<Postgres> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .context("Postgres is not installed (Debian: apt-get install postgresql)")?
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .find(|p| p.join("initdb").exists())
-            .context("no initdb under /usr/lib/postgresql")?;
-        let dir = tempfile::Builder::new().prefix("relay-pg-").tempdir()?;
-        if as_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()?;
-            anyhow::ensure!(status.success(), "chown failed");
-        }
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let data = dir.path().join("data");
-        let data = data.to_str().context("utf-8 path")?;
-        tool(
-            &bin,
-            "initdb",
-            &["-D", data, "-U", "relay", "--auth=trust", "-E", "UTF8"],
-        )?;
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={} -c fsync=on",
-            dir.path().display()
-        );
-        let log = dir.path().join("pg.log");
-        tool(
-            &bin,
-            "pg_ctl",
-            &[
-                "-D",
-                data,
-                "-l",
-                log.to_str().context("utf-8")?,
-                "-o",
-                &options,
-                "-w",
-                "start",
-            ],
-        )?;
-        let pg = Postgres { dir, bin, port };
-        tool(
-            &pg.bin,
-            "createdb",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-U",
-                "relay",
-                "hub",
-            ],
-        )?;
-        Ok(pg)
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://relay@127.0.0.1:{}/hub", self.port)
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let _ = tool(
-            &self.bin,
-            "pg_ctl",
-            &["-D", data.to_str().unwrap_or(""), "-m", "immediate", "stop"],
-        );
-    }
-}
-
-fn request(id: &str, payload: &[u8]) -> NewRequest {
-    NewRequest {
-        device: "d1".into(),
-        id: id.into(),
-        name: "echo".into(),
-        kind: Kind::Command,
-        role: Role::Primary,
-        payload: payload.to_vec(),
-        submitted_by: "alice".into(),
-        submitted_at: 1_000,
-        expires_at: 10_000,
-        deadline_at: None,
-    }
-}
-
-fn status(id: &str, state: State, attempt: u32, at: u64) -> Status {
-    Status {
-        id: id.into(),
-        name: "echo".into(),
-        status: state,
-        attempt,
-        code: None,
-        message: None,
-        reply: (state == State::Succeeded).then(|| vec![0xa2, b'o', b'k']),
-        next_attempt_at: None,
-        at,
-    }
-}
+use support::postgres::Postgres;
+use support::records::{request, status};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_store_works_the_same_on_postgres() -> Result<()> {
@@ -224,5 +82,13 @@ async fn the_store_works_the_same_on_postgres() -> Result<()> {
     let devices = store.devices().await?;
     assert_eq!((devices[0].online, devices[0].session), (true, 2));
     tokio::time::sleep(Duration::from_millis(10)).await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_work_the_same_on_postgres() -> Result<()> {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await??;
+    let store = Store::open(&pg.url()).await?;
+    support::leases::leases_share_the_devices_out(&store).await?;
     Ok(())
 }

@@ -28,6 +28,13 @@
 //!   on). Once the device has spoken about it, the device decides.
 //! - **RPC deadline.** An RPC not final at `deadline_at` ends `timed_out`.
 //! - **Cancel.** Only a request never sent can be cancelled.
+//! - **Ownership** (several hubs on one database). A clustered forwarder
+//!   sends only for devices whose lease this instance holds: a request for
+//!   any other device is not kept but answered with [`Effect::Claim`] (the
+//!   cluster task then tries to take the lease and, if it does, hands over
+//!   every open request of the device with [`Forwarder::own`]). Losing the
+//!   lease ([`Forwarder::disown`]) forgets the lane's requests; presence
+//!   is kept for every device, owned or not.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -91,6 +98,9 @@ pub enum Effect {
         id: String,
         state: HubState,
     },
+    /// Clustered only: a request arrived for a device this instance does
+    /// not own; try to take its lease.
+    Claim { device: String },
 }
 
 /// Why a cancel was refused.
@@ -113,6 +123,8 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct Lane {
+    /// This instance holds the device's lease (always, unless clustered).
+    owned: bool,
     online: bool,
     /// `(boot, session)` of the last presence seen online.
     session: Option<(u64, u32)>,
@@ -123,6 +135,8 @@ struct Lane {
 #[derive(Debug)]
 pub struct Forwarder {
     config: ForwardConfig,
+    /// Several instances share the database: send only for owned lanes.
+    clustered: bool,
     connected: bool,
     lanes: BTreeMap<String, Lane>,
 }
@@ -131,14 +145,30 @@ impl Forwarder {
     pub fn new(config: ForwardConfig) -> Self {
         Forwarder {
             config,
+            clustered: false,
             connected: false,
             lanes: BTreeMap::new(),
         }
     }
 
+    /// A forwarder for one of several instances: it sends only for the
+    /// devices handed to it with [`Forwarder::own`].
+    pub fn clustered(config: ForwardConfig) -> Self {
+        Forwarder {
+            clustered: true,
+            ..Forwarder::new(config)
+        }
+    }
+
     /// A request was stored (or reloaded at start, in submission order).
     pub fn submit(&mut self, device: &str, pending: Pending, now: u64) -> Vec<Effect> {
-        let lane = self.lanes.entry(device.to_owned()).or_default();
+        let lane = self.lane(device);
+        if !lane.owned {
+            self.drop_idle(device);
+            return vec![Effect::Claim {
+                device: device.to_owned(),
+            }];
+        }
         if lane.entries.iter().any(|e| e.pending.id == pending.id) {
             return Vec::new();
         }
@@ -151,6 +181,25 @@ impl Forwarder {
         out
     }
 
+    /// This instance now holds `device`'s lease: what is submitted for it
+    /// from now on is kept and sent. The caller follows with every open
+    /// request of the device, in submission order.
+    pub fn own(&mut self, device: &str) {
+        self.lane(device).owned = true;
+    }
+
+    /// This instance lost `device`'s lease: forget its requests (another
+    /// instance sends them now) and return their ids.
+    pub fn disown(&mut self, device: &str) -> Vec<String> {
+        let Some(lane) = self.lanes.get_mut(device) else {
+            return Vec::new();
+        };
+        lane.owned = !self.clustered;
+        let dropped = lane.entries.drain(..).map(|e| e.pending.id).collect();
+        self.drop_idle(device);
+        dropped
+    }
+
     /// The device's presence changed.
     pub fn presence(
         &mut self,
@@ -159,7 +208,7 @@ impl Forwarder {
         session: (u64, u32),
         now: u64,
     ) -> Vec<Effect> {
-        let lane = self.lanes.entry(device.to_owned()).or_default();
+        let lane = self.lane(device);
         lane.online = online;
         if online && lane.session != Some(session) {
             lane.session = Some(session);
@@ -311,6 +360,14 @@ impl Forwarder {
         self.lanes.get(device).is_some_and(|lane| lane.online)
     }
 
+    fn lane(&mut self, device: &str) -> &mut Lane {
+        let owned = !self.clustered;
+        self.lanes.entry(device.to_owned()).or_insert_with(|| Lane {
+            owned,
+            ..Lane::default()
+        })
+    }
+
     /// Sends what the window allows, front first.
     fn pump(&mut self, device: &str, now: u64, out: &mut Vec<Effect>) {
         let Some(lane) = self.lanes.get_mut(device) else {
@@ -332,7 +389,8 @@ impl Forwarder {
     }
 
     /// Forgets a lane with nothing pending that is offline (its presence
-    /// is kept by the store; a lane comes back with the next request).
+    /// is kept by the store; a lane comes back with the next request, and
+    /// a clustered instance claims it again then).
     fn drop_idle(&mut self, device: &str) {
         if self
             .lanes

@@ -16,7 +16,7 @@ fn published(effects: &[Effect]) -> Vec<&str> {
         .iter()
         .filter_map(|e| match e {
             Effect::Publish { id, .. } => Some(id.as_str()),
-            Effect::Finish { .. } => None,
+            _ => None,
         })
         .collect()
 }
@@ -26,7 +26,7 @@ fn finished(effects: &[Effect]) -> Vec<(&str, HubState)> {
         .iter()
         .filter_map(|e| match e {
             Effect::Finish { id, state, .. } => Some((id.as_str(), *state)),
-            Effect::Publish { .. } => None,
+            _ => None,
         })
         .collect()
 }
@@ -208,4 +208,76 @@ fn many_requests_through_flapping_presence_all_end_in_order() {
     let expected: Vec<String> = (0..n).map(|i| format!("{i:05}")).collect();
     assert_eq!(done, expected);
     assert_eq!(f.pending("d"), 0);
+}
+
+fn claims(effects: &[Effect]) -> Vec<&str> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Claim { device } => Some(device.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_clustered_forwarder_sends_only_for_devices_it_owns() {
+    let mut f = Forwarder::clustered(config());
+    assert!(f.connected(0).is_empty());
+    assert!(f.presence("d1", true, (1, 1), 0).is_empty());
+    // Not owned: nothing kept, nothing sent, a claim instead.
+    let out = f.submit("d1", Pending::new("r0", DAY), 1);
+    assert_eq!(claims(&out), ["d1"]);
+    assert!(published(&out).is_empty());
+    assert_eq!(f.pending("d1"), 0);
+    // Owned: the cluster task hands over the open requests in order.
+    f.own("d1");
+    let mut sent = Vec::new();
+    for i in 0..4 {
+        let out = f.submit("d1", Pending::new(format!("r{i}"), DAY), 2);
+        assert!(claims(&out).is_empty());
+        sent.extend(published(&out).into_iter().map(str::to_owned));
+    }
+    assert_eq!(sent, ["r0", "r1", "r2"], "the window holds");
+    // A final status recorded by another instance frees a slot like one
+    // received here.
+    assert_eq!(published(&f.status("d1", "r0", true, 3)), ["r3"]);
+    // The lease is lost: the requests are forgotten, presence is not.
+    let dropped = f.disown("d1");
+    assert_eq!(dropped, ["r1", "r2", "r3"]);
+    assert_eq!(f.pending("d1"), 0);
+    assert!(f.is_online("d1"));
+    assert_eq!(claims(&f.submit("d1", Pending::new("r4", DAY), 4)), ["d1"]);
+}
+
+#[test]
+fn a_device_taken_over_gets_its_unconfirmed_requests_again_in_order() {
+    // Instance B takes the lease of a dead instance A: the requests A sent
+    // (`ever_sent`) and those it never sent all go out, oldest first.
+    let mut f = Forwarder::clustered(config());
+    assert!(f.connected(0).is_empty());
+    assert!(f.presence("d1", true, (1, 1), 0).is_empty());
+    f.own("d1");
+    let mut out = Vec::new();
+    for i in 0..3 {
+        let mut p = Pending::new(format!("r{i}"), DAY);
+        p.ever_sent = i < 2;
+        out.extend(f.submit("d1", p, 5));
+    }
+    assert_eq!(published(&out), ["r0", "r1", "r2"]);
+    assert_eq!(
+        f.cancel("d1", "r0"),
+        Err(CancelError::AlreadySent { id: "r0".into() })
+    );
+    assert!(f.cancel("d1", "r2").is_err(), "sent now: too late");
+}
+
+#[test]
+fn an_unclustered_forwarder_owns_every_device() {
+    let mut f = Forwarder::new(config());
+    assert!(f.connected(0).is_empty());
+    assert!(f.presence("d1", true, (1, 1), 0).is_empty());
+    let out = f.submit("d1", Pending::new("r0", DAY), 1);
+    assert_eq!(published(&out), ["r0"]);
+    assert!(claims(&out).is_empty());
 }

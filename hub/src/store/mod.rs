@@ -10,6 +10,7 @@
 //! After each commit the writer announces the state changes on a broadcast
 //! channel, which the API's waiters listen to.
 
+mod lease;
 mod read;
 mod schema;
 mod write;
@@ -238,6 +239,9 @@ impl Store {
         &self.pool
     }
 }
+
+/// The states a request can still leave, as an SQL list.
+const OPEN: &str = "('queued','sent','accepted','running','retrying')";
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)

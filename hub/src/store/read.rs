@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{to_u64, Store, StoreError};
+use super::{to_u64, Store, StoreError, OPEN};
 use crate::state::HubState;
 
 /// One request as the API shows it.
@@ -97,6 +97,34 @@ fn view(row: &AnyRow) -> Result<RequestView, StoreError> {
         deadline_at: row.try_get::<Option<i64>, _>("deadline_at")?.map(to_u64),
         updated_at: to_u64(row.try_get("updated_at")?),
         history: None,
+    })
+}
+
+/// An open request from a row holding `device, id, name, kind, role,
+/// payload, submitted_at, expires_at, deadline_at, state`.
+pub(super) fn open_request(row: &AnyRow) -> Result<OpenRequest, StoreError> {
+    let kind: String = row.try_get("kind")?;
+    let role: String = row.try_get("role")?;
+    let state: String = row.try_get("state")?;
+    let envelope = Envelope::new(
+        row.try_get::<String, _>("id")?,
+        row.try_get::<String, _>("name")?,
+        to_u64(row.try_get("submitted_at")?),
+    )
+    .with_payload(row.try_get("payload")?)
+    .with_kind(if kind == "rpc" {
+        Kind::Rpc
+    } else {
+        Kind::Command
+    })
+    .with_expires_at(to_u64(row.try_get("expires_at")?));
+    Ok(OpenRequest {
+        device: row.try_get("device")?,
+        role: Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
+        envelope,
+        deadline_at: row.try_get::<Option<i64>, _>("deadline_at")?.map(to_u64),
+        state: HubState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("state {state:?}")))?,
     })
 }
 
@@ -192,42 +220,14 @@ impl Store {
 
     /// Every request not final yet, in submission order.
     pub async fn open_requests(&self) -> Result<Vec<OpenRequest>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT device, id, name, kind, role, payload, submitted_at, expires_at,
                     deadline_at, state
-             FROM requests WHERE state IN ('queued','sent','accepted','running','retrying')
-             ORDER BY seq",
-        )
+             FROM requests WHERE state IN {OPEN} ORDER BY seq"
+        ))
         .fetch_all(self.pool())
         .await?;
-        let mut open = Vec::with_capacity(rows.len());
-        for row in rows {
-            let kind: String = row.try_get("kind")?;
-            let role: String = row.try_get("role")?;
-            let state: String = row.try_get("state")?;
-            let envelope = Envelope::new(
-                row.try_get::<String, _>("id")?,
-                row.try_get::<String, _>("name")?,
-                to_u64(row.try_get("submitted_at")?),
-            )
-            .with_payload(row.try_get("payload")?)
-            .with_kind(if kind == "rpc" {
-                Kind::Rpc
-            } else {
-                Kind::Command
-            })
-            .with_expires_at(to_u64(row.try_get("expires_at")?));
-            open.push(OpenRequest {
-                device: row.try_get("device")?,
-                role: Role::parse(&role)
-                    .ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
-                envelope,
-                deadline_at: row.try_get::<Option<i64>, _>("deadline_at")?.map(to_u64),
-                state: HubState::parse(&state)
-                    .ok_or_else(|| StoreError::Corrupt(format!("state {state:?}")))?,
-            });
-        }
-        Ok(open)
+        rows.iter().map(open_request).collect()
     }
 
     /// Every device that ever announced itself.

@@ -50,6 +50,7 @@ impl Backend {
             ),
             "CREATE INDEX IF NOT EXISTS requests_by_state ON requests (state, seq)".into(),
             "CREATE INDEX IF NOT EXISTS requests_by_device ON requests (device, seq)".into(),
+            "CREATE INDEX IF NOT EXISTS requests_by_update ON requests (updated_at)".into(),
             "CREATE TABLE IF NOT EXISTS transitions (
                 request_seq BIGINT NOT NULL,
                 at BIGINT NOT NULL,
@@ -65,6 +66,18 @@ impl Backend {
                 boot BIGINT NOT NULL,
                 session BIGINT NOT NULL,
                 seen_at BIGINT NOT NULL)"
+                .into(),
+            // Several instances: who forwards which device, until when.
+            "CREATE TABLE IF NOT EXISTS leases (
+                device TEXT PRIMARY KEY,
+                owner TEXT NOT NULL,
+                until BIGINT NOT NULL)"
+                .into(),
+            "CREATE TABLE IF NOT EXISTS cancel_asks (
+                device TEXT NOT NULL,
+                id TEXT NOT NULL,
+                asked_at BIGINT NOT NULL,
+                PRIMARY KEY (device, id))"
                 .into(),
         ]
     }

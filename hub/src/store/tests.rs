@@ -1,40 +1,16 @@
 //! The store on a real SQLite file (Postgres runs the same code in the
 //! hub's Postgres tests).
 
-use relay_core::envelope::Kind;
-use relay_core::plugin::Role;
-use relay_core::status::{State, Status};
+use relay_core::status::State;
 
 use super::*;
 
-fn request(id: &str, payload: &[u8]) -> NewRequest {
-    NewRequest {
-        device: "d1".into(),
-        id: id.into(),
-        name: "echo".into(),
-        kind: Kind::Command,
-        role: Role::Primary,
-        payload: payload.to_vec(),
-        submitted_by: "alice".into(),
-        submitted_at: 1_000,
-        expires_at: 10_000,
-        deadline_at: None,
-    }
-}
+#[path = "../../tests/support/leases.rs"]
+mod leases;
+#[path = "../../tests/support/records.rs"]
+mod records;
 
-fn status(id: &str, state: State, attempt: u32, at: u64) -> Status {
-    Status {
-        id: id.into(),
-        name: "echo".into(),
-        status: state,
-        attempt,
-        code: None,
-        message: None,
-        reply: (state == State::Succeeded).then(|| vec![0xa2, b'o', b'k']),
-        next_attempt_at: None,
-        at,
-    }
-}
+use records::{request, status};
 
 async fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -173,4 +149,10 @@ async fn many_concurrent_submits_are_all_durable_and_in_order() {
         (devices.len(), devices[0].online, devices[0].session),
         (1, true, 2)
     );
+}
+
+#[tokio::test]
+async fn leases_share_the_devices_out() {
+    let (_dir, store) = open().await;
+    leases::leases_share_the_devices_out(&store).await.unwrap();
 }

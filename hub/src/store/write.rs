@@ -7,15 +7,12 @@ use relay_core::status::Status;
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
 use tokio::sync::{broadcast, mpsc};
 
-use super::{to_i64, Change, StoreError, Submitted, Write};
+use super::{to_i64, Change, StoreError, Submitted, Write, OPEN};
 use crate::state::HubState;
 use crate::submit::NewRequest;
 
 /// Most writes in one transaction.
 const BATCH: usize = 512;
-
-/// The states a request can still leave.
-const OPEN: &str = "('queued','sent','accepted','running','retrying')";
 
 pub(super) async fn writer(
     pool: AnyPool,
