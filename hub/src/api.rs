@@ -10,8 +10,10 @@
 //! | `GET /v1/devices/{device}/requests[?state=S&limit=N&offset=M]` | a device's requests, newest first, and counts by state |
 //! | `GET /v1/devices/{device}/requests/{id}[?wait_ms=N]` | one request with its history |
 //! | `POST /v1/devices/{device}/requests/{id}/cancel` | cancel one never sent |
+//! | `GET /v1/devices/{device}/events[?access_token=T]` | server-sent events: the device's request states, live (`crate::events`) |
 //! | `GET /v1/devices` | devices this user may see, with presence |
 //! | `GET /health` | liveness |
+//! | `GET /`, `GET /ui` | the web page, no auth (`crate::web`) |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,6 +90,7 @@ impl From<crate::store::StoreError> for ApiError {
 }
 
 pub fn router(state: ApiState) -> Router {
+    let events = crate::events::routes(crate::events::EventsState::of(&state));
     Router::new()
         .route("/health", get(|| async { Json(json!({"ok": true})) }))
         .route("/v1/devices", get(devices))
@@ -95,6 +98,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/devices/{device}/requests/{id}", get(get_one))
         .route("/v1/devices/{device}/requests/{id}/cancel", post(cancel))
         .with_state(state)
+        .merge(events)
+        .merge(crate::web::routes())
 }
 
 fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<User, ApiError> {

@@ -18,6 +18,8 @@
 //! | `mqtt` | the broker link: publishes envelopes, reads statuses and presence |
 //! | `service` | the I/O loop that feeds `forward` and carries out its effects |
 //! | `cluster` | several instances on one database: leases, polls, cancel asks |
+//! | `events` | server-sent events: a device's request states, live |
+//! | `web` | the web page: devices, plugins, requests, a send form |
 
 // The store's unit tests share record builders with the integration tests,
 // which name the crate `relay_hub`.
@@ -32,7 +34,9 @@ pub mod submit;
 pub use state::HubState;
 pub mod api;
 pub mod cluster;
+pub mod events;
 pub mod mqtt;
 pub mod run;
 pub mod service;
 pub mod users;
+pub mod web;
