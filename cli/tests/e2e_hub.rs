@@ -29,57 +29,6 @@ use support::Mosquitto;
 
 const DEFAULTS: &str = include_str!("mosquitto-defaults.conf");
 
-/// Polls (bounded) until the device's `succeeded` count reaches `n`.
-fn wait_succeeded(hub: &HubProcess, device: &str, n: u64, limit: Duration) -> Result<Json> {
-    let started = Instant::now();
-    loop {
-        let list = hub.admin(
-            "GET",
-            &format!("/v1/devices/{device}/requests?limit=1"),
-            None,
-            200,
-        )?;
-        let done = list["counts"]["succeeded"].as_u64().unwrap_or(0);
-        if done >= n {
-            return Ok(list);
-        }
-        if started.elapsed() > limit {
-            bail!(
-                "{done} of {n} succeeded after {limit:?}: {}",
-                list["counts"]
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// Every reply of the device's requests, in submission order.
-fn replies_in_order(hub: &HubProcess, device: &str, n: usize) -> Result<Vec<(String, Json)>> {
-    let mut all = Vec::new();
-    let mut offset = 0;
-    while all.len() < n {
-        let page = hub.admin(
-            "GET",
-            &format!("/v1/devices/{device}/requests?limit=1000&offset={offset}"),
-            None,
-            200,
-        )?;
-        let requests = page["requests"].as_array().cloned().unwrap_or_default();
-        if requests.is_empty() {
-            break;
-        }
-        offset += requests.len();
-        for r in requests {
-            all.push((
-                r["id"].as_str().unwrap_or("").to_owned(),
-                r["reply"].clone(),
-            ));
-        }
-    }
-    all.reverse(); // the list is newest first
-    Ok(all)
-}
-
 fn submit(hub: &HubProcess, device: &str, id: &str, body: Json, expected: u16) -> Result<Json> {
     let mut body = body;
     body["id"] = json!(id);
@@ -114,9 +63,9 @@ fn five_thousand_requests_for_a_device_never_seen_all_run_in_order() -> Result<(
     submit(&hub, device, "r00000", json!({"name": "get"}), 409)?;
     let host = HostProcess::start(HostConfig::new(device, broker.port(), &["counter"]))?;
     let started = Instant::now();
-    wait_succeeded(&hub, device, n as u64, Duration::from_secs(240))?;
+    hub.wait_succeeded(device, n as u64, Duration::from_secs(240))?;
     println!("{n} ran in {:?}", started.elapsed());
-    let replies = replies_in_order(&hub, device, n)?;
+    let replies = hub.replies_in_order(device, n)?;
     ensure!(replies.len() == n, "{} requests listed", replies.len());
     for (i, (id, reply)) in replies.iter().enumerate() {
         ensure!(*id == format!("r{i:05}"), "position {i}: {id}");
@@ -136,7 +85,7 @@ fn a_broker_killed_and_restarted_empty_loses_no_waiting_request() -> Result<()> 
     let device = "hub-restart";
     let mut host = HostProcess::start(HostConfig::new(device, broker.port(), &["counter"]))?;
     submit(&hub, device, "warm", json!({"name": "increment"}), 201)?;
-    wait_succeeded(&hub, device, 1, Duration::from_secs(60))?;
+    hub.wait_succeeded(device, 1, Duration::from_secs(60))?;
     host.terminate()?;
     for i in 0..200 {
         submit(
@@ -151,8 +100,8 @@ fn a_broker_killed_and_restarted_empty_loses_no_waiting_request() -> Result<()> 
     broker.start_again()?; // no persistence: every session and queue is gone
     host.spawn()?;
     host.wait_ready(Duration::from_secs(120))?;
-    wait_succeeded(&hub, device, 201, Duration::from_secs(120))?;
-    let replies = replies_in_order(&hub, device, 201)?;
+    hub.wait_succeeded(device, 201, Duration::from_secs(120))?;
+    let replies = hub.replies_in_order(device, 201)?;
     for (i, (id, reply)) in replies.iter().enumerate() {
         ensure!(*reply == json!({"value": i + 1}), "{id}: {reply}");
     }

@@ -62,7 +62,9 @@ impl ClusterOptions {
     }
 }
 
-/// Starts the task; `claims` carries the devices the forwarder asked for.
+/// Starts the task; `claims` carries devices with news: a request stored
+/// through this instance (read it back, claiming the device if nobody
+/// holds it), or one the forwarder asked to claim.
 pub(crate) fn spawn(
     store: Store,
     service: ServiceHandle,
@@ -91,7 +93,7 @@ async fn run(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let mut nudged = BTreeSet::new();
-        let full_round = tokio::select! {
+        let tick = tokio::select! {
             _ = interval.tick() => true,
             device = claims.recv() => match device {
                 Some(device) => {
@@ -104,7 +106,7 @@ async fn run(
                 None => return,
             },
         };
-        if let Err(e) = member.round(nudged, full_round).await {
+        if let Err(e) = member.round(nudged, tick).await {
             tracing::warn!(error = %e, "hub cluster: a sync round failed");
         }
     }
@@ -125,34 +127,35 @@ struct Member {
 }
 
 impl Member {
-    async fn round(
-        &mut self,
-        nudged: BTreeSet<String>,
-        full_round: bool,
-    ) -> Result<(), StoreError> {
+    /// One round: on the clock (`tick`) renew, claim what nobody holds and
+    /// poll everything; on news of `nudged` devices, claim those nobody
+    /// holds and read back the requests stored since the last round.
+    async fn round(&mut self, nudged: BTreeSet<String>, tick: bool) -> Result<(), StoreError> {
         let now = relay_client::unix_ms();
         let me = self.options.instance.clone();
         let until = now + self.options.lease_ms;
-        let mut held = self.store.renew_leases(&me, until).await?;
-        for lost in self.owned.difference(&held) {
-            tracing::warn!(device = %lost, "hub cluster: lease lost to another instance");
-            self.service.disown(lost).await;
-        }
-        let mut candidates = nudged.clone();
-        if full_round {
-            candidates.extend(self.store.unleased_devices(now).await?);
-        }
-        let reload_all = full_round && now.saturating_sub(self.full_at) >= FULL_EVERY_MS;
-        let mut taken = BTreeSet::new();
-        for device in candidates {
-            if self.store.claim_lease(&device, &me, until, now).await? {
-                held.insert(device.clone());
-                taken.insert(device);
+        let mut held = self.owned.clone();
+        if tick {
+            held = self.store.renew_leases(&me, until).await?;
+            for lost in self.owned.difference(&held) {
+                tracing::warn!(device = %lost, "hub cluster: lease lost to another instance");
+                self.service.disown(lost).await;
             }
         }
+        let mut candidates: BTreeSet<String> =
+            nudged.into_iter().filter(|d| !held.contains(d)).collect();
+        if tick {
+            candidates.extend(self.store.unleased_devices(now).await?);
+        }
+        for device in candidates {
+            if self.store.claim_lease(&device, &me, until, now).await? {
+                held.insert(device);
+            }
+        }
+        let reload_all = tick && now.saturating_sub(self.full_at) >= FULL_EVERY_MS;
         for device in &held {
             let newly = !self.owned.contains(device);
-            if newly || taken.contains(device) || reload_all {
+            if newly || reload_all {
                 if newly {
                     tracing::info!(%device, "hub cluster: forwarding for this device");
                 }
@@ -164,12 +167,12 @@ impl Member {
         if reload_all {
             self.full_at = now;
         }
-        if !full_round {
-            return Ok(());
-        }
         for (seq, request) in self.store.queued_after(&me, self.after).await? {
             self.after = self.after.max(seq);
-            self.service.forward(request).await;
+            self.service.forward_stored(request).await;
+        }
+        if !tick {
+            return Ok(());
         }
         let heard = self
             .store

@@ -22,7 +22,10 @@ use crate::store::{OpenRequest, Store, StoreError};
 /// What the API asks of the loop.
 #[derive(Debug)]
 pub enum Command {
-    /// A request was stored: forward it.
+    /// The API stored a request: forward it (clustered: have the cluster
+    /// task read it back in the store's order).
+    Submitted(Box<OpenRequest>),
+    /// A stored request, read back by the cluster task: forward it.
     Forward(Box<OpenRequest>),
     /// Cancel a request not sent yet (the store is updated by the caller).
     Cancel {
@@ -48,7 +51,16 @@ pub struct ServiceHandle {
 }
 
 impl ServiceHandle {
+    /// The API stored `request`.
     pub async fn forward(&self, request: OpenRequest) {
+        let _ = self
+            .commands
+            .send(Command::Submitted(Box::new(request)))
+            .await;
+    }
+
+    /// The cluster task read `request` back from the store.
+    pub(crate) async fn forward_stored(&self, request: OpenRequest) {
         let _ = self
             .commands
             .send(Command::Forward(Box::new(request)))
@@ -98,7 +110,8 @@ struct Loop {
     forwarder: Forwarder,
     /// The envelope and role topic of every request the forwarder holds.
     outbox: HashMap<(String, String), (Role, Vec<u8>)>,
-    /// Clustered: where devices to claim go (the cluster task).
+    /// Clustered: devices with news for the cluster task (a request
+    /// stored here, or one to claim).
     claims: Option<mpsc::Sender<String>>,
 }
 
@@ -195,6 +208,13 @@ impl Loop {
 
     fn on_command(&mut self, command: Command) -> Vec<Effect> {
         match command {
+            Command::Submitted(request) => match &self.claims {
+                Some(nudge) => {
+                    let _ = nudge.try_send(request.device);
+                    Vec::new()
+                }
+                None => self.add(*request, unix_ms()),
+            },
             Command::Forward(request) => self.add(*request, unix_ms()),
             Command::Cancel { device, id, reply } => {
                 let result = self.forwarder.cancel(&device, &id).map(|_| {

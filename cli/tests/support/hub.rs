@@ -25,6 +25,10 @@ pub struct HubProcess {
     pub port: u16,
     dir: tempfile::TempDir,
     broker_port: u16,
+    /// `None`: SQLite in the temp dir.
+    database: Option<String>,
+    /// Added to `relay hub serve`'s arguments.
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -34,6 +38,25 @@ fn sha256_hex(text: &str) -> String {
 
 impl HubProcess {
     pub fn start(broker_port: u16) -> Result<HubProcess> {
+        Self::start_with(broker_port, None, &[])
+    }
+
+    /// One of several instances on the database at `url` (`--instance`).
+    pub fn start_instance(
+        broker_port: u16,
+        url: &str,
+        instance: &str,
+        lease_ms: u64,
+    ) -> Result<HubProcess> {
+        let lease = lease_ms.to_string();
+        Self::start_with(
+            broker_port,
+            Some(url),
+            &["--instance", instance, "--lease-ms", &lease],
+        )
+    }
+
+    fn start_with(broker_port: u16, database: Option<&str>, extra: &[&str]) -> Result<HubProcess> {
         let dir = tempfile::Builder::new().prefix("relay-hub-").tempdir()?;
         let users = format!(
             "[[user]]\nname = \"admin\"\ntoken_sha256 = \"{}\"\ngrants = [{{ devices = \"*\", role = \"admin\" }}]\n\n\
@@ -46,6 +69,8 @@ impl HubProcess {
             port: free_port(),
             dir,
             broker_port,
+            database: database.map(str::to_owned),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
         hub.spawn()?;
@@ -65,16 +90,23 @@ impl HubProcess {
             .create(true)
             .append(true)
             .open(self.dir.path().join("hub.log"))?;
-        let child = Command::new(env!("CARGO_BIN_EXE_relay"))
-            .args(["hub", "serve", "--db"])
-            .arg(format!("sqlite:{}", self.db_path().display()))
+        let database = self
+            .database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite:{}", self.db_path().display()));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_relay"));
+        command.args(["hub", "serve", "--db", &database]);
+        if self.extra.is_empty() {
+            command.args(["--client-id", "relay-hub-test"]);
+        }
+        let child = command
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--users")
             .arg(self.dir.path().join("users.toml"))
             .arg("--broker")
             .arg(format!("mqtt://127.0.0.1:{}", self.broker_port))
-            .args(["--client-id", "relay-hub-test"])
+            .args(&self.extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -118,6 +150,50 @@ impl HubProcess {
             "{method} {path}: {status} (expected {expected}): {json}"
         );
         Ok(json)
+    }
+}
+
+impl HubProcess {
+    /// Polls (bounded) until `device`'s `succeeded` count reaches `n`.
+    pub fn wait_succeeded(&self, device: &str, n: u64, limit: Duration) -> Result<Json> {
+        let started = std::time::Instant::now();
+        loop {
+            let path = format!("/v1/devices/{device}/requests?limit=1");
+            let list = self.admin("GET", &path, None, 200)?;
+            let done = list["counts"]["succeeded"].as_u64().unwrap_or(0);
+            if done >= n {
+                return Ok(list);
+            }
+            if started.elapsed() > limit {
+                anyhow::bail!(
+                    "{done} of {n} succeeded after {limit:?}: {}\nhub log:\n{}",
+                    list["counts"],
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// `(id, reply)` of the device's requests, in submission order.
+    pub fn replies_in_order(&self, device: &str, n: usize) -> Result<Vec<(String, Json)>> {
+        let mut all = Vec::new();
+        let mut offset = 0;
+        while all.len() < n {
+            let path = format!("/v1/devices/{device}/requests?limit=1000&offset={offset}");
+            let page = self.admin("GET", &path, None, 200)?;
+            let requests = page["requests"].as_array().cloned().unwrap_or_default();
+            if requests.is_empty() {
+                break;
+            }
+            offset += requests.len();
+            for r in requests {
+                let id = r["id"].as_str().unwrap_or("").to_owned();
+                all.push((id, r["reply"].clone()));
+            }
+        }
+        all.reverse(); // the list is newest first
+        Ok(all)
     }
 }
 

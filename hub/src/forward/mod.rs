@@ -21,8 +21,12 @@
 //!   unconfirmed request of the lane go out again; the device's dedupe by id
 //!   answers a request it already has (pending: ignored; final: its final
 //!   status again).
-//! - **Silence.** A request sent to an online device that has heard nothing
-//!   back within `resend_after_ms` is sent again.
+//! - **Silence.** A request sent to an online device is sent again when
+//!   nothing was heard about it for `resend_after_ms`: since it was sent,
+//!   or since its last status. A status can be lost on its way back (by a
+//!   broker, or by a hub instance that dies holding it); the device answers
+//!   a request it already has from its outcome memory, or ignores it while
+//!   it still runs, so a resend is harmless and nothing stays unfinished.
 //! - **TTL.** A request the device never acknowledged is ended `expired` by
 //!   the hub at `expires_at` (the device would refuse to start it from then
 //!   on). Once the device has spoken about it, the device decides.
@@ -32,11 +36,14 @@
 //!   sends only for devices whose lease this instance holds: a request for
 //!   any other device is not kept but answered with [`Effect::Claim`] (the
 //!   cluster task then tries to take the lease and, if it does, hands over
-//!   every open request of the device with [`Forwarder::own`]). Losing the
-//!   lease ([`Forwarder::disown`]) forgets the lane's requests; presence
-//!   is kept for every device, owned or not.
+//!   every open request of the device after [`Forwarder::own`]). Losing
+//!   the lease ([`Forwarder::disown`]) forgets the lane's requests;
+//!   presence is kept for every device, owned or not. Requests reach a
+//!   clustered forwarder in the store's order (the cluster task reads them
+//!   back), never straight from a submit, so a device's requests go out in
+//!   submission order whichever instance took them.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::state::HubState;
 
@@ -119,12 +126,20 @@ struct Entry {
     pending: Pending,
     /// When it was last published on the current connection.
     sent_at: Option<u64>,
+    /// When the device last reported on it.
+    heard_at: Option<u64>,
+}
+
+impl Entry {
+    /// When the silence about it started, if it is out.
+    fn silent_since(&self) -> Option<u64> {
+        self.sent_at
+            .map(|sent| sent.max(self.heard_at.unwrap_or(0)))
+    }
 }
 
 #[derive(Debug, Default)]
 struct Lane {
-    /// This instance holds the device's lease (always, unless clustered).
-    owned: bool,
     online: bool,
     /// `(boot, session)` of the last presence seen online.
     session: Option<(u64, u32)>,
@@ -135,8 +150,10 @@ struct Lane {
 #[derive(Debug)]
 pub struct Forwarder {
     config: ForwardConfig,
-    /// Several instances share the database: send only for owned lanes.
+    /// Several instances share the database: send only for owned devices.
     clustered: bool,
+    /// Clustered: the devices whose lease this instance holds.
+    owned: BTreeSet<String>,
     connected: bool,
     lanes: BTreeMap<String, Lane>,
 }
@@ -146,6 +163,7 @@ impl Forwarder {
         Forwarder {
             config,
             clustered: false,
+            owned: BTreeSet::new(),
             connected: false,
             lanes: BTreeMap::new(),
         }
@@ -162,19 +180,19 @@ impl Forwarder {
 
     /// A request was stored (or reloaded at start, in submission order).
     pub fn submit(&mut self, device: &str, pending: Pending, now: u64) -> Vec<Effect> {
-        let lane = self.lane(device);
-        if !lane.owned {
-            self.drop_idle(device);
+        if !self.owns(device) {
             return vec![Effect::Claim {
                 device: device.to_owned(),
             }];
         }
+        let lane = self.lanes.entry(device.to_owned()).or_default();
         if lane.entries.iter().any(|e| e.pending.id == pending.id) {
             return Vec::new();
         }
         lane.entries.push_back(Entry {
             pending,
             sent_at: None,
+            heard_at: None,
         });
         let mut out = Vec::new();
         self.pump(device, now, &mut out);
@@ -185,16 +203,16 @@ impl Forwarder {
     /// from now on is kept and sent. The caller follows with every open
     /// request of the device, in submission order.
     pub fn own(&mut self, device: &str) {
-        self.lane(device).owned = true;
+        self.owned.insert(device.to_owned());
     }
 
     /// This instance lost `device`'s lease: forget its requests (another
     /// instance sends them now) and return their ids.
     pub fn disown(&mut self, device: &str) -> Vec<String> {
+        self.owned.remove(device);
         let Some(lane) = self.lanes.get_mut(device) else {
             return Vec::new();
         };
-        lane.owned = !self.clustered;
         let dropped = lane.entries.drain(..).map(|e| e.pending.id).collect();
         self.drop_idle(device);
         dropped
@@ -208,7 +226,7 @@ impl Forwarder {
         session: (u64, u32),
         now: u64,
     ) -> Vec<Effect> {
-        let lane = self.lane(device);
+        let lane = self.lanes.entry(device.to_owned()).or_default();
         lane.online = online;
         if online && lane.session != Some(session) {
             lane.session = Some(session);
@@ -234,6 +252,7 @@ impl Forwarder {
             lane.entries.remove(at);
         } else {
             lane.entries[at].pending.heard = true;
+            lane.entries[at].heard_at = Some(now);
         }
         let mut out = Vec::new();
         self.pump(device, now, &mut out);
@@ -310,10 +329,9 @@ impl Forwarder {
             });
             let resend_after = self.config.resend_after_ms;
             for entry in &mut lane.entries {
-                if !entry.pending.heard
-                    && entry
-                        .sent_at
-                        .is_some_and(|t| now.saturating_sub(t) >= resend_after)
+                if entry
+                    .silent_since()
+                    .is_some_and(|t| now.saturating_sub(t) >= resend_after)
                 {
                     entry.sent_at = None;
                 }
@@ -334,8 +352,8 @@ impl Forwarder {
                 lane.entries.iter().flat_map(move |e| {
                     let p = &e.pending;
                     let resend = e
-                        .sent_at
-                        .filter(|_| sending && !p.heard)
+                        .silent_since()
+                        .filter(|_| sending)
                         .map(|t| t.saturating_add(resend_after));
                     [p.deadline_at, (!p.heard).then_some(p.expires_at), resend]
                 })
@@ -360,12 +378,9 @@ impl Forwarder {
         self.lanes.get(device).is_some_and(|lane| lane.online)
     }
 
-    fn lane(&mut self, device: &str) -> &mut Lane {
-        let owned = !self.clustered;
-        self.lanes.entry(device.to_owned()).or_insert_with(|| Lane {
-            owned,
-            ..Lane::default()
-        })
+    /// Whether this instance sends for `device`.
+    pub fn owns(&self, device: &str) -> bool {
+        !self.clustered || self.owned.contains(device)
     }
 
     /// Sends what the window allows, front first.
@@ -389,8 +404,7 @@ impl Forwarder {
     }
 
     /// Forgets a lane with nothing pending that is offline (its presence
-    /// is kept by the store; a lane comes back with the next request, and
-    /// a clustered instance claims it again then).
+    /// is kept by the store; a lane comes back with the next request).
     fn drop_idle(&mut self, device: &str) {
         if self
             .lanes

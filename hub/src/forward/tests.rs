@@ -77,13 +77,17 @@ fn a_new_device_session_or_hub_connection_resends_everything_unconfirmed_in_orde
 }
 
 #[test]
-fn silence_from_an_online_device_resends_but_a_heard_request_waits() {
+fn silence_about_a_request_resends_it_counted_from_the_last_word_heard() {
     let mut f = queued(2);
     f.presence("d1", true, (1, 1), 0);
-    f.status("d1", "r0", false, 10); // accepted: it is running, do not resend
+    f.status("d1", "r0", false, 10); // accepted: silence counts from here
     assert_eq!(f.next_wakeup(), Some(1_000));
     assert!(f.tick(999).is_empty());
     assert_eq!(published(&f.tick(1_000)), ["r1"]);
+    assert_eq!(f.next_wakeup(), Some(1_010));
+    // Its final status was lost on the way back: asked again, the device
+    // answers from its outcome memory.
+    assert_eq!(published(&f.tick(1_010)), ["r0"]);
     assert_eq!(f.next_wakeup(), Some(2_000));
 }
 
@@ -98,7 +102,9 @@ fn ttl_ends_a_request_the_device_never_acknowledged() {
     // Heard from: the device decides expiry.
     f.presence("d1", true, (1, 1), 600);
     f.status("d1", "long", false, 601);
-    assert!(f.tick(DAY + 1).is_empty());
+    let out = f.tick(DAY + 1);
+    assert!(finished(&out).is_empty(), "not expired by the hub");
+    assert_eq!(published(&out), ["long"], "asked again after the silence");
     assert_eq!(f.pending("d1"), 1);
 }
 

@@ -156,3 +156,44 @@ async fn leases_share_the_devices_out() {
     let (_dir, store) = open().await;
     leases::leases_share_the_devices_out(&store).await.unwrap();
 }
+
+#[tokio::test]
+async fn statuses_arriving_out_of_order_never_move_a_request_back() {
+    let (_dir, store) = open().await;
+    store.submit(request("r1", &[])).await.unwrap();
+    store.sent("d1", "r1", 1_100).await.unwrap();
+    // Two instances each took some of the device's statuses: the final one
+    // is recorded before the earlier ones.
+    for (state, attempt) in [
+        (State::Running, 1),
+        (State::Retrying, 1),
+        (State::Succeeded, 2),
+        (State::Running, 2),
+        (State::Accepted, 0),
+        (State::Retrying, 1),
+    ] {
+        store
+            .status("d1", status("r1", state, attempt, 1_200), 1_200)
+            .await
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    let r1 = store.get("d1", "r1").await.unwrap().unwrap();
+    assert_eq!((r1.state, r1.attempt), (HubState::Succeeded, 2));
+    assert_eq!(r1.reply, Some(serde_json::json!("ok")));
+    // A later attempt moves it on; an earlier step does not.
+    store.submit(request("r2", &[])).await.unwrap();
+    for (state, attempt) in [
+        (State::Retrying, 1),
+        (State::Running, 2),
+        (State::Running, 1),
+    ] {
+        store
+            .status("d1", status("r2", state, attempt, 1_300), 1_300)
+            .await
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    let r2 = store.get("d1", "r2").await.unwrap().unwrap();
+    assert_eq!((r2.state, r2.attempt), (HubState::Running, 2));
+}

@@ -305,21 +305,30 @@ async fn record_status(
         status.at,
     )
     .await?;
-    let replaces = !current.is_final() || (current == HubState::Expired && new.is_final());
-    if replaces {
-        sqlx::query(
-            "UPDATE requests SET state = $1, attempt = $2, code = $3, message = $4, reply = $5,
-               updated_at = $6 WHERE seq = $7",
-        )
-        .bind(new.as_str())
-        .bind(i64::from(status.attempt))
-        .bind(code)
-        .bind(status.message.clone())
-        .bind(status.reply.clone())
-        .bind(to_i64(at))
-        .bind(seq)
-        .execute(&mut *conn)
-        .await?;
+    // Statuses of one request may arrive out of order (several instances
+    // share the status subscription, each taking some), so a status moves
+    // the request only forward: to a later attempt, a later step of the
+    // same attempt, or a final state; checked in the UPDATE itself so a
+    // concurrent writer's commit is seen.
+    let updated = sqlx::query(&format!(
+        "UPDATE requests SET state = $1, attempt = $2, code = $3, message = $4, reply = $5,
+           updated_at = $6
+         WHERE seq = $7 AND (
+           (state IN {OPEN} AND ($8 = 1 OR attempt < $2 OR (attempt = $2 AND {RANK} < $9)))
+           OR (state = 'expired' AND $8 = 1))"
+    ))
+    .bind(new.as_str())
+    .bind(i64::from(status.attempt))
+    .bind(code)
+    .bind(status.message.clone())
+    .bind(status.reply.clone())
+    .bind(to_i64(at))
+    .bind(seq)
+    .bind(i64::from(new.is_final()))
+    .bind(rank(new))
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() > 0 {
         announced.push(Change {
             device: device.into(),
             id: status.id.clone(),
@@ -327,6 +336,23 @@ async fn record_status(
         });
     }
     Ok(())
+}
+
+/// The order of a request's states within one attempt, as SQL over the
+/// `state` column (finals are handled apart).
+const RANK: &str = "(CASE state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1 WHEN 'accepted' THEN 2
+    WHEN 'running' THEN 3 WHEN 'retrying' THEN 4 ELSE 5 END)";
+
+/// [`RANK`] of `state`.
+fn rank(state: HubState) -> i64 {
+    match state {
+        HubState::Queued => 0,
+        HubState::Sent => 1,
+        HubState::Accepted => 2,
+        HubState::Running => 3,
+        HubState::Retrying => 4,
+        _ => 5,
+    }
 }
 
 async fn history(
