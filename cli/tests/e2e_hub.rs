@@ -21,7 +21,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{ensure, Result};
 use host_process::{HostConfig, HostProcess};
 use hub::{HubProcess, OUTSIDER};
 use serde_json::{json, Value as Json};

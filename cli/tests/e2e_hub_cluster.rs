@@ -130,3 +130,41 @@ fn two_instances_one_killed_mid_run_lose_nothing_and_keep_each_devices_order() -
     println!("{N} requests per device through two instances, one killed: all final, in order, none twice");
     Ok(())
 }
+
+/// A cancel that reaches the instance not holding the device is carried
+/// out by the holder (through an ask in the store), and every instance
+/// answers for every request.
+#[test]
+fn a_cancel_through_the_other_instance_is_carried_out_by_the_holder() -> Result<()> {
+    let pg = postgres::Postgres::start().context("starting Postgres")?;
+    let broker = Mosquitto::start_with(DEFAULTS, &[])?;
+    let a = HubProcess::start_instance(broker.port(), &pg.url(), "a", LEASE_MS)?;
+    let b = HubProcess::start_instance(broker.port(), &pg.url(), "b", LEASE_MS)?;
+    let path = "/v1/devices/cl-offline/requests";
+    for id in ["x1", "x2"] {
+        let body = json!({"id": id, "name": "increment"});
+        a.admin("POST", path, Some(&body), 201)?;
+    }
+    // `a` holds the device once it has read its requests back.
+    let started = std::time::Instant::now();
+    while !a.log().contains("forwarding for this device") {
+        ensure!(
+            started.elapsed() < Duration::from_secs(20),
+            "a never took the device:\n{}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cancelled = b.admin("POST", &format!("{path}/x1/cancel"), None, 200)?;
+    ensure!(cancelled["state"] == "cancelled", "{cancelled}");
+    let seen = a.admin("GET", &format!("{path}/x1"), None, 200)?;
+    ensure!(seen["state"] == "cancelled", "{seen}");
+    let other = b.admin("GET", &format!("{path}/x2"), None, 200)?;
+    ensure!(other["state"] == "queued", "{other}");
+    ensure!(
+        !b.log().contains("forwarding for this device"),
+        "b took the device although a holds it:\n{}",
+        b.log()
+    );
+    Ok(())
+}
