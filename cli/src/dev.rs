@@ -213,6 +213,10 @@ fn print_banner(
             hub.token,
             config.device
         );
+        println!(
+            "The hub's web page: http://{}/ (token {})",
+            hub.addr, hub.token
+        );
     }
     println!();
     println!("Ctrl-C stops (gracefully: the running handler finishes, nothing acked is lost).");
