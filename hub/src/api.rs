@@ -24,12 +24,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::forward::CancelError;
 use crate::service::ServiceHandle;
 use crate::state::HubState;
-use crate::store::{ListFilter, OpenRequest, RequestView, Store, Submitted};
+use crate::store::{Change, ListFilter, OpenRequest, Received, RequestView, Store, Submitted};
 use crate::submit::{validate, SubmitBody, SubmitLimits};
 use crate::users::{User, Users};
 
@@ -153,12 +154,14 @@ async fn submit(
         deadline_at: request.deadline_at,
         state: HubState::Queued,
     };
-    let status = match state.store.submit(request).await? {
+    let queued = RequestView::queued(&request);
+    let waiter = Waiter::new(&state.store);
+    let (status, known) = match state.store.submit(request).await? {
         Submitted::Created => {
             state.service.forward(open).await;
-            StatusCode::CREATED
+            (StatusCode::CREATED, Some(queued))
         }
-        Submitted::Duplicate => StatusCode::OK,
+        Submitted::Duplicate => (StatusCode::OK, None),
         Submitted::Conflict => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -167,7 +170,7 @@ async fn submit(
             ))
         }
     };
-    let view = wait_for(&state, &device, &id, query.wait_ms).await?;
+    let view = wait_for(&state, waiter, &device, &id, query.wait_ms, known).await?;
     Ok((status, Json(view)).into_response())
 }
 
@@ -179,21 +182,56 @@ async fn get_one(
 ) -> Result<Json<RequestView>, ApiError> {
     let user = authenticate(&state, &headers)?;
     role_on(&user, &device)?;
-    Ok(Json(wait_for(&state, &device, &id, query.wait_ms).await?))
+    let waiter = Waiter::new(&state.store);
+    Ok(Json(
+        wait_for(&state, waiter, &device, &id, query.wait_ms, None).await?,
+    ))
 }
 
-/// The request now, or once it is final, or when `wait_ms` ran out.
+/// What a waiter listens to, subscribed before the request can change.
+struct Waiter {
+    changes: broadcast::Receiver<Change>,
+    received: broadcast::Receiver<Received>,
+}
+
+impl Waiter {
+    fn new(store: &Store) -> Self {
+        Waiter {
+            changes: store.changes(),
+            received: store.received(),
+        }
+    }
+}
+
+/// Why a waiter woke up.
+enum Wake {
+    /// Read the request again.
+    Read,
+    /// The device's final status arrived (committed within one commit).
+    Final(RequestView),
+    Done,
+}
+
+/// The request now (`known`, or read), or once it is final, or when
+/// `wait_ms` ran out. A final status is answered as soon as the hub
+/// receives it, built from the status itself; its record is committed
+/// right behind it.
 async fn wait_for(
     state: &ApiState,
+    mut waiter: Waiter,
     device: &str,
     id: &str,
     wait_ms: Option<u64>,
+    known: Option<RequestView>,
 ) -> Result<RequestView, ApiError> {
-    let mut changes = state.store.changes();
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
+    let mut known = known;
     loop {
-        let view = stored(state, device, id).await?;
+        let view = match known.take() {
+            Some(view) => view,
+            None => stored(state, device, id).await?,
+        };
         if view.state.is_final() || tokio::time::Instant::now() >= deadline {
             return Ok(view);
         }
@@ -201,14 +239,31 @@ async fn wait_for(
             Some(every) => deadline.min(tokio::time::Instant::now() + every),
             None => deadline,
         };
-        loop {
-            match tokio::time::timeout_at(until, changes.recv()).await {
-                Err(_) => break,                        // waited long enough: read again
-                Ok(Err(RecvError::Lagged(_))) => break, // missed some: read again
-                Ok(Err(RecvError::Closed)) => return Ok(view),
-                Ok(Ok(change)) if change.device == device && change.id == id => break,
-                Ok(Ok(_)) => {}
+        let wake = loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break Wake::Read,
+                change = waiter.changes.recv() => match change {
+                    Err(RecvError::Lagged(_)) => break Wake::Read,
+                    Err(RecvError::Closed) => break Wake::Done,
+                    Ok(c) if c.device == device && c.id == id => break Wake::Read,
+                    Ok(_) => {}
+                },
+                received = waiter.received.recv() => match received {
+                    Err(RecvError::Lagged(_)) => break Wake::Read,
+                    Err(RecvError::Closed) => break Wake::Done,
+                    Ok(r) if r.device == device => {
+                        if let Some(done) = view.finished_by(&r.status, r.at) {
+                            break Wake::Final(done);
+                        }
+                    }
+                    Ok(_) => {}
+                },
             }
+        };
+        match wake {
+            Wake::Read => {}
+            Wake::Final(done) => return Ok(done),
+            Wake::Done => return Ok(view),
         }
     }
 }

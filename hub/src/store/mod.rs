@@ -8,7 +8,11 @@
 //! it is durable, and many submits share one fsync. Status and presence
 //! records ride the same queue, so they are stored in the order they came.
 //! After each commit the writer announces the state changes on a broadcast
-//! channel, which the API's waiters listen to.
+//! channel, which the API's waiters listen to. A device's status is also
+//! announced as soon as it is received ([`Store::received`]), before its
+//! commit: a caller waiting for a final status is answered from it at once,
+//! one commit earlier (the record follows within that commit; if the hub
+//! dies first, the device is asked again and answers the same).
 
 mod lease;
 mod read;
@@ -60,6 +64,14 @@ pub struct Change {
     pub state: HubState,
 }
 
+/// A device's status as received, before it is committed.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub device: String,
+    pub status: std::sync::Arc<Status>,
+    pub at: u64,
+}
+
 /// One queued write.
 #[derive(Debug)]
 pub(crate) enum Write {
@@ -101,6 +113,7 @@ pub struct Store {
     backend: Backend,
     writes: mpsc::Sender<Write>,
     changes: broadcast::Sender<Change>,
+    received: broadcast::Sender<Received>,
 }
 
 impl Store {
@@ -137,12 +150,14 @@ impl Store {
         }
         let (writes, queue) = mpsc::channel(4096);
         let (changes, _) = broadcast::channel(16_384);
+        let (received, _) = broadcast::channel(16_384);
         tokio::spawn(write::writer(pool.clone(), queue, changes.clone()));
         Ok(Store {
             pool,
             backend,
             writes,
             changes,
+            received,
         })
     }
 
@@ -205,6 +220,11 @@ impl Store {
 
     /// Records a status the device published.
     pub async fn status(&self, device: &str, status: Status, at: u64) -> Result<(), StoreError> {
+        let _ = self.received.send(Received {
+            device: device.into(),
+            status: std::sync::Arc::new(status.clone()),
+            at,
+        });
         self.send(Write::Status {
             device: device.into(),
             status: Box::new(status),
@@ -233,6 +253,11 @@ impl Store {
     /// State changes from now on.
     pub fn changes(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
+    }
+
+    /// Device statuses from now on, as they are received (before commit).
+    pub fn received(&self) -> broadcast::Receiver<Received> {
+        self.received.subscribe()
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {

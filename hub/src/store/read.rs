@@ -128,6 +128,68 @@ pub(super) fn open_request(row: &AnyRow) -> Result<OpenRequest, StoreError> {
     })
 }
 
+impl RequestView {
+    /// A request just stored, as its submitter sees it.
+    pub fn queued(r: &crate::submit::NewRequest) -> RequestView {
+        RequestView {
+            device: r.device.clone(),
+            id: r.id.clone(),
+            name: r.name.clone(),
+            kind: r.kind.as_str().to_owned(),
+            role: r.role.as_str().to_owned(),
+            state: HubState::Queued,
+            attempt: 0,
+            code: None,
+            message: None,
+            reply: None,
+            submitted_by: r.submitted_by.clone(),
+            submitted_at: r.submitted_at,
+            expires_at: r.expires_at,
+            deadline_at: r.deadline_at,
+            updated_at: r.submitted_at,
+            history: Some(vec![TransitionView {
+                at: r.submitted_at,
+                state: HubState::Queued,
+                attempt: 0,
+                code: None,
+                message: None,
+            }]),
+        }
+    }
+
+    /// This view with the device's final `status` applied, as the store
+    /// will record it (a final status ends any request not final, and
+    /// replaces the hub's own `expired`); `None` if it changes nothing.
+    pub fn finished_by(&self, status: &relay_core::status::Status, at: u64) -> Option<RequestView> {
+        let state = HubState::from_device(status.status);
+        let open = !self.state.is_final() || self.state == HubState::Expired;
+        if !state.is_final() || !open || status.id != self.id {
+            return None;
+        }
+        let code = status.code.as_ref().map(|c| c.as_str().to_owned());
+        let mut view = self.clone();
+        view.state = state;
+        view.attempt = u64::from(status.attempt);
+        view.code = code.clone();
+        view.message = status.message.clone();
+        view.reply = status
+            .reply
+            .as_ref()
+            .map(|bytes| relay_client::json::msgpack_to_json(bytes));
+        view.updated_at = at;
+        if let Some(history) = &mut view.history {
+            history.push(TransitionView {
+                at: status.at,
+                state,
+                attempt: view.attempt,
+                code,
+                message: status.message.clone(),
+            });
+        }
+        Some(view)
+    }
+}
+
 impl Store {
     /// One request with its history.
     pub async fn get(&self, device: &str, id: &str) -> Result<Option<RequestView>, StoreError> {

@@ -197,3 +197,32 @@ async fn statuses_arriving_out_of_order_never_move_a_request_back() {
     let r2 = store.get("d1", "r2").await.unwrap().unwrap();
     assert_eq!((r2.state, r2.attempt), (HubState::Running, 2));
 }
+
+#[tokio::test]
+async fn a_waiter_answered_from_a_received_final_status_sees_what_the_store_then_records() {
+    let (_dir, store) = open().await;
+    let new = request("r1", &[]);
+    let queued = RequestView::queued(&new);
+    store.submit(new).await.unwrap();
+    let stored = store.get("d1", "r1").await.unwrap().unwrap();
+    assert_eq!(queued, stored, "the submitter's view is the stored one");
+    let running = status("r1", State::Running, 1, 1_100);
+    assert!(queued.finished_by(&running, 1_100).is_none(), "not final");
+    let done = status("r1", State::Succeeded, 1, 1_200);
+    let early = queued.finished_by(&done, 1_200).unwrap();
+    store.status("d1", done, 1_200).await.unwrap();
+    store.flush().await.unwrap();
+    let recorded = store.get("d1", "r1").await.unwrap().unwrap();
+    assert_eq!(
+        (early.state, early.attempt, &early.reply, early.updated_at),
+        (
+            recorded.state,
+            recorded.attempt,
+            &recorded.reply,
+            recorded.updated_at
+        )
+    );
+    assert!(early
+        .finished_by(&status("r1", State::Failed, 2, 1_300), 1_300)
+        .is_none());
+}
