@@ -154,6 +154,10 @@ pub struct Forwarder {
     clustered: bool,
     /// Clustered: the devices whose lease this instance holds.
     owned: BTreeSet<String>,
+    /// Each lane's next instant for `tick`, and the same ordered by time,
+    /// so neither `tick` nor `next_wakeup` walks every device.
+    wake_of: BTreeMap<String, u64>,
+    wakeups: BTreeSet<(u64, String)>,
     connected: bool,
     lanes: BTreeMap<String, Lane>,
 }
@@ -164,6 +168,8 @@ impl Forwarder {
             config,
             clustered: false,
             owned: BTreeSet::new(),
+            wake_of: BTreeMap::new(),
+            wakeups: BTreeSet::new(),
             connected: false,
             lanes: BTreeMap::new(),
         }
@@ -196,6 +202,7 @@ impl Forwarder {
         });
         let mut out = Vec::new();
         self.pump(device, now, &mut out);
+        self.settle(device);
         out
     }
 
@@ -214,7 +221,7 @@ impl Forwarder {
             return Vec::new();
         };
         let dropped = lane.entries.drain(..).map(|e| e.pending.id).collect();
-        self.drop_idle(device);
+        self.settle(device);
         dropped
     }
 
@@ -236,7 +243,7 @@ impl Forwarder {
         }
         let mut out = Vec::new();
         self.pump(device, now, &mut out);
-        self.drop_idle(device);
+        self.settle(device);
         out
     }
 
@@ -256,7 +263,7 @@ impl Forwarder {
         }
         let mut out = Vec::new();
         self.pump(device, now, &mut out);
-        self.drop_idle(device);
+        self.settle(device);
         out
     }
 
@@ -271,12 +278,17 @@ impl Forwarder {
                 lane.entries.iter_mut().for_each(|e| e.sent_at = None);
             }
             self.pump(&device, now, &mut out);
+            self.settle(&device);
         }
         out
     }
 
     pub fn disconnected(&mut self) {
         self.connected = false;
+        let devices: Vec<String> = self.lanes.keys().cloned().collect();
+        for device in devices {
+            self.settle(&device);
+        }
     }
 
     /// An app cancels `id`.
@@ -295,7 +307,7 @@ impl Forwarder {
             return Err(CancelError::AlreadySent { id: id.into() });
         }
         lane.entries.remove(at);
-        self.drop_idle(device);
+        self.settle(device);
         Ok(vec![Effect::Finish {
             device: device.into(),
             id: id.into(),
@@ -306,8 +318,13 @@ impl Forwarder {
     /// Time passed: deadlines, expiries, resends.
     pub fn tick(&mut self, now: u64) -> Vec<Effect> {
         let mut out = Vec::new();
-        let devices: Vec<String> = self.lanes.keys().cloned().collect();
-        for device in devices {
+        let due: Vec<String> = self
+            .wakeups
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, device)| device.clone())
+            .collect();
+        for device in due {
             let Some(lane) = self.lanes.get_mut(&device) else {
                 continue;
             };
@@ -337,26 +354,30 @@ impl Forwarder {
                 }
             }
             self.pump(&device, now, &mut out);
-            self.drop_idle(&device);
+            self.settle(&device);
         }
         out
     }
 
     /// The next instant `tick` has something to do, if any.
     pub fn next_wakeup(&self) -> Option<u64> {
+        self.wakeups.first().map(|(at, _)| *at)
+    }
+
+    /// The next instant `lane` needs a tick: a deadline, an expiry of a
+    /// request not heard of, a resend after silence (only while sending).
+    fn lane_wakeup(&self, lane: &Lane) -> Option<u64> {
         let resend_after = self.config.resend_after_ms;
-        self.lanes
-            .values()
-            .flat_map(|lane| {
-                let sending = self.connected && lane.online;
-                lane.entries.iter().flat_map(move |e| {
-                    let p = &e.pending;
-                    let resend = e
-                        .silent_since()
-                        .filter(|_| sending)
-                        .map(|t| t.saturating_add(resend_after));
-                    [p.deadline_at, (!p.heard).then_some(p.expires_at), resend]
-                })
+        let sending = self.connected && lane.online;
+        lane.entries
+            .iter()
+            .flat_map(|e| {
+                let p = &e.pending;
+                let resend = e
+                    .silent_since()
+                    .filter(|_| sending)
+                    .map(|t| t.saturating_add(resend_after));
+                [p.deadline_at, (!p.heard).then_some(p.expires_at), resend]
             })
             .flatten()
             .min()
@@ -403,15 +424,27 @@ impl Forwarder {
         }
     }
 
-    /// Forgets a lane with nothing pending that is offline (its presence
-    /// is kept by the store; a lane comes back with the next request).
-    fn drop_idle(&mut self, device: &str) {
+    /// After `device`'s lane changed: forgets it if it is offline with
+    /// nothing pending (its presence is kept by the store; a lane comes
+    /// back with the next request), and files its next wake-up.
+    fn settle(&mut self, device: &str) {
         if self
             .lanes
             .get(device)
             .is_some_and(|lane| lane.entries.is_empty() && !lane.online)
         {
             self.lanes.remove(device);
+        }
+        if let Some(at) = self.wake_of.remove(device) {
+            self.wakeups.remove(&(at, device.to_owned()));
+        }
+        let next = self
+            .lanes
+            .get(device)
+            .and_then(|lane| self.lane_wakeup(lane));
+        if let Some(at) = next {
+            self.wake_of.insert(device.to_owned(), at);
+            self.wakeups.insert((at, device.to_owned()));
         }
     }
 }
