@@ -208,7 +208,7 @@ enum Wake {
     /// Read the request again.
     Read,
     /// The device's final status arrived (committed within one commit).
-    Final(RequestView),
+    Final(Box<RequestView>),
     Done,
 }
 
@@ -253,7 +253,7 @@ async fn wait_for(
                     Err(RecvError::Closed) => break Wake::Done,
                     Ok(r) if r.device == device => {
                         if let Some(done) = view.finished_by(&r.status, r.at) {
-                            break Wake::Final(done);
+                            break Wake::Final(Box::new(done));
                         }
                     }
                     Ok(_) => {}
@@ -262,7 +262,7 @@ async fn wait_for(
         };
         match wake {
             Wake::Read => {}
-            Wake::Final(done) => return Ok(done),
+            Wake::Final(done) => return Ok(*done),
             Wake::Done => return Ok(view),
         }
     }
