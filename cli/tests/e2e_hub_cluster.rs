@@ -50,9 +50,11 @@ fn two_instances_one_killed_mid_run_lose_nothing_and_keep_each_devices_order() -
             println!("instance a killed after {i} requests per device");
         }
         for (k, device) in devices.iter().enumerate() {
-            // Alternate instances per request, each device starting at
-            // another one, so both instances take submits for both devices.
-            let through = if i >= kill_at || (i + k) % 2 == 1 {
+            // The first request of each device goes through `a` (so `a`
+            // holds a device when it dies), then the instances alternate,
+            // each device starting at another one, so both take submits
+            // for both devices.
+            let through = if i >= kill_at || (i > 0 && (i + k) % 2 == 1) {
                 &b
             } else {
                 &a

@@ -67,7 +67,7 @@ fn statuses_dropped_while_the_hub_is_stopped_are_recovered_and_nothing_runs_twic
         );
         hub.kill9();
         stops += 1;
-        std::thread::sleep(Duration::from_millis(400));
+        std::thread::sleep(Duration::from_millis(800));
         hub.spawn()?;
         std::thread::sleep(Duration::from_millis(300));
     }
