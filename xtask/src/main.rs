@@ -271,6 +271,26 @@ const BOUNDARIES: &[(&str, &[&str])] = &[
             "relay-host",
         ],
     ),
+    (
+        "relay-hub",
+        &[
+            "wasmtime",
+            "wasmi",
+            "cranelift-codegen",
+            "rumqttd",
+            "relay-host",
+        ],
+    ),
+    (
+        "relay-fleet",
+        &[
+            "wasmtime",
+            "wasmi",
+            "cranelift-codegen",
+            "rumqttd",
+            "relay-host",
+        ],
+    ),
     ("relay-host", &["rumqttd", "clap"]),
     ("relay-core", &["tokio", "rumqttc", "wasmtime"]),
 ];
