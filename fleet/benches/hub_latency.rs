@@ -30,7 +30,8 @@
 //! `RELAY_BENCH_SMOKE=1`, and the default without `--bench` (e.g. under
 //! `cargo test --all-targets`).
 
-mod common;
+#[path = "../../host/benches/common/floors.rs"]
+mod floors;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,7 +50,7 @@ use rumqttc::{AsyncClient, QoS};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use common::{client, dist, Bare, Dist, Fsync, LIMIT};
+use floors::{bench_dir, client, dist, Bare, Dist, Fsync, LIMIT};
 
 const DEVICE: &str = "bench-dev";
 /// The hub's long poll per request.
@@ -95,12 +96,6 @@ impl Settings {
             statuses,
         }
     }
-}
-
-fn bench_dir() -> PathBuf {
-    std::env::var_os("RELAY_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")))
 }
 
 /// The app straight over MQTT: envelope on `cmd/admin`, statuses back.

@@ -36,9 +36,11 @@
 #[allow(dead_code)]
 mod mosquitto;
 
+#[path = "common/floors.rs"]
+mod floors;
+
 use std::collections::HashSet;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,8 +50,10 @@ use relay_core::plugin::{Invocation, Role};
 use relay_core::status::{State, Status};
 use relay_host::runtime::{self, Config, Runtime, RuntimeHandle};
 use relay_host::transport::{MqttTransport, Topics};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, QoS};
 use tokio::sync::mpsc;
+
+use floors::{bench_dir, client, dist, Bare, Dist, Fsync, LIMIT};
 
 /// How long Mosquitto may take to listen (used by the fixture).
 const START_LIMIT: Duration = Duration::from_secs(15);
@@ -76,9 +80,6 @@ fn wait_for_port(port: u16, limit: Duration) -> Result<()> {
 
 /// Payload size of every round trip.
 const PAYLOAD: usize = 1024;
-/// Upper bound of any wait (a stall becomes an error, not a hang).
-const LIMIT: Duration = Duration::from_secs(120);
-
 struct Settings {
     smoke: bool,
     warmup: usize,
@@ -121,170 +122,6 @@ impl Settings {
                 rounds: n("RELAY_BENCH_ROUNDS", 4).max(1),
             }
         }
-    }
-}
-
-/// p50 / p99 / mean of a sample, in ms.
-#[derive(Debug, Clone, Copy)]
-struct Dist {
-    p50: f64,
-    p99: f64,
-    mean: f64,
-}
-
-fn dist(mut samples: Vec<Duration>) -> Dist {
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let at = |q: usize| ms(samples[(samples.len() * q / 100).min(samples.len() - 1)]);
-    let mean = samples.iter().map(|d| ms(*d)).sum::<f64>() / samples.len() as f64;
-    Dist {
-        p50: at(50),
-        p99: at(99),
-        mean,
-    }
-}
-
-/// Where the journal (and the fsync measurement) lives: the real disk.
-fn bench_dir() -> PathBuf {
-    std::env::var_os("RELAY_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")))
-}
-
-/// One fsync: `fdatasync` after a small append to a growing file (what a
-/// journal without preallocation pays per commit).
-struct Fsync {
-    _dir: tempfile::TempDir,
-    file: std::fs::File,
-}
-
-impl Fsync {
-    fn open(dir: &Path) -> Result<Fsync> {
-        let tmp = tempfile::tempdir_in(dir)?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(tmp.path().join("fsync.log"))?;
-        Ok(Fsync { _dir: tmp, file })
-    }
-
-    fn once(&mut self) -> Result<Duration> {
-        let record = [0x5au8; 64];
-        let t = Instant::now();
-        self.file.write_all(&record)?;
-        self.file.sync_data()?;
-        Ok(t.elapsed())
-    }
-}
-
-/// A rumqttc client with TCP_NODELAY, subscribed to `topic`; incoming
-/// publishes on it arrive on the channel with their arrival time.
-async fn client(
-    port: u16,
-    id: &str,
-    topic: &str,
-) -> Result<(AsyncClient, mpsc::UnboundedReceiver<(Vec<u8>, Instant)>)> {
-    let mut options = MqttOptions::new(id, "127.0.0.1", port);
-    options
-        .set_keep_alive(Duration::from_secs(30))
-        .set_inflight(u16::MAX)
-        .set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut eventloop) = AsyncClient::new(options, 100_000);
-    eventloop.network_options.set_tcp_nodelay(true);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (sub_tx, sub_rx) = tokio::sync::oneshot::channel();
-    let topic_owned = topic.to_string();
-    let subscriber = client.clone();
-    tokio::spawn(async move {
-        let mut sub_tx = Some(sub_tx);
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = subscriber.try_subscribe(topic_owned.clone(), QoS::AtLeastOnce);
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(tx) = sub_tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if tx.send((p.payload.to_vec(), Instant::now())).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    eprintln!("bench client: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    });
-    tokio::time::timeout(LIMIT, sub_rx)
-        .await
-        .context("subscribe timed out")?
-        .context("client loop ended")?;
-    Ok((client, rx))
-}
-
-/// The bare broker: an echo client republishing `bench/ping` to
-/// `bench/pong`, and the app that pings it.
-struct Bare {
-    app: AsyncClient,
-    pongs: mpsc::UnboundedReceiver<(Vec<u8>, Instant)>,
-    payload: Vec<u8>,
-}
-
-impl Bare {
-    async fn start(port: u16) -> Result<Bare> {
-        let (echo, mut pings) = client(port, "bench-echo", "bench/ping").await?;
-        tokio::spawn(async move {
-            while let Some((payload, _)) = pings.recv().await {
-                if echo
-                    .publish("bench/pong", QoS::AtLeastOnce, false, payload)
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
-        let (app, pongs) = client(port, "bench-bare-app", "bench/pong").await?;
-        Ok(Bare {
-            app,
-            pongs,
-            payload: vec![0xa5u8; PAYLOAD],
-        })
-    }
-
-    async fn round_trip(&mut self) -> Result<Duration> {
-        let t = Instant::now();
-        self.app
-            .publish("bench/ping", QoS::AtLeastOnce, false, self.payload.clone())
-            .await?;
-        let (_, at) = tokio::time::timeout(LIMIT, self.pongs.recv())
-            .await?
-            .context("pong channel closed")?;
-        Ok(at - t)
-    }
-
-    /// `count` pings pipelined (at most `window` unanswered); the time taken.
-    async fn pipelined(&mut self, count: usize, window: usize) -> Result<Duration> {
-        let (mut sent, mut received) = (0usize, 0usize);
-        let t = Instant::now();
-        while received < count {
-            while sent < count && sent - received < window {
-                self.app
-                    .publish("bench/ping", QoS::AtLeastOnce, false, self.payload.clone())
-                    .await?;
-                sent += 1;
-            }
-            tokio::time::timeout(LIMIT, self.pongs.recv())
-                .await?
-                .context("pong channel closed")?;
-            received += 1;
-        }
-        Ok(t.elapsed())
     }
 }
 
@@ -549,7 +386,7 @@ fn main() -> Result<()> {
     };
     let mut fsync = Fsync::open(&bench_dir())?;
     let (latency, rate, statuses) = rt.block_on(async {
-        let mut bare = Bare::start(port).await?;
+        let mut bare = Bare::start(port, vec![0xa5u8; PAYLOAD]).await?;
         let mut wasm = plugin_host(port).await?;
         let mut native = native_host(port).await?;
         let latency = latencies(&s, &mut fsync, &mut bare, &mut wasm, &mut native).await?;

@@ -104,20 +104,29 @@ pub fn router(state: ApiState) -> Router {
 }
 
 fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<User, ApiError> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    state.users.authenticate(token).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a known token is required: `Authorization: Bearer <token>`",
-        )
-    })
+    user_for(
+        &state.users,
+        bearer(headers),
+        "a known token is required: `Authorization: Bearer <token>`",
+    )
 }
 
-fn role_on(user: &User, device: &str) -> Result<relay_core::plugin::Role, ApiError> {
+/// The token of an `Authorization: Bearer <token>` header.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// The user holding `token`, or 401 saying `how` to present one.
+pub(crate) fn user_for(users: &Users, token: Option<&str>, how: &str) -> Result<User, ApiError> {
+    users
+        .authenticate(token)
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", how))
+}
+
+pub(crate) fn role_on(user: &User, device: &str) -> Result<relay_core::plugin::Role, ApiError> {
     user.role_for(device).ok_or_else(|| {
         ApiError::new(
             StatusCode::FORBIDDEN,

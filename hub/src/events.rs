@@ -24,16 +24,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use futures_util::stream::Stream;
 use serde_json::json;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::api::ApiState;
+use crate::api::{self, ApiError, ApiState};
 use crate::store::{Change, Store};
 use crate::users::Users;
 
@@ -70,29 +70,6 @@ pub fn routes(state: EventsState) -> Router {
         .with_state(state)
 }
 
-/// Why a stream was refused; answered as the API's
-/// `{"error": {"code", "message"}}`.
-#[derive(Debug, thiserror::Error)]
-pub enum Refused {
-    #[error(
-        "a known token is required: `Authorization: Bearer <token>` or `?access_token=<token>`"
-    )]
-    Unauthorized,
-    #[error("user {user:?} holds no role on device {device:?}")]
-    Forbidden { user: String, device: String },
-}
-
-impl IntoResponse for Refused {
-    fn into_response(self) -> Response {
-        let (status, code) = match self {
-            Refused::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Refused::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
-        };
-        let body = json!({"error": {"code": code, "message": self.to_string()}});
-        (status, Json(body)).into_response()
-    }
-}
-
 #[derive(Debug, Default, serde::Deserialize)]
 struct EventsQuery {
     access_token: Option<String>,
@@ -103,22 +80,14 @@ async fn events(
     headers: HeaderMap,
     Path(device): Path<String>,
     Query(query): Query<EventsQuery>,
-) -> Result<Response, Refused> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let token = bearer.or(query.access_token.as_deref());
-    let user = state
-        .users
-        .authenticate(token)
-        .ok_or(Refused::Unauthorized)?;
-    if user.role_for(&device).is_none() {
-        return Err(Refused::Forbidden {
-            user: user.name,
-            device,
-        });
-    }
+) -> Result<Response, ApiError> {
+    let token = api::bearer(&headers).or(query.access_token.as_deref());
+    let user = api::user_for(
+        &state.users,
+        token,
+        "a known token is required: `Authorization: Bearer <token>` or `?access_token=<token>`",
+    )?;
+    api::role_on(&user, &device)?;
     // Subscribed before the answer starts: nothing committed after the
     // client's `ready` can be missed.
     let feed = Feed {

@@ -220,11 +220,13 @@ impl Store {
 
     /// Records a status the device published.
     pub async fn status(&self, device: &str, status: Status, at: u64) -> Result<(), StoreError> {
-        let _ = self.received.send(Received {
-            device: device.into(),
-            status: std::sync::Arc::new(status.clone()),
-            at,
-        });
+        if self.received.receiver_count() > 0 {
+            let _ = self.received.send(Received {
+                device: device.into(),
+                status: std::sync::Arc::new(status.clone()),
+                at,
+            });
+        }
         self.send(Write::Status {
             device: device.into(),
             status: Box::new(status),

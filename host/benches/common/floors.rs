@@ -1,10 +1,13 @@
-//! What the fleet's benchmarks share: percentiles, a bare fsync, an MQTT
-//! client that timestamps what it receives, and the bare broker echo (the
-//! floor any round trip through the broker sits on), as in
-//! `host/benches/e2e.rs`.
+//! The floors every end-to-end benchmark measures in its own run, shared by
+//! the device's (`host/benches/e2e.rs`) and the hub's
+//! (`fleet/benches/hub_latency.rs`, through `#[path]`): one fsync on the
+//! real disk, a bare broker round trip (an echo client), the MQTT client
+//! that timestamps what it receives, and the percentiles they report.
+
+#![allow(dead_code)] // each bench uses its own part
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -12,7 +15,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
 /// Upper bound of any wait (a stall becomes an error, not a hang).
-pub const LIMIT: Duration = Duration::from_secs(60);
+pub const LIMIT: Duration = Duration::from_secs(120);
 
 /// Percentiles and mean of a sample, in ms.
 #[derive(Debug, Clone, Copy)]
@@ -36,49 +39,67 @@ pub fn dist(mut samples: Vec<Duration>) -> Dist {
     }
 }
 
-/// One fsync: `fdatasync` after a small append to a growing file.
-pub struct Fsync(std::fs::File);
+/// Where journals, stores and the fsync measurement live: the real disk
+/// (`RELAY_BENCH_DIR`, else the including crate's `CARGO_TARGET_TMPDIR`).
+pub fn bench_dir() -> PathBuf {
+    std::env::var_os("RELAY_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")))
+}
+
+/// One fsync: `fdatasync` after a small append to a growing file (what a
+/// journal without preallocation pays per commit).
+pub struct Fsync {
+    _dir: tempfile::TempDir,
+    file: std::fs::File,
+}
 
 impl Fsync {
     pub fn open(dir: &Path) -> Result<Fsync> {
+        let tmp = tempfile::tempdir_in(dir)?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join("fsync.log"))?;
-        Ok(Fsync(file))
+            .open(tmp.path().join("fsync.log"))?;
+        Ok(Fsync { _dir: tmp, file })
     }
 
     pub fn once(&mut self) -> Result<Duration> {
+        let record = [0x5au8; 64];
         let t = Instant::now();
-        self.0.write_all(&[0x5a; 64])?;
-        self.0.sync_data()?;
+        self.file.write_all(&record)?;
+        self.file.sync_data()?;
         Ok(t.elapsed())
     }
 }
 
-/// A rumqttc client with TCP_NODELAY subscribed to `topic`; what arrives
-/// on it comes out of the channel with its arrival time.
+/// A rumqttc client with TCP_NODELAY, subscribed to `topic`; incoming
+/// publishes on it arrive on the channel with their arrival time.
 pub async fn client(
     port: u16,
     id: &str,
     topic: &str,
 ) -> Result<(AsyncClient, mpsc::UnboundedReceiver<(Vec<u8>, Instant)>)> {
     let mut options = MqttOptions::new(id, "127.0.0.1", port);
-    options.set_keep_alive(Duration::from_secs(30));
-    let (client, mut eventloop) = AsyncClient::new(options, 1_000);
+    options
+        .set_keep_alive(Duration::from_secs(30))
+        .set_inflight(u16::MAX)
+        .set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = AsyncClient::new(options, 100_000);
     eventloop.network_options.set_tcp_nodelay(true);
     let (tx, rx) = mpsc::unbounded_channel();
-    let (subscribed, on_suback) = tokio::sync::oneshot::channel();
-    let (topic, subscriber) = (topic.to_owned(), client.clone());
+    let (sub_tx, sub_rx) = tokio::sync::oneshot::channel();
+    let topic_owned = topic.to_string();
+    let subscriber = client.clone();
     tokio::spawn(async move {
-        let mut subscribed = Some(subscribed);
+        let mut sub_tx = Some(sub_tx);
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = subscriber.try_subscribe(topic.clone(), QoS::AtLeastOnce);
+                    let _ = subscriber.try_subscribe(topic_owned.clone(), QoS::AtLeastOnce);
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    if let Some(tx) = subscribed.take() {
+                    if let Some(tx) = sub_tx.take() {
                         let _ = tx.send(());
                     }
                 }
@@ -95,14 +116,15 @@ pub async fn client(
             }
         }
     });
-    tokio::time::timeout(LIMIT, on_suback)
+    tokio::time::timeout(LIMIT, sub_rx)
         .await
         .context("subscribe timed out")?
         .context("client loop ended")?;
     Ok((client, rx))
 }
 
-/// The bare broker: an echo client republishing `bench/ping` on `bench/pong`.
+/// The bare broker: an echo client republishing `bench/ping` to
+/// `bench/pong`, and the app that pings it.
 pub struct Bare {
     app: AsyncClient,
     pongs: mpsc::UnboundedReceiver<(Vec<u8>, Instant)>,
@@ -114,8 +136,11 @@ impl Bare {
         let (echo, mut pings) = client(port, "bench-echo", "bench/ping").await?;
         tokio::spawn(async move {
             while let Some((payload, _)) = pings.recv().await {
-                let pong = echo.publish("bench/pong", QoS::AtLeastOnce, false, payload);
-                if pong.await.is_err() {
+                if echo
+                    .publish("bench/pong", QoS::AtLeastOnce, false, payload)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -130,13 +155,31 @@ impl Bare {
 
     pub async fn round_trip(&mut self) -> Result<Duration> {
         let t = Instant::now();
-        let ping = self.payload.clone();
         self.app
-            .publish("bench/ping", QoS::AtLeastOnce, false, ping)
+            .publish("bench/ping", QoS::AtLeastOnce, false, self.payload.clone())
             .await?;
         let (_, at) = tokio::time::timeout(LIMIT, self.pongs.recv())
             .await?
             .context("pong channel closed")?;
         Ok(at - t)
+    }
+
+    /// `count` pings pipelined (at most `window` unanswered); the time taken.
+    pub async fn pipelined(&mut self, count: usize, window: usize) -> Result<Duration> {
+        let (mut sent, mut received) = (0usize, 0usize);
+        let t = Instant::now();
+        while received < count {
+            while sent < count && sent - received < window {
+                self.app
+                    .publish("bench/ping", QoS::AtLeastOnce, false, self.payload.clone())
+                    .await?;
+                sent += 1;
+            }
+            tokio::time::timeout(LIMIT, self.pongs.recv())
+                .await?
+                .context("pong channel closed")?;
+            received += 1;
+        }
+        Ok(t.elapsed())
     }
 }
