@@ -34,6 +34,7 @@ pub mod limits;
 pub mod machine;
 pub mod msgpack;
 pub mod name;
+pub mod ota;
 pub mod plugin;
 pub mod presence;
 pub mod registry;
