@@ -21,6 +21,7 @@ pub mod dev;
 pub mod embedded_broker;
 pub mod hub;
 pub mod hub_client;
+pub mod plugin;
 pub mod render;
 pub mod run;
 pub mod send;
@@ -60,6 +61,8 @@ pub enum Command {
     Broker(broker::ListenArgs),
     /// Run a device host against an MQTT broker, configured by relay.toml.
     Run(run::RunArgs),
+    /// Sign plugins and update them on devices over the air (keygen, sign, push, list, rollback, remove).
+    Plugin(plugin::PluginArgs),
     /// The hub: durable delivery from apps to devices, request tracking (`serve`, `token`).
     Hub(hub::HubArgs),
     /// Embedded broker + host + bundled plugins in one process, for trying Relay.
@@ -100,6 +103,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Broker(args) => broker::run(args),
         Command::Run(args) => run::run(args),
         Command::Hub(args) => hub::run(args),
+        Command::Plugin(args) => plugin::run(args),
         #[cfg(feature = "embedded-broker")]
         Command::Dev(args) => dev::run(args),
         Command::Completions { shell } => {

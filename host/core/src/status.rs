@@ -7,7 +7,7 @@
 //! `--wait`, `relay watch`, client library) decodes them
 //! ([`Status::from_msgpack`]). The wire form is a msgpack map whose keys are
 //! always written in the order `id, name, status, attempt, code, message,
-//! reply, next_attempt_at, at`; absent optional fields are left out (the
+//! reply, next_attempt_at, plugin, at`; absent optional fields are left out (the
 //! decoder also accepts them as `nil`). Decoding ignores unknown keys and
 //! keeps codes it does not know as [`Code::Other`], so an older app can read
 //! a newer device. See `docs/protocol.md` for the full contract.
@@ -190,6 +190,10 @@ pub struct Status {
     pub reply: Option<Vec<u8>>,
     /// With `retrying`: when the next attempt starts (unix ms).
     pub next_attempt_at: Option<u64>,
+    /// The plugin version that ran the attempt, `name@version` (absent for
+    /// native handlers, built-ins and commands that never ran). After an
+    /// over-the-air update it tells which version answered.
+    pub plugin: Option<String>,
     /// When this transition happened (unix ms, device clock).
     pub at: u64,
 }
@@ -228,6 +232,7 @@ impl Status {
             message: None,
             reply: None,
             next_attempt_at: None,
+            plugin: None,
             at,
         }
     }
@@ -248,6 +253,11 @@ impl Status {
         self
     }
 
+    pub fn with_plugin(mut self, plugin: Option<String>) -> Self {
+        self.plugin = plugin;
+        self
+    }
+
     /// True when nothing more will be published about this command.
     pub fn is_final(&self) -> bool {
         self.status.is_final()
@@ -258,7 +268,8 @@ impl Status {
         let optional = self.code.is_some() as u32
             + self.message.is_some() as u32
             + self.reply.is_some() as u32
-            + self.next_attempt_at.is_some() as u32;
+            + self.next_attempt_at.is_some() as u32
+            + self.plugin.is_some() as u32;
         let mut w = Writer::with_capacity(64 + self.reply.as_ref().map_or(0, Vec::len));
         w.map_len(5 + optional);
         w.str("id").str(&self.id);
@@ -276,6 +287,9 @@ impl Status {
         }
         if let Some(next) = self.next_attempt_at {
             w.str("next_attempt_at").uint(next);
+        }
+        if let Some(plugin) = &self.plugin {
+            w.str("plugin").str(plugin);
         }
         w.str("at").uint(self.at);
         w.into_vec()
@@ -319,6 +333,9 @@ impl Status {
                 b"next_attempt_at" => {
                     status.next_attempt_at = Some(r.read_u64().map_err(field("next_attempt_at"))?)
                 }
+                b"plugin" => {
+                    status.plugin = Some(r.read_str().map_err(field("plugin"))?.to_string())
+                }
                 _ => r.skip(DEFAULT_MAX_DEPTH)?,
             }
         }
@@ -342,6 +359,7 @@ mod tests {
             .with_code(Code::HandlerError, "bus busy")
             .with_reply(Some(vec![0x81, 0xa2, b'o', b'k', 0xc3]))
             .with_next_attempt_at(1_700_000_005_000)
+            .with_plugin(Some("leds@1.2.0".into()))
     }
 
     #[test]
@@ -359,7 +377,7 @@ mod tests {
             serde_json::json!({
                 "id": "req-1", "name": "set_led", "status": "retrying", "attempt": 2,
                 "code": "handler_error", "message": "bus busy", "reply": {"ok": true},
-                "next_attempt_at": 1_700_000_005_000u64, "at": 1_700_000_000_000u64
+                "next_attempt_at": 1_700_000_005_000u64, "plugin": "leds@1.2.0", "at": 1_700_000_000_000u64
             })
         );
     }

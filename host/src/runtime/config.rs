@@ -68,6 +68,8 @@ pub struct Config {
     pub envelope: EnvelopeConfig,
     #[serde(default)]
     pub runtime: RuntimeSection,
+    #[serde(default)]
+    pub updates: UpdatesConfig,
     /// Overrides of the plugin [`Limits`] (any of its fields).
     #[serde(default)]
     pub limits: toml::Table,
@@ -183,6 +185,71 @@ impl Default for RuntimeSection {
     }
 }
 
+/// `[updates]`: over-the-air plugin updates (`docs/ota.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpdatesConfig {
+    /// Public keys (64 hex chars, from `relay plugin keygen`) whose signed
+    /// bundles this device installs. None: every bundle is refused.
+    pub trusted_keys: Vec<String>,
+    /// Key ids (16 hex chars) refused even when listed above.
+    pub revoked_keys: Vec<String>,
+    /// The largest bundle accepted.
+    pub max_bundle_bytes: u64,
+    /// Calls a new version must run without a trap or time-out before it
+    /// is confirmed (until then, one rolls it back).
+    pub trial_commands: u32,
+}
+
+impl Default for UpdatesConfig {
+    fn default() -> Self {
+        UpdatesConfig {
+            trusted_keys: Vec::new(),
+            revoked_keys: Vec::new(),
+            max_bundle_bytes: super::installer::DEFAULT_MAX_BUNDLE_BYTES,
+            trial_commands: super::installer::DEFAULT_TRIAL_COMMANDS,
+        }
+    }
+}
+
+impl UpdatesConfig {
+    /// The installer's options, with the keys parsed.
+    pub fn options(&self) -> Result<super::installer::UpdateOptions, ConfigError> {
+        let invalid = |m: String| ConfigError::Invalid(m);
+        let mut trust = relay_core::ota::verify::TrustedKeys::new();
+        for key in &self.trusted_keys {
+            let bytes: [u8; 32] = unhex(key)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| invalid(format!("updates.trusted_keys: {key:?} is not 64 hex characters")))?;
+            trust
+                .trust(&bytes)
+                .map_err(|e| invalid(format!("updates.trusted_keys: {key:?}: {e}")))?;
+        }
+        for id in &self.revoked_keys {
+            let bytes: [u8; 8] = unhex(id)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| invalid(format!("updates.revoked_keys: {id:?} is not a 16 hex character key id")))?;
+            trust.revoke(bytes);
+        }
+        Ok(super::installer::UpdateOptions {
+            trust,
+            max_bundle_bytes: self.max_bundle_bytes,
+            trial_commands: self.trial_commands,
+        })
+    }
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim();
+    if s.len() % 2 != 0 || !s.is_ascii() {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
 fn default_prefix() -> String {
     DEFAULT_PREFIX.into()
 }
@@ -210,6 +277,7 @@ impl Config {
             journal: JournalConfig::default(),
             envelope: EnvelopeConfig::default(),
             runtime: RuntimeSection::default(),
+            updates: UpdatesConfig::default(),
             limits: toml::Table::new(),
         }
     }
@@ -271,6 +339,7 @@ impl Config {
         if self.broker.username.is_none() && self.broker.password.is_some() {
             return invalid("broker.password is set without broker.username".into());
         }
+        self.updates.options()?;
         self.plugin_limits().map(|_| ())
     }
 

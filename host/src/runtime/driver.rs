@@ -164,12 +164,13 @@ impl<T: Link> Driver<T> {
                     invocation,
                     result,
                     events,
+                    ran_by,
                     elapsed,
                 } = done;
                 tracing::debug!(id = %invocation.id, attempt = invocation.attempt, ?elapsed, ?result, "attempt ended");
                 self.stats.finished.fetch_add(1, Ordering::Relaxed);
                 self.machine
-                    .on_attempt_done(&invocation.id, result, events, now);
+                    .on_attempt_done_by(&invocation.id, result, events, ran_by, now);
             }
             Event::Done(None) => return Err(RuntimeError::HandlerThread),
             Event::Incoming(Some(msg)) => {

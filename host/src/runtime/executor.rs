@@ -14,7 +14,14 @@
 //! 3. flushes the owning plugin's kv before the result is reported, so the
 //!    call's `Finished` record never refers to kv writes a crash could undo
 //!    (a failed flush makes the attempt a retryable `handler_error`);
-//! 4. is classified into an [`AttemptResult`] for the scheduler.
+//! 4. is classified into an [`AttemptResult`] for the scheduler, with the
+//!    plugin version that ran it (`name@version`, for its statuses);
+//! 5. counts towards the trial of a freshly updated plugin, which the
+//!    [`Installer`] may roll back.
+//!
+//! The update commands (`_install`, `_rollback`, `_remove`) run here too,
+//! through the [`Installer`], between two calls: a command in flight
+//! finishes on the old version, the next one runs on the new one.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
@@ -28,6 +35,7 @@ use relay_core::status::Code;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::handlers::Handlers;
+use super::installer::Installer;
 
 /// A finished call.
 #[derive(Debug)]
@@ -36,6 +44,8 @@ pub struct Done {
     pub result: AttemptResult,
     /// Events the call emitted (published after the call).
     pub events: Vec<Event>,
+    /// The plugin version that ran it (`name@version`).
+    pub ran_by: Option<String>,
     /// Wall time of the call (logs, stats).
     pub elapsed: Duration,
 }
@@ -49,12 +59,15 @@ pub struct Executor {
 
 impl Executor {
     /// Starts the thread; finished calls arrive on the returned receiver.
-    pub fn spawn(handlers: Handlers) -> std::io::Result<(Executor, UnboundedReceiver<Done>)> {
+    pub fn spawn(
+        handlers: Handlers,
+        installer: Option<Installer>,
+    ) -> std::io::Result<(Executor, UnboundedReceiver<Done>)> {
         let (jobs, rx) = mpsc::channel::<Invocation>();
         let (done_tx, done_rx) = unbounded_channel();
         let thread = std::thread::Builder::new()
             .name("relay-handler".into())
-            .spawn(move || run(handlers, rx, done_tx))?;
+            .spawn(move || run(handlers, installer, rx, done_tx))?;
         Ok((
             Executor {
                 jobs: Some(jobs),
@@ -87,17 +100,28 @@ impl Drop for Executor {
     }
 }
 
-fn run(handlers: Handlers, jobs: mpsc::Receiver<Invocation>, done: UnboundedSender<Done>) {
+fn run(
+    handlers: Handlers,
+    mut installer: Option<Installer>,
+    jobs: mpsc::Receiver<Invocation>,
+    done: UnboundedSender<Done>,
+) {
     yield_to_the_data_path();
     while let Ok(invocation) = jobs.recv() {
         let started = Instant::now();
-        let (result, events) = call(&handlers, &invocation);
+        let (result, events, ran_by) = if relay_core::ota::is_update_command(&invocation.name) {
+            let (result, events) = update(&handlers, installer.as_mut(), &invocation);
+            (result, events, None)
+        } else {
+            call(&handlers, installer.as_mut(), &invocation)
+        };
         let elapsed = started.elapsed();
         if done
             .send(Done {
                 invocation,
                 result,
                 events,
+                ran_by,
                 elapsed,
             })
             .is_err()
@@ -128,9 +152,52 @@ fn yield_to_the_data_path() {
     }
 }
 
-/// Runs one call and classifies its end.
-fn call(handlers: &Handlers, invocation: &Invocation) -> (AttemptResult, Vec<Event>) {
+/// An update command, on the installer (absent: the device takes none).
+fn update(
+    handlers: &Handlers,
+    installer: Option<&mut Installer>,
+    invocation: &Invocation,
+) -> (AttemptResult, Vec<Event>) {
+    match installer {
+        Some(installer) => handlers.update(|registry| installer.run(registry, invocation)),
+        None => (
+            AttemptResult::Rejected {
+                code: Code::UnknownCommand,
+                message: "this device takes no plugin updates".into(),
+            },
+            Vec::new(),
+        ),
+    }
+}
+
+/// Runs one call, classifies its end and counts it towards a trial.
+fn call(
+    handlers: &Handlers,
+    installer: Option<&mut Installer>,
+    invocation: &Invocation,
+) -> (AttemptResult, Vec<Event>, Option<String>) {
+    let (result, mut events, ran_by) = run_handler(handlers, invocation);
+    if let (Some(installer), Some((plugin, _))) = (installer, &ran_by) {
+        if installer.on_trial(plugin) {
+            events.extend(handlers.update(|r| installer.after_call(r, plugin, &result)));
+        }
+    }
+    (result, events, ran_by.map(|(p, v)| format!("{p}@{v}")))
+}
+
+/// Runs one call and classifies its end; with the plugin and version that
+/// ran it.
+fn run_handler(
+    handlers: &Handlers,
+    invocation: &Invocation,
+) -> (AttemptResult, Vec<Event>, Option<(String, String)>) {
     let mut registry = handlers.lock();
+    let ran_by = match registry.resolve(&invocation.name, invocation.role) {
+        Ok((_, Owner::Plugin(name))) => registry
+            .plugin(name)
+            .map(|p| (name.clone(), p.info().version.clone())),
+        _ => None,
+    };
     let outcome = catch_unwind(AssertUnwindSafe(|| registry.dispatch(invocation)));
     // Make the plugin's kv writes durable before the outcome is journaled.
     let owner = registry
@@ -156,17 +223,21 @@ fn call(handlers: &Handlers, invocation: &Invocation) -> (AttemptResult, Vec<Eve
                 retryable: true,
             },
             Vec::new(),
+            ran_by,
         );
     }
     match outcome {
-        Ok(Ok(call)) => (AttemptResult::from_handler(call.result), call.events),
-        Ok(Err(DispatchError::Plugin(e))) => (AttemptResult::from_plugin_error(&e), Vec::new()),
+        Ok(Ok(call)) => (AttemptResult::from_handler(call.result), call.events, ran_by),
+        Ok(Err(DispatchError::Plugin(e))) => {
+            (AttemptResult::from_plugin_error(&e), Vec::new(), ran_by)
+        }
         Ok(Err(e)) => (
             AttemptResult::Rejected {
                 code: e.code(),
                 message: e.to_string(),
             },
             Vec::new(),
+            None,
         ),
         Err(panic) => {
             let message = panic
@@ -183,6 +254,7 @@ fn call(handlers: &Handlers, invocation: &Invocation) -> (AttemptResult, Vec<Eve
                     retryable: true,
                 },
                 Vec::new(),
+                None,
             )
         }
     }
@@ -218,7 +290,7 @@ mod tests {
                 Ok(Some(vec![u8::try_from(policy).unwrap_or(u8::MAX)]))
             })
             .unwrap();
-        let (executor, mut done) = Executor::spawn(handlers).unwrap();
+        let (executor, mut done) = Executor::spawn(handlers, None).unwrap();
         assert!(executor.submit(invocation("policy")));
         let done = done.recv().await.unwrap();
         let AttemptResult::Succeeded { reply } = done.result else {

@@ -90,6 +90,15 @@ impl Handlers {
         removed
     }
 
+    /// Runs `f` on the locked registry and refreshes the plugin snapshot
+    /// after it (an update command, a rollback).
+    pub fn update<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
+        let mut registry = self.lock();
+        let out = f(&mut registry);
+        self.refresh(&registry);
+        out
+    }
+
     /// The loaded plugins (a snapshot; never waits for a running handler).
     pub fn plugins(&self) -> Vec<PluginInfo> {
         self.plugins

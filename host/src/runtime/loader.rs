@@ -138,6 +138,19 @@ pub fn load_dir(
     data_dir: &Path,
     handlers: &Handlers,
 ) -> Result<Vec<PluginInfo>, LoadError> {
+    let loaded = load_dir_files(engine, dir, limits, data_dir, handlers)?;
+    Ok(loaded.into_iter().map(|(i, _)| i).collect())
+}
+
+/// [`load_dir`], with the file each plugin came from (an update's rollback
+/// may go back to it).
+pub fn load_dir_files(
+    engine: &dyn Engine,
+    dir: &Path,
+    limits: &Limits,
+    data_dir: &Path,
+    handlers: &Handlers,
+) -> Result<Vec<(PluginInfo, PathBuf)>, LoadError> {
     let mut loaded: Vec<(PluginInfo, PathBuf)> = Vec::new();
     for path in plugin_files(dir)? {
         let plugin = load_plugin(engine, &path, limits, data_dir)?;
@@ -182,5 +195,5 @@ pub fn load_dir(
         );
         loaded.push((info, path));
     }
-    Ok(loaded.into_iter().map(|(i, _)| i).collect())
+    Ok(loaded)
 }

@@ -68,6 +68,7 @@ pub mod driver;
 pub mod executor;
 mod handle;
 pub mod handlers;
+pub mod installer;
 pub mod loader;
 pub mod publisher;
 pub mod shutdown;
@@ -220,6 +221,7 @@ pub struct RuntimeBuilder {
     handlers: Handlers,
     clock: Arc<dyn Clock>,
     access: BuiltinAccess,
+    installer: Option<installer::Installer>,
 }
 
 impl Default for RuntimeBuilder {
@@ -235,6 +237,7 @@ impl RuntimeBuilder {
             handlers: Handlers::new(Registry::new()),
             clock: Arc::new(SystemClock),
             access: BuiltinAccess::default(),
+            installer: None,
         }
     }
 
@@ -263,6 +266,13 @@ impl RuntimeBuilder {
     /// Use an existing registry handle (e.g. filled by [`loader::load_dir`]).
     pub fn handlers(mut self, handlers: Handlers) -> Self {
         self.handlers = handlers;
+        self
+    }
+
+    /// Takes plugin updates (`_install`, `_rollback`, `_remove`) with this
+    /// installer; without one they are rejected.
+    pub fn installer(mut self, installer: installer::Installer) -> Self {
+        self.installer = Some(installer);
         self
     }
 
@@ -405,9 +415,10 @@ impl Prepared {
             handlers,
             clock,
             access: _,
+            installer,
         } = builder;
         let stats = Arc::new(Stats::default());
-        let (executor, done_rx) = executor::Executor::spawn(handlers.clone())?;
+        let (executor, done_rx) = executor::Executor::spawn(handlers.clone(), installer)?;
         let (delivered_tx, delivered_rx) = mpsc::unbounded_channel();
         let (control_tx, control) = mpsc::unbounded_channel();
         let driver = driver::Driver {

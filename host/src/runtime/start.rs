@@ -17,6 +17,7 @@ use relay_core::registry::Registry;
 
 use super::config::{Config, ConfigError};
 use super::handlers::Handlers;
+use super::installer::Installer;
 use super::loader::{self, LoadError};
 use super::{Runtime, RuntimeError, RuntimeHandle};
 use crate::engine::wasmi_record::ValidatedDir;
@@ -74,19 +75,34 @@ pub fn start_device(config: &Config) -> Result<DeviceRuntime, StartError> {
     let limits = config.plugin_limits()?;
     let engine = build_engine(config)?;
     let handlers = Handlers::new(Registry::new());
-    let plugins = loader::load_dir(
+    let factory = loader::load_dir_files(
         &*engine,
         &config.plugin_dir,
         &limits,
         &config.data_dir,
         &handlers,
     )?;
+    // Updated, rolled back and removed plugins replace what the plugin
+    // directory holds.
+    let installer = handlers.update(|registry| {
+        Installer::open(
+            engine.clone(),
+            limits.clone(),
+            &config.data_dir,
+            config.updates.options()?,
+            factory.into_iter().map(|(i, p)| (i.name, p)).collect(),
+            registry,
+        )
+        .map_err(StartError::from)
+    })?;
+    let plugins = handlers.plugins();
     if plugins.is_empty() {
         tracing::warn!(dir = %config.plugin_dir.display(), "no plugins (*.wasm) found: only built-in commands will run");
     }
     let prepared = Runtime::builder()
         .options(config.runtime_options()?)
         .handlers(handlers)
+        .installer(installer)
         .open_dir(&config.data_dir)?;
     let mqtt = config.mqtt();
     let broker = format!("{}:{}", mqtt.host, mqtt.port);

@@ -43,9 +43,11 @@ pub mod group;
 pub mod kv;
 pub mod shared;
 pub mod space;
+pub mod updates;
 pub mod ticket;
 
 pub use file::{FileStorage, Recovery, StoreError, JOURNAL_FILE};
 pub use group::{Journal, JournalError, JournalStats, Ticket};
 pub use kv::{FileKv, KvStoreError};
 pub use shared::SharedStorage;
+pub use updates::UpdateFiles;

@@ -67,6 +67,7 @@ fn status(id: &str, state: State, at: u64) -> Status {
         message: None,
         reply: None,
         next_attempt_at: None,
+        plugin: None,
         at,
     }
 }

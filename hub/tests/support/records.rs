@@ -33,6 +33,7 @@ pub fn status(id: &str, state: State, attempt: u32, at: u64) -> Status {
         message: None,
         reply: (state == State::Succeeded).then(|| vec![0xa2, b'o', b'k']),
         next_attempt_at: None,
+        plugin: None,
         at,
     }
 }

@@ -13,7 +13,7 @@
 //! | `0x01` | [`Record::Accepted`] | `[seq, id, name, role, kind, sent_at, expires_at\|nil, accepted_at, payload: bin]` |
 //! | `0x02` | [`Record::Started`]  | `[id, attempt, at]` |
 //! | `0x03` | [`Record::Retrying`] | `[id, attempt, next_attempt_at, code, message]` |
-//! | `0x04` | [`Record::Finished`] | `[id, name, status, attempt, code\|nil, message\|nil, reply: bin\|nil, at]` |
+//! | `0x04` | [`Record::Finished`] | `[id, name, status, attempt, code\|nil, message\|nil, reply: bin\|nil, at, plugin?]` (the plugin version that ran it, when known) |
 //! | `0x05` | [`Record::Delivered`] | `[id]` |
 //!
 //! The tag byte is the version: a record whose fields change gets a new tag
@@ -132,7 +132,7 @@ impl Record {
                 TAG_RETRYING
             }
             Record::Finished(s) => {
-                w.array_len(8)
+                w.array_len(8 + u32::from(s.plugin.is_some()))
                     .str(&s.id)
                     .str(&s.name)
                     .str(s.status.as_str());
@@ -144,6 +144,9 @@ impl Record {
                     None => w.nil(),
                 };
                 w.uint(s.at);
+                if let Some(plugin) = &s.plugin {
+                    w.str(plugin);
+                }
                 TAG_FINISHED
             }
             Record::Delivered { id } => {
@@ -176,7 +179,9 @@ impl Record {
             r: Reader::new(body),
         };
         let found = r.r.read_array_len().map_err(malformed)?;
-        if found != expected {
+        // A `Finished` may carry the plugin version that ran it as a 9th field.
+        let optional_tail = tag == TAG_FINISHED && found == expected + 1;
+        if found != expected && !optional_tail {
             return Err(RecordError::Arity {
                 tag,
                 expected,
@@ -220,6 +225,9 @@ impl Record {
                 s.message = r.opt_str("message")?.map(str::to_string);
                 s.reply = r.opt_bin("reply")?.map(<[u8]>::to_vec);
                 s.at = r.u64("at")?;
+                if optional_tail {
+                    s.plugin = Some(r.string("plugin")?);
+                }
                 Record::Finished(s)
             }
         };
@@ -332,6 +340,11 @@ mod tests {
             Record::Finished(
                 Status::new("req-1", "set_led", State::Succeeded, 1, 9)
                     .with_reply(Some(vec![0xc0])),
+            ),
+            Record::Finished(
+                Status::new("req-2", "set_led", State::Failed, 2, 9)
+                    .with_code(Code::Trap, "unreachable")
+                    .with_plugin(Some("leds@2.0.0".into())),
             ),
             Record::Finished(
                 Status::new("x", "y", State::Failed, 5, 9)

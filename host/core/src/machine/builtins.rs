@@ -5,8 +5,14 @@
 //! |------|---------|-------|
 //! | `_status` | `{"id": "<request id>"}` | the last known status of that request as a status map (the same keys as a status message), or `nil` if the id is unknown or forgotten |
 //! | `_plugins` | none | `[{"name", "version", "commands": [{"name", "roles", "budget_ms"}]}]` |
+//! | `_install`, `_rollback`, `_remove` | see [`crate::ota`] | plugin updates |
 //!
-//! Both are read-only queries and are answered **at arrival**, by the
+//! The update commands change the device, so they are **queued** like any
+//! command (journaled, in FIFO order with the others, run on the handler
+//! thread by the host's installer): "install v2, then run deploy" keeps its
+//! order. Only their role is checked here, at arrival.
+//!
+//! `_status` and `_plugins` are read-only queries and are answered **at arrival**, by the
 //! machine, without entering the FIFO or the journal: a status query must not
 //! wait behind the very command it asks about, and re-answering a redelivered
 //! query is correct (the answer may have changed). Their final status is
@@ -40,6 +46,8 @@ pub const PLUGINS: &str = "_plugins";
 pub struct BuiltinAccess {
     pub status: Vec<Role>,
     pub plugins: Vec<Role>,
+    /// `_install`, `_rollback`, `_remove`.
+    pub updates: Vec<Role>,
 }
 
 impl Default for BuiltinAccess {
@@ -47,6 +55,7 @@ impl Default for BuiltinAccess {
         BuiltinAccess {
             status: vec![Role::Admin],
             plugins: vec![Role::Admin],
+            updates: vec![Role::Admin],
         }
     }
 }
@@ -58,6 +67,8 @@ pub enum BuiltinAnswer {
     Publish(Status),
     /// Refuse it through the scheduler (journaled like any rejection).
     Reject { code: Code, message: String },
+    /// Accept it into the FIFO like any command (an update).
+    Queue,
 }
 
 /// Answers the reserved-name command `env` sent with `role`.
@@ -72,6 +83,7 @@ pub fn answer(
     let allowed = match env.name.as_str() {
         STATUS => &access.status,
         PLUGINS => &access.plugins,
+        name if crate::ota::is_update_command(name) => &access.updates,
         other => {
             return BuiltinAnswer::Reject {
                 code: Code::UnknownCommand,
@@ -86,6 +98,9 @@ pub fn answer(
             code: Code::NotPermitted,
             message: format!("role {role} may not call {:?}", env.name),
         };
+    }
+    if crate::ota::is_update_command(&env.name) {
+        return BuiltinAnswer::Queue;
     }
     let done = |reply: Vec<u8>| {
         BuiltinAnswer::Publish(

@@ -199,6 +199,7 @@ impl<A> Machine<A> {
                     now,
                 ) {
                     BuiltinAnswer::Publish(status) => alloc::vec![Action::Publish(status)],
+                    BuiltinAnswer::Queue => self.scheduler.accept(env, role, now),
                     BuiltinAnswer::Reject { code, message } => {
                         self.reject(Some(env.id), Some(env.name), code, message, now)
                     }
@@ -226,6 +227,20 @@ impl<A> Machine<A> {
         events: Vec<Event>,
         now: u64,
     ) {
+        self.on_attempt_done_by(id, result, events, None, now)
+    }
+
+    /// [`Machine::on_attempt_done`] for an attempt that ran on plugin
+    /// version `ran_by` (`name@version`): its statuses and its `Finished`
+    /// record name it.
+    pub fn on_attempt_done_by(
+        &mut self,
+        id: &str,
+        result: AttemptResult,
+        events: Vec<Event>,
+        ran_by: Option<String>,
+        now: u64,
+    ) {
         let mono = self.clock.advance(now);
         // Events leave with the call's final status: after the records
         // before its `Finished`.
@@ -234,7 +249,21 @@ impl<A> Machine<A> {
             self.pipeline.gate(after, Gated::Event { name, payload });
         }
         match self.scheduler.finish(id, result, now) {
-            Ok(actions) => self.apply(actions, mono),
+            Ok(mut actions) => {
+                if ran_by.is_some() {
+                    for action in &mut actions {
+                        match action {
+                            Action::Publish(s) | Action::Journal(Record::Finished(s))
+                                if s.id == id =>
+                            {
+                                s.plugin.clone_from(&ran_by)
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                self.apply(actions, mono)
+            }
             Err(error) => tracing::error!(%error, "scheduler refused an attempt result"),
         }
     }

@@ -1,0 +1,477 @@
+//! The update commands (`_install`, `_rollback`, `_remove`) carried out on
+//! the handler thread, and the trial of a freshly switched version.
+//!
+//! The decisions are `relay_core::ota`'s (what to trust, what the state
+//! becomes); this module does the I/O around them in an order that keeps
+//! exactly one complete, runnable version active at every instant:
+//!
+//! 1. stage the chunk (fsynced) and, at the last one, verify the staged
+//!    bundle: key, signature, hash; then the manifest's policy;
+//! 2. keep the module in the update store (fsynced under its final name);
+//! 3. load it with the engine, check its `describe()` against the manifest
+//!    and its commands against the registry: nothing has changed yet;
+//! 4. **switch**: write the new state (atomic rename) and swap the plugin in
+//!    the registry. A command in flight finished before (this runs on the
+//!    handler thread, between calls); the next one runs the new version;
+//! 5. self-test, then trial: a failure rolls back (state, then registry)
+//!    and reports it.
+//!
+//! A crash before step 4 leaves the old state (the install command re-runs
+//! from the journal and redoes it); after it, the new state, whose version
+//! restarts on trial. A re-run of an install that already switched is
+//! recognised by the module's hash and answered without switching again.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use relay_core::engine::{Engine, Plugin};
+use relay_core::limits::Limits;
+use relay_core::msgpack::Writer;
+use relay_core::ota::chunk::{self, Progress};
+use relay_core::ota::state::{Slot, Source, UpdateState};
+use relay_core::ota::trial::{Trial, Verdict};
+use relay_core::ota::verify::{verify, TrustedKeys};
+use relay_core::ota::{self, policy, Refusal};
+use relay_core::plugin::{Event, Invocation, PluginInfo, Role};
+use relay_core::registry::{Owner, Registry};
+use relay_core::scheduler::AttemptResult;
+use relay_core::status::Code;
+use relay_store::UpdateFiles;
+
+use super::loader::{self, LoadError};
+
+/// The event a device publishes when a version on trial is rolled back.
+pub const UPDATE_EVENT: &str = "_update";
+
+/// Update settings (`[updates]` in `relay.toml`).
+#[derive(Debug, Clone)]
+pub struct UpdateOptions {
+    pub trust: TrustedKeys,
+    pub max_bundle_bytes: u64,
+    /// Calls a new version must survive before it is confirmed.
+    pub trial_commands: u32,
+}
+
+impl Default for UpdateOptions {
+    fn default() -> Self {
+        UpdateOptions {
+            trust: TrustedKeys::new(),
+            max_bundle_bytes: DEFAULT_MAX_BUNDLE_BYTES,
+            trial_commands: DEFAULT_TRIAL_COMMANDS,
+        }
+    }
+}
+
+pub const DEFAULT_MAX_BUNDLE_BYTES: u64 = 8 * 1024 * 1024;
+pub const DEFAULT_TRIAL_COMMANDS: u32 = 3;
+
+/// See the module doc.
+pub struct Installer {
+    engine: Arc<dyn Engine>,
+    limits: Limits,
+    data_dir: PathBuf,
+    files: UpdateFiles,
+    state: UpdateState,
+    options: UpdateOptions,
+    /// Plugins from the plugin directory, by name (rollback targets).
+    factory: HashMap<String, PathBuf>,
+    trials: HashMap<String, Trial>,
+}
+
+impl std::fmt::Debug for Installer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Installer")
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+type Outcome = (AttemptResult, Vec<Event>);
+
+impl Installer {
+    /// Opens the update store under `data_dir` and applies its state over
+    /// the plugins loaded from the plugin directory (`factory`): updated
+    /// versions replace them, removed ones are unloaded. A version that no
+    /// longer loads is rolled back at once (logged).
+    pub fn open(
+        engine: Arc<dyn Engine>,
+        limits: Limits,
+        data_dir: &Path,
+        options: UpdateOptions,
+        factory: HashMap<String, PathBuf>,
+        registry: &mut Registry,
+    ) -> Result<Installer, LoadError> {
+        let store_error = |source: std::io::Error| LoadError::Dir {
+            dir: data_dir.join(relay_store::updates::UPDATES_DIR),
+            source,
+        };
+        let files = UpdateFiles::open(data_dir).map_err(store_error)?;
+        let state = files.load_state().map_err(store_error)?;
+        let mut installer = Installer {
+            engine,
+            limits,
+            data_dir: data_dir.to_path_buf(),
+            files,
+            state,
+            options,
+            factory,
+            trials: HashMap::new(),
+        };
+        let names: Vec<String> = installer.state.plugins.keys().cloned().collect();
+        for name in names {
+            installer.restore(&name, registry);
+        }
+        let removed = installer
+            .files
+            .collect_garbage(&installer.state)
+            .map_err(store_error)?;
+        if removed > 0 {
+            tracing::info!(removed, "updates: removed modules no version refers to");
+        }
+        Ok(installer)
+    }
+
+    fn restore(&mut self, name: &str, registry: &mut Registry) {
+        let entry = self.state.plugins[name].clone();
+        let Some(active) = entry.active else {
+            registry.uninstall(name);
+            tracing::info!(plugin = name, "updates: plugin stays removed");
+            return;
+        };
+        match self.load(name, &active) {
+            Ok(plugin) => {
+                if let Err(error) = registry.install(plugin) {
+                    tracing::error!(plugin = name, %error, "updates: cannot reinstall the active version");
+                }
+                if entry.trial {
+                    self.trials
+                        .insert(name.into(), Trial::new(self.options.trial_commands));
+                }
+                tracing::info!(plugin = name, version = %active.version, trial = entry.trial, "updates: active version restored");
+            }
+            Err(error) => {
+                tracing::error!(plugin = name, version = %active.version, %error, "updates: the active version does not load; rolling back");
+                if let Err(error) = self.roll_back(name, registry) {
+                    tracing::error!(plugin = name, %error, "updates: no version of this plugin can run");
+                }
+            }
+        }
+    }
+
+    /// Carries out one update command.
+    pub fn run(&mut self, registry: &mut Registry, cmd: &Invocation) -> Outcome {
+        if cmd.role != Role::Admin {
+            let message = format!("role {} may not call {:?}", cmd.role, cmd.name);
+            return rejected(Code::NotPermitted, message);
+        }
+        let result = match cmd.name.as_str() {
+            ota::INSTALL => self.install(registry, &cmd.payload),
+            ota::ROLLBACK => chunk::decode_name(&cmd.payload)
+                .and_then(|name| self.roll_back(&name, registry).map(|r| (name, r)))
+                .map(|(name, (to, from))| {
+                    reply(&[("plugin", &name), ("version", &to), ("rolled_back_from", &from)])
+                }),
+            ota::REMOVE => chunk::decode_name(&cmd.payload)
+                .and_then(|name| self.remove(&name, registry))
+                .map(|name| reply(&[("plugin", &name), ("state", "removed")])),
+            other => return rejected(Code::UnknownCommand, format!("no update command {other:?}")),
+        };
+        match result {
+            Ok(reply) => (AttemptResult::Succeeded { reply: Some(reply) }, Vec::new()),
+            Err(refusal) => {
+                tracing::warn!(name = %cmd.name, id = %cmd.id, code = refusal.code_str(), %refusal, "update refused");
+                (
+                    AttemptResult::Failed {
+                        code: refusal.code(),
+                        message: refusal.to_string(),
+                        retryable: refusal.is_retryable(),
+                    },
+                    Vec::new(),
+                )
+            }
+        }
+    }
+
+    fn install(&mut self, registry: &mut Registry, payload: &[u8]) -> Result<Vec<u8>, Refusal> {
+        let chunk = chunk::decode(payload)?;
+        match chunk::receive(&mut self.files, &chunk, self.options.max_bundle_bytes)? {
+            Progress::Partial { have, total } => {
+                let mut w = Writer::new();
+                w.map_len(2).str("received").uint(have).str("total").uint(total);
+                return Ok(w.into_vec());
+            }
+            Progress::Complete { .. } => {}
+        }
+        let mut staged = self.files.staged_bundle().map_err(storage)?;
+        let verified = verify(&mut staged, &self.options.trust, self.options.max_bundle_bytes)?;
+        let manifest = verified.manifest;
+        let name = manifest.name.clone();
+        let source = Source::Bundle(manifest.sha256);
+        let current = self.current_slot(&name, registry);
+        if current.as_ref().is_some_and(|c| c.source == source) {
+            // A re-run of an install that already switched (crash, redelivery).
+            return self.already_active(&name, registry);
+        }
+        policy::check_manifest(&manifest, env!("CARGO_PKG_VERSION"), self.state.highest(&name))?;
+        let path = self
+            .files
+            .keep_module(&manifest.sha256, verified.module_offset, verified.module_len)
+            .map_err(storage)?;
+        let plugin = self.load_path(&path)?;
+        policy::check_describe(&manifest, plugin.info())?;
+        check_claims(registry, plugin.info())?;
+        let slot = Slot {
+            version: manifest.version.clone(),
+            source,
+        };
+        let mut next = self.state.clone();
+        let dropped = next.switch(&name, slot, current.clone());
+        self.files.save_state(&next).map_err(storage)?;
+        self.state = next;
+        registry
+            .install(plugin)
+            .map_err(|e| Refusal::Storage(format!("registry refused the checked plugin: {e}")))?;
+        tracing::info!(plugin = %name, version = %manifest.version, previous = ?current.as_ref().map(|c| &c.version), "update: switched, on trial");
+        if let Some(dropped) = dropped {
+            let _ = self.files.drop_source(&dropped);
+        }
+        self.self_test(&name, registry)?;
+        self.trials
+            .insert(name.clone(), Trial::new(self.options.trial_commands));
+        let previous = current.map(|c| c.version).unwrap_or_default();
+        Ok(reply(&[
+            ("plugin", &name),
+            ("version", &manifest.version),
+            ("previous", &previous),
+            ("state", "trial"),
+        ]))
+    }
+
+    fn already_active(&mut self, name: &str, registry: &mut Registry) -> Result<Vec<u8>, Refusal> {
+        let on_trial = self.state.plugins.get(name).is_some_and(|p| p.trial);
+        if on_trial {
+            self.self_test(name, registry)?;
+        }
+        let version = registry
+            .plugin(name)
+            .map(|p| p.info().version.clone())
+            .unwrap_or_default();
+        let state = if on_trial { "trial" } else { "confirmed" };
+        Ok(reply(&[
+            ("plugin", name),
+            ("version", &version),
+            ("state", state),
+            ("already", "installed"),
+        ]))
+    }
+
+    /// Runs the plugin's `self-test` command, if it lists one; a failure
+    /// rolls the plugin back.
+    fn self_test(&mut self, name: &str, registry: &mut Registry) -> Result<(), Refusal> {
+        let lists_it = registry
+            .plugin(name)
+            .is_some_and(|p| p.info().commands.iter().any(|c| c.name == ota::SELF_TEST));
+        if !lists_it {
+            return Ok(());
+        }
+        let test = Invocation {
+            id: format!("_self-test-{name}"),
+            name: ota::SELF_TEST.into(),
+            payload: Vec::new(),
+            attempt: 1,
+            role: Role::Admin,
+        };
+        let failure = match registry.plugin_mut(name).map(|p| p.handle(&test)) {
+            Some(Ok(out)) => out.result.err().map(|e| format!("{}: {}", e.kind.as_str(), e.message)),
+            Some(Err(trap)) => Some(trap.to_string()),
+            None => Some("the plugin is gone".into()),
+        };
+        let Some(failure) = failure else {
+            return Ok(());
+        };
+        tracing::warn!(plugin = name, %failure, "update: self-test failed, rolling back");
+        self.roll_back(name, registry)?;
+        Err(Refusal::SelfTestFailed(failure))
+    }
+
+    /// After a plugin call: counts it against the plugin's trial and rolls
+    /// the version back on a trap or a time-out. Returns the event that
+    /// reports a rollback.
+    pub fn after_call(
+        &mut self,
+        registry: &mut Registry,
+        plugin: &str,
+        result: &AttemptResult,
+    ) -> Vec<Event> {
+        let Some(trial) = self.trials.get_mut(plugin) else {
+            return Vec::new();
+        };
+        let failure = match result {
+            AttemptResult::Failed { code, .. } => Some(code),
+            _ => None,
+        };
+        match trial.after_call(failure) {
+            Verdict::Continue => Vec::new(),
+            Verdict::Confirm => {
+                self.trials.remove(plugin);
+                let mut next = self.state.clone();
+                next.confirm(plugin);
+                match self.files.save_state(&next) {
+                    Ok(()) => {
+                        self.state = next;
+                        tracing::info!(plugin, "update: version confirmed");
+                    }
+                    Err(error) => tracing::error!(plugin, %error, "update: cannot save the confirmation (stays on trial)"),
+                }
+                Vec::new()
+            }
+            Verdict::RollBack => {
+                let reason = match result {
+                    AttemptResult::Failed { code, message, .. } => format!("{code}: {message}"),
+                    _ => String::new(),
+                };
+                let from = registry.plugin(plugin).map(|p| p.info().version.clone());
+                match self.roll_back(plugin, registry) {
+                    Ok((to, _)) => {
+                        tracing::warn!(plugin, %reason, %to, "update: version on trial failed, rolled back");
+                        let mut w = Writer::new();
+                        w.map_len(5).str("plugin").str(plugin);
+                        w.str("action").str("rolled_back");
+                        w.str("from").opt_str(from.as_deref()).str("to").str(&to);
+                        w.str("reason").str(&reason);
+                        let payload = w.into_vec();
+                        vec![Event {
+                            name: UPDATE_EVENT.into(),
+                            payload,
+                        }]
+                    }
+                    Err(error) => {
+                        tracing::error!(plugin, %error, "update: rollback failed");
+                        Vec::new()
+                    }
+                }
+            }
+        }
+    }
+
+    /// True while `plugin` has a version on trial.
+    pub fn on_trial(&self, plugin: &str) -> bool {
+        self.trials.contains_key(plugin)
+    }
+
+    /// Back to the previous version: `(to, from)` versions.
+    fn roll_back(&mut self, name: &str, registry: &mut Registry) -> Result<(String, String), Refusal> {
+        let from = self.current_slot(name, registry);
+        let mut next = self.state.clone();
+        let (previous, dropped) = next
+            .roll_back(name)
+            .ok_or_else(|| Refusal::NoPrevious(name.into()))?;
+        let plugin = self
+            .load(name, &previous)
+            .map_err(|e| Refusal::InvalidModule(format!("the previous version does not load: {e}")))?;
+        self.files.save_state(&next).map_err(storage)?;
+        self.state = next;
+        self.trials.remove(name);
+        // The previous version may claim commands the failed one dropped:
+        // unload the failed one first.
+        registry.uninstall(name);
+        registry
+            .install(plugin)
+            .map_err(|e| Refusal::Conflict {
+                command: name.into(),
+                owner: e.to_string(),
+            })?;
+        if let Some(dropped) = dropped {
+            let _ = self.files.drop_source(&dropped);
+        }
+        Ok((previous.version, from.map(|f| f.version).unwrap_or_default()))
+    }
+
+    fn remove(&mut self, name: &str, registry: &mut Registry) -> Result<String, Refusal> {
+        let loaded = registry.plugin(name).map(|p| p.info().version.clone());
+        let Some(version) = loaded else {
+            return Err(Refusal::NoSuchPlugin(name.into()));
+        };
+        let mut next = self.state.clone();
+        let dropped = next.remove(name, &version);
+        self.files.save_state(&next).map_err(storage)?;
+        self.state = next;
+        self.trials.remove(name);
+        registry.uninstall(name);
+        for source in dropped {
+            let _ = self.files.drop_source(&source);
+        }
+        Ok(name.into())
+    }
+
+    /// What runs now under `name`: the state's active slot, or the
+    /// plugin-directory version loaded in the registry.
+    fn current_slot(&self, name: &str, registry: &Registry) -> Option<Slot> {
+        if let Some(p) = self.state.plugins.get(name) {
+            return p.active.clone();
+        }
+        registry.plugin(name).map(|p| Slot {
+            version: p.info().version.clone(),
+            source: Source::Factory,
+        })
+    }
+
+    fn load(&self, name: &str, slot: &Slot) -> Result<Box<dyn Plugin>, Refusal> {
+        let path = match &slot.source {
+            Source::Bundle(sha) => self.files.module_path(sha),
+            Source::Factory => self
+                .factory
+                .get(name)
+                .cloned()
+                .ok_or_else(|| Refusal::InvalidModule(format!("no plugin {name:?} in the plugin directory")))?,
+        };
+        self.load_path(&path)
+    }
+
+    fn load_path(&self, path: &Path) -> Result<Box<dyn Plugin>, Refusal> {
+        loader::load_plugin(&*self.engine, path, &self.limits, &self.data_dir).map_err(|e| {
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                message = format!("{message}: {s}");
+                source = s.source();
+            }
+            Refusal::InvalidModule(message)
+        })
+    }
+}
+
+/// Every command of `info` is free, or already owned by the same plugin.
+fn check_claims(registry: &Registry, info: &PluginInfo) -> Result<(), Refusal> {
+    for spec in &info.commands {
+        if let Some((_, owner)) = registry.commands().find(|(c, _)| *c == spec.name) {
+            if *owner != Owner::Plugin(info.name.clone()) {
+                return Err(Refusal::Conflict {
+                    command: spec.name.clone(),
+                    owner: owner.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn storage(e: std::io::Error) -> Refusal {
+    Refusal::Storage(e.to_string())
+}
+
+fn rejected(code: Code, message: String) -> Outcome {
+    (AttemptResult::Rejected { code, message }, Vec::new())
+}
+
+/// A msgpack map of string fields (empty values left out).
+fn reply(fields: &[(&str, &str)]) -> Vec<u8> {
+    let present: Vec<_> = fields.iter().filter(|(_, v)| !v.is_empty()).collect();
+    let mut w = Writer::new();
+    w.map_len(present.len() as u32);
+    for (k, v) in present {
+        w.str(k).str(v);
+    }
+    w.into_vec()
+}
