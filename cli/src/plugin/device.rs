@@ -241,7 +241,12 @@ fn report(status: &Status, json: bool) -> Result<()> {
     if json {
         println!("{}", crate::render::status_json(status));
     } else if status.status == State::Succeeded {
-        println!("{}", reply.map(|r| r.to_string()).unwrap_or_else(|| "done".into()));
+        println!(
+            "{}",
+            reply
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "done".into())
+        );
     } else {
         eprintln!(
             "{} {}: {}",

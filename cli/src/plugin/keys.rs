@@ -38,10 +38,15 @@ pub fn keygen(args: KeygenArgs) -> Result<()> {
     let public_hex = hex(key.verifying_key().as_bytes());
     std::fs::write(&public, format!("{public_hex}\n"))
         .with_context(|| format!("writing {}", public.display()))?;
-    println!("secret key: {} (keep it secret; it signs updates)", secret.display());
+    println!(
+        "secret key: {} (keep it secret; it signs updates)",
+        secret.display()
+    );
     println!("public key: {}", public.display());
     println!("key id:     {}", key_id_hex(&key_id(&key.verifying_key())));
-    println!("\nTrust it on a device, in relay.toml:\n[updates]\ntrusted_keys = [\"{public_hex}\"]");
+    println!(
+        "\nTrust it on a device, in relay.toml:\n[updates]\ntrusted_keys = [\"{public_hex}\"]"
+    );
     Ok(())
 }
 
@@ -51,7 +56,12 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey> {
         .with_context(|| format!("reading the signing key {}", path.display()))?;
     let seed: [u8; 32] = unhex(text.trim())
         .and_then(|b| b.try_into().ok())
-        .with_context(|| format!("{} is not a signing key (64 hex characters)", path.display()))?;
+        .with_context(|| {
+            format!(
+                "{} is not a signing key (64 hex characters)",
+                path.display()
+            )
+        })?;
     Ok(SigningKey::from_bytes(&seed))
 }
 

@@ -21,7 +21,9 @@ use super::keys::{read_public_key, read_signing_key};
 
 /// Sign a plugin module into a bundle.
 #[derive(Debug, Args)]
-#[command(after_help = "Example: relay plugin sign target/plugins/echo.wasm --key ops.key -o echo.bundle")]
+#[command(
+    after_help = "Example: relay plugin sign target/plugins/echo.wasm --key ops.key -o echo.bundle"
+)]
 pub struct SignArgs {
     /// The plugin module (.wasm).
     pub module: PathBuf,
@@ -41,8 +43,8 @@ pub struct SignArgs {
 
 pub fn sign(args: SignArgs) -> Result<()> {
     let key = read_signing_key(&args.key)?;
-    let module =
-        std::fs::read(&args.module).with_context(|| format!("reading {}", args.module.display()))?;
+    let module = std::fs::read(&args.module)
+        .with_context(|| format!("reading {}", args.module.display()))?;
     let engine = WasmiEngine::new();
     let limits = Limits::default();
     let plugin = engine
@@ -90,8 +92,8 @@ pub struct InspectArgs {
 }
 
 pub fn inspect(args: InspectArgs) -> Result<()> {
-    let bytes =
-        std::fs::read(&args.bundle).with_context(|| format!("reading {}", args.bundle.display()))?;
+    let bytes = std::fs::read(&args.bundle)
+        .with_context(|| format!("reading {}", args.bundle.display()))?;
     let manifest = read_manifest(&bytes)?;
     if let Some(key) = &args.key {
         let mut trust = TrustedKeys::new();

@@ -218,17 +218,21 @@ impl UpdatesConfig {
         let invalid = |m: String| ConfigError::Invalid(m);
         let mut trust = relay_core::ota::verify::TrustedKeys::new();
         for key in &self.trusted_keys {
-            let bytes: [u8; 32] = unhex(key)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| invalid(format!("updates.trusted_keys: {key:?} is not 64 hex characters")))?;
+            let bytes: [u8; 32] = unhex(key).and_then(|b| b.try_into().ok()).ok_or_else(|| {
+                invalid(format!(
+                    "updates.trusted_keys: {key:?} is not 64 hex characters"
+                ))
+            })?;
             trust
                 .trust(&bytes)
                 .map_err(|e| invalid(format!("updates.trusted_keys: {key:?}: {e}")))?;
         }
         for id in &self.revoked_keys {
-            let bytes: [u8; 8] = unhex(id)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| invalid(format!("updates.revoked_keys: {id:?} is not a 16 hex character key id")))?;
+            let bytes: [u8; 8] = unhex(id).and_then(|b| b.try_into().ok()).ok_or_else(|| {
+                invalid(format!(
+                    "updates.revoked_keys: {id:?} is not a 16 hex character key id"
+                ))
+            })?;
             trust.revoke(bytes);
         }
         Ok(super::installer::UpdateOptions {

@@ -227,7 +227,11 @@ fn run_handler(
         );
     }
     match outcome {
-        Ok(Ok(call)) => (AttemptResult::from_handler(call.result), call.events, ran_by),
+        Ok(Ok(call)) => (
+            AttemptResult::from_handler(call.result),
+            call.events,
+            ran_by,
+        ),
         Ok(Err(DispatchError::Plugin(e))) => {
             (AttemptResult::from_plugin_error(&e), Vec::new(), ran_by)
         }

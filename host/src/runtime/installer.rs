@@ -170,7 +170,11 @@ impl Installer {
             ota::ROLLBACK => chunk::decode_name(&cmd.payload)
                 .and_then(|name| self.roll_back(&name, registry).map(|r| (name, r)))
                 .map(|(name, (to, from))| {
-                    reply(&[("plugin", &name), ("version", &to), ("rolled_back_from", &from)])
+                    reply(&[
+                        ("plugin", &name),
+                        ("version", &to),
+                        ("rolled_back_from", &from),
+                    ])
                 }),
             ota::REMOVE => chunk::decode_name(&cmd.payload)
                 .and_then(|name| self.remove(&name, registry))
@@ -198,13 +202,21 @@ impl Installer {
         match chunk::receive(&mut self.files, &chunk, self.options.max_bundle_bytes)? {
             Progress::Partial { have, total } => {
                 let mut w = Writer::new();
-                w.map_len(2).str("received").uint(have).str("total").uint(total);
+                w.map_len(2)
+                    .str("received")
+                    .uint(have)
+                    .str("total")
+                    .uint(total);
                 return Ok(w.into_vec());
             }
             Progress::Complete { .. } => {}
         }
         let mut staged = self.files.staged_bundle().map_err(storage)?;
-        let verified = verify(&mut staged, &self.options.trust, self.options.max_bundle_bytes)?;
+        let verified = verify(
+            &mut staged,
+            &self.options.trust,
+            self.options.max_bundle_bytes,
+        )?;
         let manifest = verified.manifest;
         let name = manifest.name.clone();
         let source = Source::Bundle(manifest.sha256);
@@ -213,14 +225,34 @@ impl Installer {
             // A re-run of an install that already switched (crash, redelivery).
             return self.already_active(&name, registry);
         }
-        policy::check_manifest(&manifest, env!("CARGO_PKG_VERSION"), self.state.highest(&name))?;
+        policy::check_manifest(
+            &manifest,
+            env!("CARGO_PKG_VERSION"),
+            self.state.highest(&name),
+        )?;
         let path = self
             .files
-            .keep_module(&manifest.sha256, verified.module_offset, verified.module_len)
+            .keep_module(
+                &manifest.sha256,
+                verified.module_offset,
+                verified.module_len,
+            )
             .map_err(storage)?;
-        let plugin = self.load_path(&path)?;
-        policy::check_describe(&manifest, plugin.info())?;
-        check_claims(registry, plugin.info())?;
+        let checked = self.load_path(&path).and_then(|plugin| {
+            policy::check_describe(&manifest, plugin.info())?;
+            check_claims(registry, plugin.info())?;
+            Ok(plugin)
+        });
+        let plugin = match checked {
+            Ok(plugin) => plugin,
+            Err(refusal) => {
+                // A refused module is not kept (unless a version uses it).
+                if !self.state.references(&source) {
+                    let _ = self.files.drop_source(&source);
+                }
+                return Err(refusal);
+            }
+        };
         let slot = Slot {
             version: manifest.version.clone(),
             source,
@@ -283,7 +315,10 @@ impl Installer {
             role: Role::Admin,
         };
         let failure = match registry.plugin_mut(name).map(|p| p.handle(&test)) {
-            Some(Ok(out)) => out.result.err().map(|e| format!("{}: {}", e.kind.as_str(), e.message)),
+            Some(Ok(out)) => out
+                .result
+                .err()
+                .map(|e| format!("{}: {}", e.kind.as_str(), e.message)),
             Some(Err(trap)) => Some(trap.to_string()),
             None => Some("the plugin is gone".into()),
         };
@@ -322,7 +357,9 @@ impl Installer {
                         self.state = next;
                         tracing::info!(plugin, "update: version confirmed");
                     }
-                    Err(error) => tracing::error!(plugin, %error, "update: cannot save the confirmation (stays on trial)"),
+                    Err(error) => {
+                        tracing::error!(plugin, %error, "update: cannot save the confirmation (stays on trial)")
+                    }
                 }
                 Vec::new()
             }
@@ -361,31 +398,36 @@ impl Installer {
     }
 
     /// Back to the previous version: `(to, from)` versions.
-    fn roll_back(&mut self, name: &str, registry: &mut Registry) -> Result<(String, String), Refusal> {
+    fn roll_back(
+        &mut self,
+        name: &str,
+        registry: &mut Registry,
+    ) -> Result<(String, String), Refusal> {
         let from = self.current_slot(name, registry);
         let mut next = self.state.clone();
         let (previous, dropped) = next
             .roll_back(name)
             .ok_or_else(|| Refusal::NoPrevious(name.into()))?;
-        let plugin = self
-            .load(name, &previous)
-            .map_err(|e| Refusal::InvalidModule(format!("the previous version does not load: {e}")))?;
+        let plugin = self.load(name, &previous).map_err(|e| {
+            Refusal::InvalidModule(format!("the previous version does not load: {e}"))
+        })?;
         self.files.save_state(&next).map_err(storage)?;
         self.state = next;
         self.trials.remove(name);
         // The previous version may claim commands the failed one dropped:
         // unload the failed one first.
         registry.uninstall(name);
-        registry
-            .install(plugin)
-            .map_err(|e| Refusal::Conflict {
-                command: name.into(),
-                owner: e.to_string(),
-            })?;
+        registry.install(plugin).map_err(|e| Refusal::Conflict {
+            command: name.into(),
+            owner: e.to_string(),
+        })?;
         if let Some(dropped) = dropped {
             let _ = self.files.drop_source(&dropped);
         }
-        Ok((previous.version, from.map(|f| f.version).unwrap_or_default()))
+        Ok((
+            previous.version,
+            from.map(|f| f.version).unwrap_or_default(),
+        ))
     }
 
     fn remove(&mut self, name: &str, registry: &mut Registry) -> Result<String, Refusal> {
@@ -420,11 +462,9 @@ impl Installer {
     fn load(&self, name: &str, slot: &Slot) -> Result<Box<dyn Plugin>, Refusal> {
         let path = match &slot.source {
             Source::Bundle(sha) => self.files.module_path(sha),
-            Source::Factory => self
-                .factory
-                .get(name)
-                .cloned()
-                .ok_or_else(|| Refusal::InvalidModule(format!("no plugin {name:?} in the plugin directory")))?,
+            Source::Factory => self.factory.get(name).cloned().ok_or_else(|| {
+                Refusal::InvalidModule(format!("no plugin {name:?} in the plugin directory"))
+            })?,
         };
         self.load_path(&path)
     }

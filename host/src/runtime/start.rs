@@ -71,6 +71,37 @@ impl std::fmt::Debug for DeviceRuntime {
 /// Loads plugins, replays the journal, connects (see the module doc).
 /// Needs a tokio runtime.
 pub fn start_device(config: &Config) -> Result<DeviceRuntime, StartError> {
+    let PreparedDevice {
+        prepared,
+        plugins,
+        engine,
+    } = prepare_device(config)?;
+    let mqtt = config.mqtt();
+    let broker = format!("{}:{}", mqtt.host, mqtt.port);
+    let transport = Arc::new(MqttTransport::start(mqtt)?);
+    let handle = prepared.start(transport.clone())?;
+    log_ready_once(&transport, broker, config.device.clone());
+    Ok(DeviceRuntime {
+        handle,
+        transport,
+        plugins,
+        engine,
+    })
+}
+
+/// A device loaded and replayed, not connected yet.
+pub struct PreparedDevice {
+    /// Start it with [`Prepared::start`] on a link.
+    pub prepared: super::Prepared,
+    /// The plugins it runs (after updates were applied).
+    pub plugins: Vec<PluginInfo>,
+    pub engine: Arc<dyn Engine>,
+}
+
+/// Everything [`start_device`] does before the link: the engine, the
+/// plugin directory, the updates over it (`[updates]`), the journal's
+/// replay. Tests start the result on an in-memory link.
+pub fn prepare_device(config: &Config) -> Result<PreparedDevice, StartError> {
     config.validate()?;
     let limits = config.plugin_limits()?;
     let engine = build_engine(config)?;
@@ -104,14 +135,8 @@ pub fn start_device(config: &Config) -> Result<DeviceRuntime, StartError> {
         .handlers(handlers)
         .installer(installer)
         .open_dir(&config.data_dir)?;
-    let mqtt = config.mqtt();
-    let broker = format!("{}:{}", mqtt.host, mqtt.port);
-    let transport = Arc::new(MqttTransport::start(mqtt)?);
-    let handle = prepared.start(transport.clone())?;
-    log_ready_once(&transport, broker, config.device.clone());
-    Ok(DeviceRuntime {
-        handle,
-        transport,
+    Ok(PreparedDevice {
+        prepared,
         plugins,
         engine,
     })

@@ -43,8 +43,8 @@ pub mod group;
 pub mod kv;
 pub mod shared;
 pub mod space;
-pub mod updates;
 pub mod ticket;
+pub mod updates;
 
 pub use file::{FileStorage, Recovery, StoreError, JOURNAL_FILE};
 pub use group::{Journal, JournalError, JournalStats, Ticket};

@@ -70,7 +70,9 @@ impl UpdateFiles {
 
     /// Where the module with this sha256 lives.
     pub fn module_path(&self, sha256: &[u8; 32]) -> PathBuf {
-        self.dir.join("modules").join(format!("{}.wasm", hex(sha256)))
+        self.dir
+            .join("modules")
+            .join(format!("{}.wasm", hex(sha256)))
     }
 
     /// Copies `len` bytes at `offset` of the staged bundle into the module
@@ -87,7 +89,10 @@ impl UpdateFiles {
             .open(&tmp)?;
         let copied = io::copy(&mut from.take(len), &mut to)?;
         if copied != len {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "staged bundle shrank"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "staged bundle shrank",
+            ));
         }
         to.sync_all()?;
         drop(to);
@@ -190,7 +195,9 @@ impl BundleRead for FileBundle {
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
-        self.file.read_exact_at(buf, offset).map_err(|e| e.to_string())
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -115,7 +115,8 @@ impl Header {
         }
         let mut key_id = [0; 8];
         key_id.copy_from_slice(&bytes[8..16]);
-        let manifest_len = u32::from_be_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]) as usize;
+        let manifest_len =
+            u32::from_be_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]) as usize;
         if manifest_len == 0 || manifest_len > MAX_MANIFEST_BYTES {
             return Err(Refusal::Malformed(format!(
                 "manifest length {manifest_len} is outside 1..={MAX_MANIFEST_BYTES}"

@@ -262,10 +262,14 @@ mod tests {
     fn missing_fields_and_other_formats_are_refused() {
         let mut w = Writer::new();
         w.map_len(1).str("format").uint(1);
-        assert!(Manifest::decode(&w.into_vec()).unwrap_err().contains("name"));
+        assert!(Manifest::decode(&w.into_vec())
+            .unwrap_err()
+            .contains("name"));
         let mut w = Writer::new();
         w.map_len(1).str("format").uint(2);
-        assert!(Manifest::decode(&w.into_vec()).unwrap_err().contains("format 2"));
+        assert!(Manifest::decode(&w.into_vec())
+            .unwrap_err()
+            .contains("format 2"));
         assert!(Manifest::decode(&[0xc1]).is_err());
     }
 }

@@ -211,10 +211,14 @@ fn read_slot(r: &mut Reader<'_>) -> Result<Option<Slot>, MsgpackError> {
     let source = if r.read_nil()? {
         Source::Factory
     } else {
-        Source::Bundle(r.read_bin()?.try_into().map_err(|_| MsgpackError::WrongType {
-            at,
-            expected: "a 32-byte module hash",
-        })?)
+        Source::Bundle(
+            r.read_bin()?
+                .try_into()
+                .map_err(|_| MsgpackError::WrongType {
+                    at,
+                    expected: "a 32-byte module hash",
+                })?,
+        )
     };
     Ok(Some(Slot { version, source }))
 }
@@ -237,14 +241,20 @@ mod tests {
             version: "1.0.0".into(),
             source: Source::Factory,
         };
-        assert_eq!(s.switch("echo", bundle("1.1.0", 1), Some(factory.clone())), None);
+        assert_eq!(
+            s.switch("echo", bundle("1.1.0", 1), Some(factory.clone())),
+            None
+        );
         let e = &s.plugins["echo"];
         assert_eq!((e.trial, e.highest.as_str()), (true, "1.1.0"));
         assert_eq!(e.previous, Some(factory.clone()));
         s.confirm("echo");
         // 1.2.0 replaces 1.1.0; the factory version is no longer kept.
         let dropped = s.switch("echo", bundle("1.2.0", 2), Some(bundle("1.1.0", 1)));
-        assert_eq!(dropped, None, "the factory version stays in the plugin directory");
+        assert_eq!(
+            dropped, None,
+            "the factory version stays in the plugin directory"
+        );
         assert_eq!(UpdateState::decode(&s.encode()).unwrap(), s);
         // Roll back: 1.1.0 active, 1.2.0's bundle is free, highest stays.
         let (back, freed) = s.roll_back("echo").unwrap();

@@ -61,10 +61,19 @@ mod tests {
     fn traps_and_timeouts_roll_back_other_ends_count() {
         let mut t = Trial::new(3);
         assert_eq!(t.after_call(None), Verdict::Continue);
-        assert_eq!(t.after_call(Some(&Code::InvalidArgument)), Verdict::Continue);
+        assert_eq!(
+            t.after_call(Some(&Code::InvalidArgument)),
+            Verdict::Continue
+        );
         assert_eq!(t.after_call(None), Verdict::Confirm);
-        assert_eq!(Trial::new(3).after_call(Some(&Code::Trap)), Verdict::RollBack);
-        assert_eq!(Trial::new(3).after_call(Some(&Code::TimedOut)), Verdict::RollBack);
+        assert_eq!(
+            Trial::new(3).after_call(Some(&Code::Trap)),
+            Verdict::RollBack
+        );
+        assert_eq!(
+            Trial::new(3).after_call(Some(&Code::TimedOut)),
+            Verdict::RollBack
+        );
         assert_eq!(Trial::new(0).after_call(None), Verdict::Confirm);
     }
 }

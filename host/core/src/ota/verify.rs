@@ -37,7 +37,9 @@ impl BundleRead for &[u8] {
     }
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
         let start = usize::try_from(offset).map_err(|_| String::from("offset out of range"))?;
-        let end = start.checked_add(buf.len()).filter(|&e| e <= <[u8]>::len(self));
+        let end = start
+            .checked_add(buf.len())
+            .filter(|&e| e <= <[u8]>::len(self));
         let end = end.ok_or_else(|| String::from("read past the end of the bundle"))?;
         buf.copy_from_slice(&self[start..end]);
         Ok(())
@@ -58,7 +60,8 @@ impl TrustedKeys {
 
     /// Trusts `key` (32 bytes of an ed25519 public key).
     pub fn trust(&mut self, key: &[u8; 32]) -> Result<KeyId, String> {
-        let key = VerifyingKey::from_bytes(key).map_err(|e| alloc::format!("invalid public key: {e}"))?;
+        let key =
+            VerifyingKey::from_bytes(key).map_err(|e| alloc::format!("invalid public key: {e}"))?;
         let id = key_id(&key);
         self.keys.push((id, key));
         Ok(id)
