@@ -33,6 +33,9 @@ pub fn status_json(status: &Status) -> serde_json::Value {
         v["next_attempt_at"] = next.into();
         v["next_attempt_time"] = timestamp(next).into();
     }
+    if let Some(plugin) = &status.plugin {
+        v["plugin"] = plugin.as_str().into();
+    }
     v
 }
 
@@ -40,6 +43,9 @@ pub fn status_json(status: &Status) -> serde_json::Value {
 /// a retry says when: `next_attempt=2026-12-05T10:00:05.000Z (in 4.9s)`.
 pub fn status_line(status: &Status) -> String {
     let mut line = format!("{} attempt={}", status.status, status.attempt);
+    if let Some(plugin) = &status.plugin {
+        line.push_str(&format!(" plugin={plugin}"));
+    }
     if let Some(code) = &status.code {
         line.push_str(&format!(" code={code}"));
     }

@@ -166,10 +166,7 @@ impl Device {
 
 fn sha_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    relay_core::ota::bundle::hex(&sha2::Sha256::digest(bytes))
 }
 
 fn chunk_payload(transfer: &str, offset: u64, total: u64, data: &[u8]) -> Vec<u8> {
@@ -270,8 +267,12 @@ async fn every_bad_bundle_is_refused_with_its_code_and_changes_nothing() {
         let s = dev.finals_until(&id, &mut Vec::new()).await.pop().unwrap();
         assert_eq!(s.code.unwrap().as_str(), "bundle_too_large");
         // Not admin: refused at arrival.
-        let env = Envelope::new("c-role", ota::INSTALL, 1)
-            .with_payload(chunk_payload(&sha_hex(&good), 0, good.len() as u64, &good));
+        let env = Envelope::new("c-role", ota::INSTALL, 1).with_payload(chunk_payload(
+            &sha_hex(&good),
+            0,
+            good.len() as u64,
+            &good,
+        ));
         dev.remote.send_command(Role::Primary, env.to_msgpack());
         let s = dev
             .finals_until("c-role", &mut Vec::new())
@@ -294,8 +295,7 @@ async fn every_bad_bundle_is_refused_with_its_code_and_changes_nothing() {
 }
 
 fn key3_id() -> String {
-    let id = relay_core::ota::key_id(&key(3).verifying_key());
-    id.iter().map(|b| format!("{b:02x}")).collect()
+    relay_core::ota::bundle::hex(&relay_core::ota::key_id(&key(3).verifying_key()))
 }
 
 /// 1,000 commands with an update in the middle, then a bad update that

@@ -61,7 +61,7 @@ pub fn push(args: PushArgs) -> Result<()> {
     if args.chunk_size == 0 || args.chunk_size > 200 * 1024 {
         bail!("--chunk-size must be between 1 and 204800 bytes");
     }
-    let transfer = super::keys::hex(&Sha256::digest(&bundle));
+    let transfer = relay_core::ota::bundle::hex(&Sha256::digest(&bundle));
     let chunks: Vec<Vec<u8>> = bundle
         .chunks(args.chunk_size)
         .enumerate()

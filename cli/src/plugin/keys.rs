@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use relay_core::ota::bundle::{key_id, key_id_hex};
+use relay_core::ota::bundle::{hex, key_id, key_id_hex, unhex};
 
 /// Create a signing key pair.
 #[derive(Debug, Args)]
@@ -94,18 +94,4 @@ fn with_ext(prefix: &Path, ext: &str) -> PathBuf {
     name.push(".");
     name.push(ext);
     PathBuf::from(name)
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.is_ascii() {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
 }

@@ -107,7 +107,7 @@ pub fn inspect(args: InspectArgs) -> Result<()> {
         "name": manifest.name,
         "version": manifest.version,
         "world": manifest.world,
-        "sha256": super::keys::hex(&manifest.sha256),
+        "sha256": relay_core::ota::bundle::hex(&manifest.sha256),
         "size": manifest.size,
         "commands": manifest.commands,
         "min_host": manifest.min_host,

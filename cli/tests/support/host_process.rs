@@ -36,6 +36,8 @@ pub struct HostConfig {
     pub engine: String,
     /// Extra TOML appended to `relay.toml` (e.g. an `[envelope]` table).
     pub extra_toml: String,
+    /// Extra environment of the next start.
+    pub env: Vec<(String, String)>,
 }
 
 impl HostConfig {
@@ -48,6 +50,7 @@ impl HostConfig {
             max_attempts: 5,
             engine: "wasmi".into(),
             extra_toml: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -184,6 +187,7 @@ impl HostProcess {
             )
             .env("NO_COLOR", "1")
             .env("RUST_BACKTRACE", "1")
+            .envs(self.config.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -277,6 +281,25 @@ impl HostProcess {
         // ready already counted. Re-sync with the log either way.
         self.starts = self.scan_readies();
         Ok(())
+    }
+
+    /// Waits (bounded) for the process to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> Result<ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.try_wait()? {
+                self.child = None;
+                self.starts = self.scan_readies();
+                return Ok(status);
+            }
+            if started.elapsed() > limit {
+                bail!(
+                    "relay run still running after {limit:?}; log:\n{}",
+                    self.log_tail(40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// SIGTERM: graceful shutdown; waits (bounded) for the exit status.

@@ -218,21 +218,25 @@ impl UpdatesConfig {
         let invalid = |m: String| ConfigError::Invalid(m);
         let mut trust = relay_core::ota::verify::TrustedKeys::new();
         for key in &self.trusted_keys {
-            let bytes: [u8; 32] = unhex(key).and_then(|b| b.try_into().ok()).ok_or_else(|| {
-                invalid(format!(
-                    "updates.trusted_keys: {key:?} is not 64 hex characters"
-                ))
-            })?;
+            let bytes: [u8; 32] = relay_core::ota::bundle::unhex(key.trim())
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "updates.trusted_keys: {key:?} is not 64 hex characters"
+                    ))
+                })?;
             trust
                 .trust(&bytes)
                 .map_err(|e| invalid(format!("updates.trusted_keys: {key:?}: {e}")))?;
         }
         for id in &self.revoked_keys {
-            let bytes: [u8; 8] = unhex(id).and_then(|b| b.try_into().ok()).ok_or_else(|| {
-                invalid(format!(
-                    "updates.revoked_keys: {id:?} is not a 16 hex character key id"
-                ))
-            })?;
+            let bytes: [u8; 8] = relay_core::ota::bundle::unhex(id.trim())
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "updates.revoked_keys: {id:?} is not a 16 hex character key id"
+                    ))
+                })?;
             trust.revoke(bytes);
         }
         Ok(super::installer::UpdateOptions {
@@ -241,17 +245,6 @@ impl UpdatesConfig {
             trial_commands: self.trial_commands,
         })
     }
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    let s = s.trim();
-    if s.len() % 2 != 0 || !s.is_ascii() {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
 }
 
 fn default_prefix() -> String {

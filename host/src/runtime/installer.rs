@@ -41,6 +41,20 @@ use relay_store::UpdateFiles;
 
 use super::loader::{self, LoadError};
 
+/// Test hook: with `RELAY_CRASH_AT=<step>` in its environment, the
+/// process aborts at that step of an install (`chunk`, `verified`,
+/// `staged`, `switched`, `trial`, `confirmed`), exactly as `kill -9` would
+/// stop it there. The crash-safety tests use it to stop at every step
+/// deterministically; nothing sets it otherwise.
+pub const CRASH_AT_ENV: &str = "RELAY_CRASH_AT";
+
+fn crash_point(step: &str) {
+    if std::env::var_os(CRASH_AT_ENV).is_some_and(|v| v == step) {
+        eprintln!("{CRASH_AT_ENV}={step}: aborting");
+        std::process::abort();
+    }
+}
+
 /// The event a device publishes when a version on trial is rolled back.
 pub const UPDATE_EVENT: &str = "_update";
 
@@ -201,6 +215,7 @@ impl Installer {
         let chunk = chunk::decode(payload)?;
         match chunk::receive(&mut self.files, &chunk, self.options.max_bundle_bytes)? {
             Progress::Partial { have, total } => {
+                crash_point("chunk");
                 let mut w = Writer::new();
                 w.map_len(2)
                     .str("received")
@@ -218,6 +233,7 @@ impl Installer {
             self.options.max_bundle_bytes,
         )?;
         let manifest = verified.manifest;
+        crash_point("verified");
         let name = manifest.name.clone();
         let source = Source::Bundle(manifest.sha256);
         let current = self.current_slot(&name, registry);
@@ -238,6 +254,7 @@ impl Installer {
                 verified.module_len,
             )
             .map_err(storage)?;
+        crash_point("staged");
         let checked = self.load_path(&path).and_then(|plugin| {
             policy::check_describe(&manifest, plugin.info())?;
             check_claims(registry, plugin.info())?;
@@ -261,6 +278,7 @@ impl Installer {
         let dropped = next.switch(&name, slot, current.clone());
         self.files.save_state(&next).map_err(storage)?;
         self.state = next;
+        crash_point("switched");
         registry
             .install(plugin)
             .map_err(|e| Refusal::Storage(format!("registry refused the checked plugin: {e}")))?;
@@ -272,6 +290,7 @@ impl Installer {
         self.trials
             .insert(name.clone(), Trial::new(self.options.trial_commands));
         let previous = current.map(|c| c.version).unwrap_or_default();
+        crash_point("trial");
         Ok(reply(&[
             ("plugin", &name),
             ("version", &manifest.version),
@@ -355,6 +374,7 @@ impl Installer {
                 match self.files.save_state(&next) {
                     Ok(()) => {
                         self.state = next;
+                        crash_point("confirmed");
                         tracing::info!(plugin, "update: version confirmed");
                     }
                     Err(error) => {

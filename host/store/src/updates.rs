@@ -22,6 +22,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use relay_core::ota::bundle::{hex, unhex};
 use relay_core::ota::chunk::Staging;
 use relay_core::ota::state::{Source, UpdateState};
 use relay_core::ota::verify::BundleRead;
@@ -201,19 +202,8 @@ impl BundleRead for FileBundle {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || !s.is_ascii() {
-        return None;
-    }
-    let mut out = [0; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
+    unhex(s).and_then(|b| b.try_into().ok())
 }
 
 #[cfg(test)]

@@ -13,11 +13,7 @@ pub fn key(seed: u8) -> SigningKey {
 
 /// The public key as the config takes it (hex).
 pub fn public_hex(key: &SigningKey) -> String {
-    key.verifying_key()
-        .as_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    relay_core::ota::bundle::hex(key.verifying_key().as_bytes())
 }
 
 /// A manifest for `module` as `relay plugin sign` writes it (all roles).

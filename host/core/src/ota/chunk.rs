@@ -75,15 +75,9 @@ pub fn decode_name(payload: &[u8]) -> Result<String, Refusal> {
 }
 
 fn parse_hex32(s: &str) -> Result<[u8; 32], Refusal> {
-    let bad = || Refusal::BadRequest(format!("bundle id {s:?} is not 64 hex characters"));
-    if s.len() != 64 || !s.is_ascii() {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(out)
+    super::bundle::unhex(s)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| Refusal::BadRequest(format!("bundle id {s:?} is not 64 hex characters")))
 }
 
 /// Where chunks are kept until the bundle is complete: a file on Linux, a

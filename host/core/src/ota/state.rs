@@ -94,7 +94,7 @@ impl UpdateState {
     pub fn roll_back(&mut self, name: &str) -> Option<(Slot, Option<Source>)> {
         let p = self.plugins.get_mut(name)?;
         let previous = p.previous.take()?;
-        let dropped = core::mem::replace(&mut p.active, Some(previous.clone())).map(|s| s.source);
+        let dropped = p.active.replace(previous.clone()).map(|s| s.source);
         p.trial = false;
         Some((previous, dropped.filter(|d| !self.references(d))))
     }

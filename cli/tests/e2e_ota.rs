@@ -1,0 +1,297 @@
+//! Over-the-air updates through the real CLI and a real `relay run` on
+//! Mosquitto (issue 11): `relay plugin keygen`, `sign`, `push`, `list`,
+//! `rollback`, and a crash at each step of an install.
+//!
+//! The crash test stops the device at every step of an install (a chunk
+//! staged, the bundle verified, the module kept, the state switched, the
+//! version on trial, the version confirmed) with the `RELAY_CRASH_AT` hook,
+//! which aborts the process there as `kill -9` would; then starts it again
+//! without the hook. Each time, `relay plugin push` (still waiting) must
+//! get a final answer, never hang: the install completes, exactly one
+//! complete version of the plugin is active and runs commands, and the
+//! update state on disk agrees.
+
+#[path = "support/host_process.rs"]
+mod host_process;
+#[path = "../../host/tests/ota_support/mod.rs"]
+#[allow(dead_code)]
+mod ota_support;
+#[allow(unused_imports)]
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use host_process::{relay_binary, HostConfig, HostProcess};
+use ota_support::plugin_wat::{plugin_module, Behaviour};
+use relay_core::ota::state::UpdateState;
+use support::mosquitto::Mosquitto;
+
+const CMDS: &[&str] = &["blink", "self-test"];
+const READY: Duration = Duration::from_secs(120);
+
+fn relay(args: &[&str], port: u16) -> Result<Output> {
+    Command::new(relay_binary())
+        .args(args)
+        .args(["--port", &port.to_string()])
+        .output()
+        .context("running relay")
+}
+
+fn relay_offline(args: &[&str]) -> Result<Output> {
+    Command::new(relay_binary())
+        .args(args)
+        .output()
+        .context("running relay")
+}
+
+fn ok(out: &Output) -> Result<String> {
+    ensure!(
+        out.status.success(),
+        "relay failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Keys and a signed 2.0.0 bundle of `leds`, made with the CLI.
+struct Signed {
+    dir: tempfile::TempDir,
+    public: String,
+}
+
+impl Signed {
+    fn make() -> Result<Signed> {
+        let dir = tempfile::tempdir()?;
+        let prefix = dir.path().join("ops");
+        ok(&relay_offline(&[
+            "plugin",
+            "keygen",
+            "--out",
+            prefix.to_str().unwrap(),
+        ])?)?;
+        let public = std::fs::read_to_string(dir.path().join("ops.pub"))?
+            .trim()
+            .to_string();
+        for (version, behaviour) in [("2.0.0", Behaviour::Echo), ("3.0.0", Behaviour::Traps)] {
+            let module = dir.path().join(format!("leds-{version}.wasm"));
+            std::fs::write(&module, plugin_module("leds", version, CMDS, behaviour))?;
+            let bundle = dir.path().join(format!("leds-{version}.bundle"));
+            let out = ok(&relay_offline(&[
+                "plugin",
+                "sign",
+                module.to_str().unwrap(),
+                "--key",
+                dir.path().join("ops.key").to_str().unwrap(),
+                "-o",
+                bundle.to_str().unwrap(),
+            ])?)?;
+            ensure!(out.contains(&format!("leds {version}")), "{out}");
+        }
+        Ok(Signed { dir, public })
+    }
+
+    fn bundle(&self, version: &str) -> String {
+        self.dir
+            .path()
+            .join(format!("leds-{version}.bundle"))
+            .display()
+            .to_string()
+    }
+}
+
+/// A host whose plugin directory holds `leds` 1.0.0, trusting `public`.
+fn host(port: u16, device: &str, public: &str) -> Result<HostProcess> {
+    let mut config = HostConfig::new(device, port, &[]);
+    config.extra_toml = format!("[updates]\ntrusted_keys = [\"{public}\"]\ntrial_commands = 1\n");
+    let host = HostProcess::prepare(config)?;
+    std::fs::write(
+        host.dir().join("plugins/leds.wasm"),
+        plugin_module("leds", "1.0.0", CMDS, Behaviour::Echo),
+    )?;
+    Ok(host)
+}
+
+fn state(dir: &Path) -> Result<UpdateState> {
+    let bytes = std::fs::read(dir.join("data/updates/state")).context("update state")?;
+    UpdateState::decode(&bytes).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// `relay send blink --wait --json`: the final status as JSON.
+fn blink(port: u16, device: &str) -> Result<serde_json::Value> {
+    let out = ok(&relay(
+        &[
+            "send",
+            "-d",
+            device,
+            "blink",
+            "[1]",
+            "--wait",
+            "--json",
+            "--timeout",
+            "60s",
+        ],
+        port,
+    )?)?;
+    let last = out.lines().last().context("no status")?;
+    Ok(serde_json::from_str(last)?)
+}
+
+#[test]
+fn push_list_rollback_through_the_cli() -> Result<()> {
+    let broker = Mosquitto::start()?;
+    let port = broker.port();
+    let signed = Signed::make()?;
+    let mut host = host(port, "ota-cli", &signed.public)?;
+    host.spawn()?;
+    host.wait_ready(READY)?;
+    let out = ok(&relay(
+        &[
+            "plugin",
+            "push",
+            "-d",
+            "ota-cli",
+            &signed.bundle("2.0.0"),
+            "--chunk-size",
+            "300",
+        ],
+        port,
+    )?)?;
+    ensure!(
+        out.contains("\"state\":\"trial\"") && out.contains("\"previous\":\"1.0.0\""),
+        "{out}"
+    );
+    let list = ok(&relay(&["plugin", "list", "-d", "ota-cli"], port)?)?;
+    ensure!(list.contains("leds") && list.contains("2.0.0"), "{list}");
+    ensure!(blink(port, "ota-cli")?["plugin"] == "leds@2.0.0");
+
+    let out = ok(&relay(
+        &["plugin", "rollback", "-d", "ota-cli", "leds"],
+        port,
+    )?)?;
+    ensure!(out.contains("\"version\":\"1.0.0\""), "{out}");
+    ensure!(blink(port, "ota-cli")?["plugin"] == "leds@1.0.0");
+
+    // A version that traps: installed, then rolled back by its first command.
+    ok(&relay(
+        &["plugin", "push", "-d", "ota-cli", &signed.bundle("3.0.0")],
+        port,
+    )?)?;
+    let status = blink(port, "ota-cli")?;
+    ensure!(
+        status["status"] == "succeeded" && status["plugin"] == "leds@1.0.0",
+        "{status}"
+    );
+
+    // A refusal exits 3 with the code: the same bundle is now a downgrade.
+    let refused = relay(
+        &["plugin", "push", "-d", "ota-cli", &signed.bundle("3.0.0")],
+        port,
+    )?;
+    ensure!(refused.status.code() == Some(3), "{refused:?}");
+    ensure!(String::from_utf8_lossy(&refused.stderr).contains("bundle_downgrade"));
+    let inspect = ok(&relay_offline(&[
+        "plugin",
+        "inspect",
+        &signed.bundle("2.0.0"),
+        "--key",
+        &signed.public,
+    ])?)?;
+    ensure!(inspect.contains("\"verified\": true"), "{inspect}");
+    Ok(())
+}
+
+#[test]
+fn a_crash_at_every_step_of_an_install_leaves_one_complete_version() -> Result<()> {
+    let broker = Mosquitto::start()?;
+    let port = broker.port();
+    let signed = Signed::make()?;
+    for step in [
+        "chunk",
+        "verified",
+        "staged",
+        "switched",
+        "trial",
+        "confirmed",
+    ] {
+        let device = format!("ota-{step}");
+        let mut host = host(port, &device, &signed.public)?;
+        host.config.env = vec![("RELAY_CRASH_AT".into(), step.into())];
+        host.spawn()?;
+        host.wait_ready(READY)?;
+        let push = Command::new(relay_binary())
+            .args([
+                "plugin",
+                "push",
+                "-d",
+                &device,
+                &signed.bundle("2.0.0"),
+                "--chunk-size",
+                "600",
+            ])
+            .args(["--timeout", "120s", "--json", "--port", &port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        // `confirmed` needs the trial command that confirms the version.
+        let confirmer = if step == "confirmed" {
+            let device = device.clone();
+            Some(std::thread::spawn(move || {
+                // After the install: the push is queued before this command.
+                std::thread::sleep(Duration::from_millis(500));
+                blink(port, &device)
+            }))
+        } else {
+            None
+        };
+        let crashed = host.wait_exit(Duration::from_secs(120))?;
+        ensure!(
+            !crashed.success(),
+            "{step}: the host stopped at the hook ({crashed})"
+        );
+        host.config.env.clear();
+        host.spawn()?;
+        host.wait_ready(READY)?;
+        let pushed = push.wait_with_output()?;
+        let out = ok(&pushed).with_context(|| format!("{step}: push after the crash"))?;
+        ensure!(out.contains("\"succeeded\""), "{step}: {out}");
+        if let Some(confirmer) = confirmer {
+            let status = confirmer.join().unwrap()?;
+            ensure!(status["status"] == "succeeded", "{step}: {status}");
+        }
+        let list = ok(&relay(&["plugin", "list", "-d", &device, "--json"], port)?)?;
+        let plugins: serde_json::Value = serde_json::from_str(&list)?;
+        let leds: Vec<_> = plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["name"] == "leds")
+            .collect();
+        ensure!(
+            leds.len() == 1 && leds[0]["version"] == "2.0.0",
+            "{step}: {list}"
+        );
+        let status = blink(port, &device)?;
+        ensure!(status["plugin"] == "leds@2.0.0", "{step}: {status}");
+        let on_disk = state(host.dir())?;
+        let entry = &on_disk.plugins["leds"];
+        ensure!(
+            entry.active.as_ref().map(|a| a.version.as_str()) == Some("2.0.0"),
+            "{step}: {on_disk:?}"
+        );
+        let modules = std::fs::read_dir(host.dir().join("data/updates/modules"))?.count();
+        ensure!(modules == 1, "{step}: {modules} modules kept");
+        if step == "confirmed" {
+            ensure!(
+                !entry.trial,
+                "{step}: confirmed before the crash stays confirmed"
+            );
+        }
+        host.terminate()?;
+    }
+    Ok(())
+}
