@@ -141,24 +141,11 @@ impl HubClient {
     }
 
     async fn answer(&self, request: reqwest::RequestBuilder) -> Result<HubRequest, HubError> {
-        let request = match &self.token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        };
-        let response = request.send().await?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response.json().await?);
-        }
-        let text = response.text().await?;
-        let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => (body.error.code, body.error.message),
-            Err(_) => ("http".into(), text),
-        };
-        Err(HubError::Api {
-            status: status.as_u16(),
-            code,
-            message,
+        let json = self.json(request).await?;
+        serde_json::from_value(json).map_err(|e| HubError::Api {
+            status: 200,
+            code: "invalid_answer".into(),
+            message: e.to_string(),
         })
     }
 
@@ -201,5 +188,58 @@ impl HubClient {
                 .post(format!("{}/{id}/cancel", self.requests(device))),
         )
         .await
+    }
+
+    /// Starts a plugin rollout (`POST /v1/rollouts`); returns the rollout.
+    pub async fn create_rollout(&self, rollout: &Json) -> Result<Json, HubError> {
+        self.json(
+            self.http
+                .post(format!("{}/v1/rollouts", self.base))
+                .json(rollout),
+        )
+        .await
+    }
+
+    /// One rollout with every device's result.
+    pub async fn rollout(&self, id: &str) -> Result<Json, HubError> {
+        self.json(self.http.get(format!("{}/v1/rollouts/{id}", self.base)))
+            .await
+    }
+
+    /// Every rollout this user may see.
+    pub async fn rollouts(&self) -> Result<Json, HubError> {
+        self.json(self.http.get(format!("{}/v1/rollouts", self.base)))
+            .await
+    }
+
+    /// Stops starting devices of a rollout.
+    pub async fn abort_rollout(&self, id: &str) -> Result<Json, HubError> {
+        self.json(
+            self.http
+                .post(format!("{}/v1/rollouts/{id}/abort", self.base)),
+        )
+        .await
+    }
+
+    async fn json(&self, request: reqwest::RequestBuilder) -> Result<Json, HubError> {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let response = request.send().await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response.json().await?);
+        }
+        let text = response.text().await?;
+        let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => (body.error.code, body.error.message),
+            Err(_) => ("http".into(), text),
+        };
+        Err(HubError::Api {
+            status: status.as_u16(),
+            code,
+            message,
+        })
     }
 }

@@ -11,6 +11,13 @@
 //! `{"count": n, "echo": payload}` with `n` the device's run counter, so a
 //! checker can see the order the device ran its commands in.
 //!
+//! Plugin updates: an `_install` chunk is staged (answered `succeeded`);
+//! the last one "installs" the bundle, which succeeds unless the device is
+//! listed in [`DeviceConfig::failing_installs`], where it fails its health
+//! check (`failed`, code `self_test_failed`), as a real host does with a
+//! version whose self-test fails. Enough for the hub's rollouts to be
+//! measured against a fleet; the install itself is tested on real hosts.
+//!
 //! Dedupe as on a host: an id whose outcome is remembered (the last
 //! [`OUTCOME_MEMORY`]) gets that final status again and never runs again.
 //! The [`Ledger`] counts, besides, every run of an id that already ran (an
@@ -53,6 +60,8 @@ pub struct DeviceConfig {
     pub port: u16,
     pub statuses: Statuses,
     pub keep_alive: Duration,
+    /// Devices whose plugin installs fail the health check.
+    pub failing_installs: HashSet<String>,
 }
 
 impl DeviceConfig {
@@ -63,6 +72,7 @@ impl DeviceConfig {
             port,
             statuses: Statuses::AcceptedAndFinal,
             keep_alive: Duration::from_secs(30),
+            failing_installs: HashSet::new(),
         }
     }
 }
@@ -108,6 +118,8 @@ pub struct Responder {
     remembered: VecDeque<String>,
     /// Every id that ran (the rerun check only; a device has no such set).
     ran: HashSet<String>,
+    /// This device's installs fail their health check.
+    fails_installs: bool,
 }
 
 impl Responder {
@@ -120,7 +132,14 @@ impl Responder {
             outcomes: HashMap::new(),
             remembered: VecDeque::new(),
             ran: HashSet::new(),
+            fails_installs: false,
         }
+    }
+
+    /// Makes this device's plugin installs fail their health check.
+    pub fn failing_installs(mut self, fails: bool) -> Self {
+        self.fails_installs = fails;
+        self
     }
 
     pub fn topics(&self) -> &Topics {
@@ -177,9 +196,28 @@ impl Responder {
         if !self.ran.insert(envelope.id.clone()) {
             bump(&self.ledger.reruns);
         }
+        if envelope.name == relay_core::ota::INSTALL {
+            let status = self.install(&envelope, now);
+            return self.finish(&envelope.id, status, out);
+        }
         let status = Status::new(&envelope.id, &envelope.name, State::Succeeded, 1, now)
             .with_reply(Some(reply(self.count, &envelope.payload)));
         self.finish(&envelope.id, status, out)
+    }
+
+    /// An `_install` chunk: staged, or the last one, installed or failed.
+    fn install(&self, envelope: &Envelope, now: u64) -> Status {
+        let done = Status::new(&envelope.id, &envelope.name, State::Succeeded, 1, now);
+        let failed = Status::new(&envelope.id, &envelope.name, State::Failed, 1, now);
+        match relay_core::ota::chunk::decode(&envelope.payload) {
+            Err(refusal) => failed.with_code(refusal.code(), refusal.to_string()),
+            Ok(chunk) if chunk.offset + (chunk.data.len() as u64) < chunk.total => done,
+            Ok(_) if self.fails_installs => failed.with_code(
+                Code::parse("self_test_failed"),
+                "the self-test failed: simulated health-check failure",
+            ),
+            Ok(_) => done,
+        }
     }
 
     /// Remembers `status` as `id`'s outcome and appends it to `out`.
@@ -269,7 +307,8 @@ impl SimDevice {
         link.configure(&mut eventloop);
         let (ready_tx, ready) = watch::channel(false);
         let (stop, stopped) = oneshot::channel();
-        let responder = Responder::new(topics, config.statuses, ledger);
+        let responder = Responder::new(topics, config.statuses, ledger)
+            .failing_installs(config.failing_installs.contains(id));
         let task = tokio::spawn(drive(eventloop, client, responder, boot, ready_tx, stopped));
         Ok(SimDevice {
             id: id.to_owned(),

@@ -67,7 +67,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -98,12 +98,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/devices/{device}/requests", post(submit).get(list))
         .route("/v1/devices/{device}/requests/{id}", get(get_one))
         .route("/v1/devices/{device}/requests/{id}/cancel", post(cancel))
+        .merge(crate::rollout::api::routes())
         .with_state(state)
         .merge(events)
         .merge(crate::web::routes())
 }
 
-fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<User, ApiError> {
+pub(crate) fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<User, ApiError> {
     user_for(
         &state.users,
         bearer(headers),
@@ -156,20 +157,10 @@ async fn submit(
     let request = validate(&device, body, &user.name, role, now, &state.limits)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code(), e.to_string()))?;
     let id = request.id.clone();
-    let open = OpenRequest {
-        device: device.clone(),
-        role,
-        envelope: request.envelope(),
-        deadline_at: request.deadline_at,
-        state: HubState::Queued,
-    };
     let queued = RequestView::queued(&request);
     let waiter = Waiter::new(&state.store);
-    let (status, known) = match state.store.submit(request).await? {
-        Submitted::Created => {
-            state.service.forward(open).await;
-            (StatusCode::CREATED, Some(queued))
-        }
+    let (status, known) = match store_and_forward(&state.store, &state.service, request).await? {
+        Submitted::Created => (StatusCode::CREATED, Some(queued)),
         Submitted::Duplicate => (StatusCode::OK, None),
         Submitted::Conflict => {
             return Err(ApiError::new(
@@ -181,6 +172,27 @@ async fn submit(
     };
     let view = wait_for(&state, waiter, &device, &id, query.wait_ms, known).await?;
     Ok((status, Json(view)).into_response())
+}
+
+/// Stores `request` and, once it is durable and new, hands it to the
+/// forwarder: the one way a request enters the hub (the API, rollouts).
+pub(crate) async fn store_and_forward(
+    store: &Store,
+    service: &ServiceHandle,
+    request: crate::submit::NewRequest,
+) -> Result<Submitted, crate::store::StoreError> {
+    let open = OpenRequest {
+        device: request.device.clone(),
+        role: request.role,
+        envelope: request.envelope(),
+        deadline_at: request.deadline_at,
+        state: HubState::Queued,
+    };
+    let submitted = store.submit(request).await?;
+    if submitted == Submitted::Created {
+        service.forward(open).await;
+    }
+    Ok(submitted)
 }
 
 async fn get_one(

@@ -20,6 +20,7 @@
 //! | `cluster` | several instances on one database: leases, polls, cancel asks |
 //! | `events` | server-sent events: a device's request states, live |
 //! | `web` | the web page: devices, plugins, requests, a send form |
+//! | `rollout` | plugin rollouts: one signed bundle to many devices, at a rate, with abort criteria |
 
 // The store's unit tests share record builders with the integration tests,
 // which name the crate `relay_hub`.
@@ -36,6 +37,7 @@ pub mod api;
 pub mod cluster;
 pub mod events;
 pub mod mqtt;
+pub mod rollout;
 pub mod run;
 pub mod service;
 pub mod users;

@@ -104,6 +104,15 @@ pub async fn start(options: HubOptions) -> Result<RunningHub, StartError> {
         options.cluster.clone(),
     )
     .await?;
+    crate::rollout::driver::spawn(
+        store.clone(),
+        service.clone(),
+        options.limits,
+        options
+            .cluster
+            .as_ref()
+            .map(|c| (c.instance.clone(), c.lease_ms)),
+    );
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| StartError::Listen {

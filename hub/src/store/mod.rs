@@ -16,10 +16,12 @@
 
 mod lease;
 mod read;
+mod rollouts;
 mod schema;
 mod write;
 
 pub use read::{DeviceView, ListFilter, OpenRequest, RequestView, TransitionView};
+pub use rollouts::{NewRollout, RolloutRow, TargetRow};
 pub use schema::Backend;
 
 use std::str::FromStr;

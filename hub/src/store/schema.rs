@@ -73,6 +73,35 @@ impl Backend {
                 owner TEXT NOT NULL,
                 until BIGINT NOT NULL)"
                 .into(),
+            // Plugin rollouts (`crate::rollout`): the bundle, the settings,
+            // and one row per target device.
+            format!(
+                "CREATE TABLE IF NOT EXISTS rollouts (
+                    id TEXT PRIMARY KEY,
+                    bundle {bytes} NOT NULL,
+                    plugin TEXT NOT NULL,
+                    version TEXT NOT NULL,
+                    created_by TEXT NOT NULL,
+                    created_at BIGINT NOT NULL,
+                    rate_per_min BIGINT NOT NULL,
+                    abort_failed_percent BIGINT NOT NULL,
+                    min_executed BIGINT NOT NULL,
+                    device_timeout_ms BIGINT NOT NULL,
+                    chunk_bytes BIGINT NOT NULL,
+                    state TEXT NOT NULL,
+                    reason TEXT,
+                    updated_at BIGINT NOT NULL)"
+            ),
+            "CREATE TABLE IF NOT EXISTS rollout_targets (
+                rollout TEXT NOT NULL,
+                position BIGINT NOT NULL,
+                device TEXT NOT NULL,
+                state TEXT NOT NULL,
+                code TEXT,
+                started_at BIGINT,
+                finished_at BIGINT,
+                PRIMARY KEY (rollout, device))"
+                .into(),
             "CREATE TABLE IF NOT EXISTS cancel_asks (
                 device TEXT NOT NULL,
                 id TEXT NOT NULL,
