@@ -10,9 +10,14 @@
 //! get a final answer, never hang: the install completes, exactly one
 //! complete version of the plugin is active and runs commands, and the
 //! update state on disk agrees.
+//!
+//! Through the hub: `push --hub` and a `rollout` (a glob over the hub's
+//! devices) to two real devices, one of which already runs the version.
 
 #[path = "support/host_process.rs"]
 mod host_process;
+#[path = "support/hub.rs"]
+mod hub;
 #[path = "../../host/tests/ota_support/mod.rs"]
 #[allow(dead_code)]
 mod ota_support;
@@ -293,5 +298,70 @@ fn a_crash_at_every_step_of_an_install_leaves_one_complete_version() -> Result<(
         }
         host.terminate()?;
     }
+    Ok(())
+}
+
+#[test]
+fn push_and_rollout_through_the_hub() -> Result<()> {
+    let broker = Mosquitto::start()?;
+    let port = broker.port();
+    let signed = Signed::make()?;
+    let mut hosts = Vec::new();
+    for device in ["ota-hub-1", "ota-hub-2"] {
+        let mut host = host(port, device, &signed.public)?;
+        host.spawn()?;
+        host.wait_ready(READY)?;
+        hosts.push(host);
+    }
+    let hub = hub::HubProcess::start(port)?;
+    let url = format!("http://127.0.0.1:{}", hub.port);
+    let via = ["--hub", url.as_str(), "--token", hub::ADMIN];
+    let bundle = signed.bundle("2.0.0");
+    let mut push = vec![
+        "plugin",
+        "push",
+        "-d",
+        "ota-hub-1",
+        &bundle,
+        "--chunk-size",
+        "400",
+    ];
+    push.extend(via);
+    let out = ok(&relay_offline(&push)?)?;
+    ensure!(out.contains("\"state\":\"trial\""), "{out}");
+    let mut list = vec!["plugin", "list", "-d", "ota-hub-1", "--json"];
+    list.extend(via);
+    let out = ok(&relay_offline(&list)?)?;
+    ensure!(out.contains("\"version\":\"2.0.0\""), "{out}");
+
+    // Both devices, by a glob over the devices the hub has seen.
+    let mut rollout = vec!["plugin", "rollout", &bundle, "--devices", "ota-hub-*"];
+    rollout.extend([
+        "--rate",
+        "600/min",
+        "--min-executed",
+        "1",
+        "--wait",
+        "--json",
+    ]);
+    rollout.extend(via);
+    let mut seen = false;
+    for _ in 0..100 {
+        let known = hub.admin("GET", "/v1/devices", None, 200)?;
+        if known["devices"].as_array().is_some_and(|d| d.len() >= 2) {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(seen, "the hub saw both devices");
+    let out = ok(&relay_offline(&rollout)?)?;
+    let view: serde_json::Value = serde_json::from_str(out.trim())?;
+    ensure!(
+        view["state"] == "completed" && view["counts"]["succeeded"] == 2,
+        "{view:#}"
+    );
+    let status = blink(port, "ota-hub-2")?;
+    ensure!(status["plugin"] == "leds@2.0.0", "{status}");
     Ok(())
 }

@@ -190,6 +190,19 @@ impl HubClient {
         .await
     }
 
+    /// The ids of the devices this user may see.
+    pub async fn devices(&self) -> Result<Vec<String>, HubError> {
+        let v = self
+            .json(self.http.get(format!("{}/v1/devices", self.base)))
+            .await?;
+        Ok(v["devices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d["device"].as_str().map(str::to_string))
+            .collect())
+    }
+
     /// Starts a plugin rollout (`POST /v1/rollouts`); returns the rollout.
     pub async fn create_rollout(&self, rollout: &Json) -> Result<Json, HubError> {
         self.json(

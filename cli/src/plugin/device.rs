@@ -51,6 +51,8 @@ pub struct PushArgs {
     pub json_output: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub via: crate::hub_client::HubTarget,
 }
 
 pub fn push(args: PushArgs) -> Result<()> {
@@ -87,6 +89,10 @@ pub fn push(args: PushArgs) -> Result<()> {
         chunks.len(),
         args.device
     );
+    if let Some(hub) = args.via.client() {
+        let last = super::via_hub::push(&hub, &args.device, &transfer, &chunks, args.timeout)?;
+        return super::via_hub::report(&last, args.json_output);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -136,19 +142,33 @@ pub struct ListArgs {
     pub json_output: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub via: crate::hub_client::HubTarget,
 }
 
 pub fn list(args: ListArgs) -> Result<()> {
-    let status = one_command(
-        &args.device,
-        relay_core::machine::builtins::PLUGINS,
-        Payload::None,
-        args.timeout,
-        &args.connect,
-    )?;
-    let reply = status.reply.as_deref().map(msgpack_to_json);
+    let reply = if let Some(hub) = args.via.client() {
+        let plugins = relay_core::machine::builtins::PLUGINS;
+        let request = super::via_hub::one(&hub, &args.device, plugins, &[], args.timeout)?;
+        match request.reply.clone() {
+            Some(reply) if request.state == "succeeded" => Some(reply),
+            _ => return super::via_hub::report(&request, args.json_output),
+        }
+    } else {
+        let status = one_command(
+            &args.device,
+            relay_core::machine::builtins::PLUGINS,
+            Payload::None,
+            args.timeout,
+            &args.connect,
+        )?;
+        match status.reply.as_deref().map(msgpack_to_json) {
+            Some(reply) if status.status == State::Succeeded => Some(reply),
+            _ => return report(&status, args.json_output),
+        }
+    };
     let Some(serde_json::Value::Array(plugins)) = reply else {
-        return report(&status, args.json_output);
+        bail!("the device's plugin list is not a list");
     };
     if args.json_output {
         println!("{}", serde_json::Value::Array(plugins));
@@ -185,11 +205,17 @@ pub struct NameArgs {
     pub json_output: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
+    #[command(flatten)]
+    pub via: crate::hub_client::HubTarget,
 }
 
 pub fn by_name(args: NameArgs, command: &str) -> Result<()> {
     let mut w = Writer::new();
     w.map_len(1).str("name").str(&args.name);
+    if let Some(hub) = args.via.client() {
+        let request = super::via_hub::one(&hub, &args.device, command, w.as_slice(), args.timeout)?;
+        return super::via_hub::report(&request, args.json_output);
+    }
     let status = one_command(
         &args.device,
         command,

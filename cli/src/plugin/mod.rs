@@ -3,14 +3,18 @@
 //! - `keygen`, `sign`, `inspect` work offline on files ([`keys`], [`sign`]);
 //! - `push`, `list`, `rollback`, `remove` talk to a device over MQTT
 //!   ([`device`]), as admin: updates travel through the device's durable
-//!   FIFO like any command (`docs/ota.md`).
+//!   FIFO like any command (`docs/ota.md`); with `--hub URL` they go
+//!   through the hub, which stores them until the device has run them;
+//! - `rollout` sends one bundle to many devices through the hub ([`rollout`]).
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
 pub mod device;
 pub mod keys;
+pub mod rollout;
 pub mod sign;
+pub mod via_hub;
 
 /// Sign plugins and update them on devices.
 #[derive(Debug, Args)]
@@ -45,6 +49,8 @@ pub enum PluginCommand {
     Rollback(device::NameArgs),
     /// Unload a plugin and its commands from a device (stays removed across restarts).
     Remove(device::NameArgs),
+    /// Roll a bundle out to many devices through the hub (rate, abort criteria), or show one.
+    Rollout(rollout::RolloutArgs),
 }
 
 pub fn run(args: PluginArgs) -> Result<()> {
@@ -56,5 +62,6 @@ pub fn run(args: PluginArgs) -> Result<()> {
         PluginCommand::List(a) => device::list(a),
         PluginCommand::Rollback(a) => device::by_name(a, relay_core::ota::ROLLBACK),
         PluginCommand::Remove(a) => device::by_name(a, relay_core::ota::REMOVE),
+        PluginCommand::Rollout(a) => rollout::run(a),
     }
 }
