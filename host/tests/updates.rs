@@ -430,10 +430,21 @@ async fn rollback_and_remove_last_across_restarts() {
         let v2 = leds("2.0.0", Behaviour::Echo, &key(1));
         let mut dev = Device::start(&config);
         assert_eq!(dev.install(&v2, 3000).await.status, State::Succeeded);
-        // Three calls confirm it.
+        // Three calls confirm it, which the device announces.
+        let mut events = Vec::new();
         for _ in 0..3 {
-            dev.run("blink", vec![]).await;
+            let id = dev.send("blink", vec![]);
+            dev.finals_until(&id, &mut events).await;
         }
+        let confirmed = events
+            .iter()
+            .find(|e| e.topic.ends_with("/event/_update"))
+            .expect("a confirmation event");
+        let v: serde_json::Value = rmp_serde::from_slice(&confirmed.payload).unwrap();
+        assert_eq!(
+            (v["action"].as_str(), v["version"].as_str()),
+            (Some("confirmed"), Some("2.0.0"))
+        );
         dev.stop().await;
 
         let mut dev = Device::start(&config);

@@ -55,7 +55,9 @@ fn crash_point(step: &str) {
     }
 }
 
-/// The event a device publishes when a version on trial is rolled back.
+/// The event a device publishes when a version on trial is confirmed
+/// (`{"plugin", "action": "confirmed", "version"}`) or rolled back
+/// (`{"plugin", "action": "rolled_back", "from", "to", "reason"}`).
 pub const UPDATE_EVENT: &str = "_update";
 
 /// Update settings (`[updates]` in `relay.toml`).
@@ -376,12 +378,21 @@ impl Installer {
                         self.state = next;
                         crash_point("confirmed");
                         tracing::info!(plugin, "update: version confirmed");
+                        let version = registry.plugin(plugin).map(|p| p.info().version.clone());
+                        let mut w = Writer::new();
+                        w.map_len(3).str("plugin").str(plugin);
+                        w.str("action").str("confirmed");
+                        w.str("version").opt_str(version.as_deref());
+                        vec![Event {
+                            name: UPDATE_EVENT.into(),
+                            payload: w.into_vec(),
+                        }]
                     }
                     Err(error) => {
-                        tracing::error!(plugin, %error, "update: cannot save the confirmation (stays on trial)")
+                        tracing::error!(plugin, %error, "update: cannot save the confirmation (stays on trial)");
+                        Vec::new()
                     }
                 }
-                Vec::new()
             }
             Verdict::RollBack => {
                 let reason = match result {
