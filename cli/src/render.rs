@@ -43,9 +43,6 @@ pub fn status_json(status: &Status) -> serde_json::Value {
 /// a retry says when: `next_attempt=2026-12-05T10:00:05.000Z (in 4.9s)`.
 pub fn status_line(status: &Status) -> String {
     let mut line = format!("{} attempt={}", status.status, status.attempt);
-    if let Some(plugin) = &status.plugin {
-        line.push_str(&format!(" plugin={plugin}"));
-    }
     if let Some(code) = &status.code {
         line.push_str(&format!(" code={code}"));
     }
@@ -61,6 +58,9 @@ pub fn status_line(status: &Status) -> String {
     }
     if let Some(message) = &status.message {
         line.push_str(&format!(" message={message:?}"));
+    }
+    if let Some(plugin) = &status.plugin {
+        line.push_str(&format!(" plugin={plugin}"));
     }
     line
 }

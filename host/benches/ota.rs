@@ -30,7 +30,6 @@ use relay_core::engine::wasmi::WasmiEngine;
 use relay_core::engine::Engine;
 use relay_core::host_env::HostEnv;
 use relay_core::limits::Limits;
-use relay_core::msgpack::Writer;
 use relay_core::ota::verify::TrustedKeys;
 use relay_core::ota::{self, sign_bundle};
 use relay_core::plugin::{Invocation, Role};
@@ -114,29 +113,15 @@ fn padded(module: &[u8], pad: usize) -> Vec<u8> {
 }
 
 fn chunks(bundle: &[u8]) -> Vec<Invocation> {
-    use sha2::Digest;
-    let transfer = ota::bundle::hex(&sha2::Sha256::digest(bundle));
-    bundle
-        .chunks(CHUNK)
+    ota::chunk::payloads(bundle, CHUNK)
+        .into_iter()
         .enumerate()
-        .map(|(i, data)| {
-            let mut w = Writer::new();
-            w.map_len(4)
-                .str("bundle")
-                .str(&transfer)
-                .str("offset")
-                .uint((i * CHUNK) as u64)
-                .str("total")
-                .uint(bundle.len() as u64)
-                .str("data")
-                .bin(data);
-            Invocation {
-                id: format!("chunk-{i}"),
-                name: ota::INSTALL.into(),
-                payload: w.into_vec(),
-                attempt: 1,
-                role: Role::Admin,
-            }
+        .map(|(i, payload)| Invocation {
+            id: format!("chunk-{i}"),
+            name: ota::INSTALL.into(),
+            payload,
+            attempt: 1,
+            role: Role::Admin,
         })
         .collect()
 }

@@ -136,16 +136,9 @@ impl Device {
     }
 
     fn send_install(&mut self, bundle: &[u8], chunk: usize) -> Vec<String> {
-        let transfer = sha_hex(bundle);
-        bundle
-            .chunks(chunk)
-            .enumerate()
-            .map(|(i, data)| {
-                self.send(
-                    ota::INSTALL,
-                    chunk_payload(&transfer, (i * chunk) as u64, bundle.len() as u64, data),
-                )
-            })
+        ota::chunk::payloads(bundle, chunk)
+            .into_iter()
+            .map(|payload| self.send(ota::INSTALL, payload))
             .collect()
     }
 
@@ -164,23 +157,8 @@ impl Device {
     }
 }
 
-fn sha_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    relay_core::ota::bundle::hex(&sha2::Sha256::digest(bytes))
-}
-
 fn chunk_payload(transfer: &str, offset: u64, total: u64, data: &[u8]) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.map_len(4)
-        .str("bundle")
-        .str(transfer)
-        .str("offset")
-        .uint(offset)
-        .str("total")
-        .uint(total)
-        .str("data")
-        .bin(data);
-    w.into_vec()
+    ota::chunk::encode(transfer, offset, total, data)
 }
 
 fn name_payload(name: &str) -> Vec<u8> {
@@ -268,7 +246,7 @@ async fn every_bad_bundle_is_refused_with_its_code_and_changes_nothing() {
         assert_eq!(s.code.unwrap().as_str(), "bundle_too_large");
         // Not admin: refused at arrival.
         let env = Envelope::new("c-role", ota::INSTALL, 1).with_payload(chunk_payload(
-            &sha_hex(&good),
+            &ota::chunk::transfer_id(&good),
             0,
             good.len() as u64,
             &good,

@@ -18,7 +18,6 @@ use relay_client::{Client, CommandRequest, Payload};
 use relay_core::msgpack::Writer;
 use relay_core::ota;
 use relay_core::status::{State, Status};
-use sha2::{Digest, Sha256};
 
 use crate::connect::ConnectArgs;
 use crate::send::EXIT_NOT_SUCCEEDED;
@@ -63,24 +62,8 @@ pub fn push(args: PushArgs) -> Result<()> {
     if args.chunk_size == 0 || args.chunk_size > 200 * 1024 {
         bail!("--chunk-size must be between 1 and 204800 bytes");
     }
-    let transfer = relay_core::ota::bundle::hex(&Sha256::digest(&bundle));
-    let chunks: Vec<Vec<u8>> = bundle
-        .chunks(args.chunk_size)
-        .enumerate()
-        .map(|(i, data)| {
-            let mut w = Writer::with_capacity(data.len() + 128);
-            w.map_len(4)
-                .str("bundle")
-                .str(&transfer)
-                .str("offset")
-                .uint((i * args.chunk_size) as u64)
-                .str("total")
-                .uint(bundle.len() as u64)
-                .str("data")
-                .bin(data);
-            w.into_vec()
-        })
-        .collect();
+    let transfer = ota::chunk::transfer_id(&bundle);
+    let chunks = ota::chunk::payloads(&bundle, args.chunk_size);
     eprintln!(
         "pushing {} {} ({} bytes in {} chunks) to {}",
         manifest.name,

@@ -169,6 +169,11 @@ fn render(rollout: &RolloutRow, targets: &[TargetRow]) -> serde_json::Value {
     v
 }
 
+async fn devices_of(state: &ApiState, id: &str) -> Result<Vec<String>, ApiError> {
+    let targets = state.store.rollout_targets(id).await?;
+    Ok(targets.into_iter().map(|t| t.device).collect())
+}
+
 async fn one(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -176,13 +181,7 @@ async fn one(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let user = authenticate(&state, &headers)?;
     let v = view(&state, &id).await?;
-    let devices: Vec<String> = state
-        .store
-        .rollout_targets(&id)
-        .await?
-        .into_iter()
-        .map(|t| t.device)
-        .collect();
+    let devices = devices_of(&state, &id).await?;
     admin_on_all(&user, &devices)?;
     Ok(Json(v))
 }
@@ -213,13 +212,7 @@ async fn abort(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let user = authenticate(&state, &headers)?;
-    let devices: Vec<String> = state
-        .store
-        .rollout_targets(&id)
-        .await?
-        .into_iter()
-        .map(|t| t.device)
-        .collect();
+    let devices = devices_of(&state, &id).await?;
     if devices.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -15,9 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use relay_core::msgpack::Writer;
 use relay_core::plugin::Role;
-use sha2::{Digest, Sha256};
 
 use super::plan::{decide, Decision, Target};
 use crate::service::ServiceHandle;
@@ -179,25 +177,13 @@ impl Driver {
         device: &str,
         bundle: &[u8],
     ) -> Result<(), StoreError> {
-        let transfer = relay_core::ota::bundle::hex(&Sha256::digest(bundle));
-        let size = rollout.chunk_bytes.max(1) as usize;
-        for (n, data) in bundle.chunks(size).enumerate() {
-            let mut w = Writer::with_capacity(data.len() + 128);
-            w.map_len(4)
-                .str("bundle")
-                .str(&transfer)
-                .str("offset")
-                .uint((n * size) as u64)
-                .str("total")
-                .uint(bundle.len() as u64)
-                .str("data")
-                .bin(data);
+        let payloads =
+            relay_core::ota::chunk::payloads(bundle, rollout.chunk_bytes.max(1) as usize);
+        for (n, payload) in payloads.iter().enumerate() {
             let body = SubmitBody {
                 id: Some(chunk_id(&rollout.id, n)),
                 name: relay_core::ota::INSTALL.into(),
-                payload_msgpack: Some(
-                    base64::engine::general_purpose::STANDARD.encode(w.as_slice()),
-                ),
+                payload_msgpack: Some(base64::engine::general_purpose::STANDARD.encode(payload)),
                 ..SubmitBody::default()
             };
             let now = relay_client::unix_ms();

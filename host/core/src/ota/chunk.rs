@@ -61,6 +61,39 @@ pub fn decode(payload: &[u8]) -> Result<Chunk<'_>, Refusal> {
     }
 }
 
+/// The transfer id senders use: the hex sha256 of the whole bundle.
+pub fn transfer_id(bundle: &[u8]) -> String {
+    use sha2::Digest;
+    super::bundle::hex(&sha2::Sha256::digest(bundle))
+}
+
+/// One `_install` payload.
+pub fn encode(transfer: &str, offset: u64, total: u64, data: &[u8]) -> alloc::vec::Vec<u8> {
+    let mut w = crate::msgpack::Writer::with_capacity(data.len() + 128);
+    w.map_len(4)
+        .str("bundle")
+        .str(transfer)
+        .str("offset")
+        .uint(offset)
+        .str("total")
+        .uint(total)
+        .str("data")
+        .bin(data);
+    w.into_vec()
+}
+
+/// The `_install` payloads of `bundle` in chunks of `size` bytes, in
+/// order, as `relay plugin push` and the hub's rollouts send them.
+pub fn payloads(bundle: &[u8], size: usize) -> alloc::vec::Vec<alloc::vec::Vec<u8>> {
+    let transfer = transfer_id(bundle);
+    let size = size.max(1);
+    bundle
+        .chunks(size)
+        .enumerate()
+        .map(|(i, data)| encode(&transfer, (i * size) as u64, bundle.len() as u64, data))
+        .collect()
+}
+
 /// The `{"name": ...}` payload of `_rollback` and `_remove`.
 pub fn decode_name(payload: &[u8]) -> Result<String, Refusal> {
     let usage = || Refusal::BadRequest("expected {\"name\": \"<plugin>\"}".into());
@@ -229,22 +262,26 @@ mod tests {
 
     #[test]
     fn payloads_decode_or_say_what_is_expected() {
-        let mut w = Writer::new();
-        w.map_len(4)
-            .str("bundle")
-            .str(&"ab".repeat(32))
-            .str("offset")
-            .uint(0)
-            .str("total")
-            .uint(3)
-            .str("data")
-            .bin(b"abc");
-        let c = decode(w.as_slice()).unwrap();
+        let bytes = encode(&"ab".repeat(32), 0, 3, b"abc");
+        let c = decode(&bytes).unwrap();
         assert_eq!((c.transfer, c.total, c.data), ([0xab; 32], 3, &b"abc"[..]));
         assert!(matches!(decode(&[0x80]), Err(Refusal::BadRequest(_))));
         let mut w = Writer::new();
         w.map_len(1).str("name").str("echo");
         assert_eq!(decode_name(w.as_slice()).unwrap(), "echo");
         assert!(decode_name(&[0xc0]).is_err());
+    }
+
+    #[test]
+    fn a_bundle_splits_into_chunks_that_stage_back_to_it() {
+        let bundle: alloc::vec::Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let mut s = MemStaging::default();
+        let all = payloads(&bundle, 300);
+        assert_eq!(all.len(), 4);
+        for (i, p) in all.iter().enumerate() {
+            let done = receive(&mut s, &decode(p).unwrap(), 10_000).unwrap();
+            assert_eq!(matches!(done, Progress::Complete { .. }), i == 3);
+        }
+        assert_eq!(s.bytes, bundle);
     }
 }
