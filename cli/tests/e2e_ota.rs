@@ -365,3 +365,57 @@ fn push_and_rollout_through_the_hub() -> Result<()> {
     ensure!(status["plugin"] == "leds@2.0.0", "{status}");
     Ok(())
 }
+
+/// A rollout survives a `kill -9` of the hub: restarted on its database,
+/// the hub finishes it, and no device installs twice.
+#[test]
+fn a_rollout_continues_after_the_hub_is_killed() -> Result<()> {
+    let broker = Mosquitto::start()?;
+    let port = broker.port();
+    let signed = Signed::make()?;
+    let devices = ["ota-ro-1", "ota-ro-2", "ota-ro-3"];
+    let mut hosts = Vec::new();
+    for device in devices {
+        let mut host = host(port, device, &signed.public)?;
+        host.spawn()?;
+        host.wait_ready(READY)?;
+        hosts.push(host);
+    }
+    let mut hub = hub::HubProcess::start(port)?;
+    let url = format!("http://127.0.0.1:{}", hub.port);
+    let via = ["--hub", url.as_str(), "--token", hub::ADMIN];
+    let bundle = signed.bundle("2.0.0");
+    // One device a second: the hub dies with the rollout under way.
+    let mut create = vec![
+        "plugin",
+        "rollout",
+        &bundle,
+        "--devices",
+        "ota-ro-1,ota-ro-2,ota-ro-3",
+    ];
+    create.extend(["--rate", "60/min", "--min-executed", "3"]);
+    create.extend(via);
+    let id = ok(&relay_offline(&create)?)?.trim().to_string();
+    std::thread::sleep(Duration::from_millis(300));
+    hub.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    hub.spawn()?;
+    let mut view = serde_json::Value::Null;
+    for _ in 0..300 {
+        view = hub.admin("GET", &format!("/v1/rollouts/{id}"), None, 200)?;
+        if view["state"] != "running" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(
+        view["state"] == "completed" && view["counts"]["succeeded"] == 3,
+        "{view:#}"
+    );
+    for (device, host) in devices.iter().zip(&hosts) {
+        ensure!(blink(port, device)?["plugin"] == "leds@2.0.0", "{device}");
+        let switched = host.log().matches("update: switched").count();
+        ensure!(switched == 1, "{device} switched {switched} times");
+    }
+    Ok(())
+}
