@@ -8,7 +8,9 @@
 //!   broker), the scenario harness on both engines, the `no_std` build for
 //!   riscv32imac, and the benchmarks in smoke mode. The README's test command.
 //! - `cargo xtask build-plugins` build `plugins/*` to wasm and copy them to
-//!   `target/plugins/<name>.wasm`.
+//!   `target/plugins/<name>.wasm`: Rust plugins with cargo, plugins in other
+//!   languages (C, C++, AssemblyScript, Zig) with their own `build.sh OUT`,
+//!   which calls that language's toolchain (`docs/languages.md`).
 //! - `cargo xtask bench`         full benchmarks (figures for docs/benchmarks.md).
 //! - `cargo xtask install`       build the plugins, then `cargo install --path cli`
 //!   (the installed `relay dev` carries the bundled plugins).
@@ -158,13 +160,41 @@ fn build_plugins() -> Result<PathBuf> {
         let dest = out_dir.join(format!("{dir}.wasm"));
         fs::copy(&built, &dest)
             .with_context(|| format!("copy {} -> {}", built.display(), dest.display()))?;
-        eprintln!(
-            "xtask: {} ({} bytes)",
-            dest.display(),
-            fs::metadata(&dest)?.len()
-        );
+        report_built(&dest)?;
+    }
+    for dir in script_plugins()? {
+        let dest = out_dir.join(format!("{dir}.wasm"));
+        let script = root().join("plugins").join(&dir).join("build.sh");
+        run(Command::new("bash")
+            .arg(&script)
+            .arg(&dest)
+            .env("RELAY_GUEST_SDK", root().join("guest-sdk")))
+        .with_context(|| format!("building plugins/{dir} (its build.sh)"))?;
+        report_built(&dest)?;
     }
     Ok(out_dir)
+}
+
+fn report_built(dest: &Path) -> Result<()> {
+    eprintln!(
+        "xtask: {} ({} bytes)",
+        dest.display(),
+        fs::metadata(dest)?.len()
+    );
+    Ok(())
+}
+
+/// Plugins in other languages: a dir of `plugins/` with a `build.sh`.
+fn script_plugins() -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(root().join("plugins"))? {
+        let dir = entry?.path();
+        if dir.join("build.sh").is_file() && !dir.join("Cargo.toml").is_file() {
+            out.push(dir.file_name().unwrap().to_string_lossy().to_string());
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn dev(args: &[String]) -> Result<()> {
@@ -327,10 +357,30 @@ fn check_boundaries() -> Result<()> {
 }
 
 /// `relay test` over every bundled plugin's scenarios, on both engines.
+/// `relay test` on both engines: each plugin's own scenarios, plus the
+/// shared conformance scenarios for the plugins listed in
+/// `plugins/conformance/PLUGINS` (one per guest language).
 fn scenarios(plugins: &Path) -> Result<()> {
-    for (dir, _) in plugin_crates()? {
-        let scenarios = root().join("plugins").join(&dir).join("scenarios");
-        if !scenarios.is_dir() {
+    let conformance_dir = root().join("plugins").join("conformance");
+    let conformance = fs::read_to_string(conformance_dir.join("PLUGINS"))?;
+    let conformance: Vec<&str> = conformance
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mut dirs: Vec<String> = plugin_crates()?.into_iter().map(|(d, _)| d).collect();
+    dirs.extend(script_plugins()?);
+    dirs.sort();
+    for dir in dirs {
+        let mut sets = Vec::new();
+        if conformance.contains(&dir.as_str()) {
+            sets.push(conformance_dir.clone());
+        }
+        let own = root().join("plugins").join(&dir).join("scenarios");
+        if own.is_dir() {
+            sets.push(own);
+        }
+        if sets.is_empty() {
             continue;
         }
         run(cargo()
@@ -345,8 +395,8 @@ fn scenarios(plugins: &Path) -> Result<()> {
                 "test",
             ])
             .arg(plugins.join(format!("{dir}.wasm")))
-            .arg(&scenarios)
-            .args(["--engine", "both"]))?;
+            .args(&sets)
+            .args(["--engine", "both", "--quiet"]))?;
     }
     Ok(())
 }
