@@ -51,7 +51,8 @@ fn bundled_plugins() -> Vec<(String, PathBuf)> {
     let sources = std::fs::read_dir(workspace().join("plugins")).expect("list plugins/");
     for source in sources.filter_map(Result::ok) {
         let name = source.file_name().to_string_lossy().into_owned();
-        if source.path().join("Cargo.toml").is_file() {
+        // Rust plugins (Cargo.toml) and plugins in other languages (build.sh).
+        if source.path().join("Cargo.toml").is_file() || source.path().join("build.sh").is_file() {
             assert!(
                 found.iter().any(|(n, _)| *n == name),
                 "plugins/{name} has no built artifact in {}: {hint}",
