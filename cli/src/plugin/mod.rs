@@ -1,5 +1,6 @@
 //! `relay plugin`: signed plugin bundles and over-the-air updates.
 //!
+//! - `new` scaffolds a plugin project in any supported language ([`new`]);
 //! - `keygen`, `sign`, `inspect` work offline on files ([`keys`], [`sign`]);
 //! - `push`, `list`, `rollback`, `remove` talk to a device over MQTT
 //!   ([`device`]), as admin: updates travel through the device's durable
@@ -12,6 +13,8 @@ use clap::{Args, Subcommand};
 
 pub mod device;
 pub mod keys;
+pub mod new;
+mod new_templates;
 pub mod rollout;
 pub mod sign;
 pub mod via_hub;
@@ -35,6 +38,8 @@ pub struct PluginArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
+    /// Create a plugin project in Rust, C, C++, AssemblyScript or Zig that builds with one command.
+    New(new::NewArgs),
     /// Create an ed25519 signing key pair (KEY.key, secret; KEY.pub, public).
     Keygen(keys::KeygenArgs),
     /// Sign a plugin module into a bundle (name, version, commands from its describe()).
@@ -55,6 +60,7 @@ pub enum PluginCommand {
 
 pub fn run(args: PluginArgs) -> Result<()> {
     match args.command {
+        PluginCommand::New(a) => new::new(a),
         PluginCommand::Keygen(a) => keys::keygen(a),
         PluginCommand::Sign(a) => sign::sign(a),
         PluginCommand::Inspect(a) => sign::inspect(a),
