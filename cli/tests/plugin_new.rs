@@ -5,7 +5,6 @@
 //! npm, Zig from PyPI, cargo); CI installs them.
 
 #[path = "support/host_process.rs"]
-#[allow(dead_code)]
 mod host_process;
 
 use std::path::Path;
@@ -21,7 +20,11 @@ fn scaffold_build_and_test(lang: &str) -> Result<()> {
         .args(["plugin", "new", &name, "--lang", lang, "--dir"])
         .arg(dir.path().join(&name))
         .output()?;
-    ensure!(new.status.success(), "{lang}: {}", String::from_utf8_lossy(&new.stderr));
+    ensure!(
+        new.status.success(),
+        "{lang}: {}",
+        String::from_utf8_lossy(&new.stderr)
+    );
     let project = dir.path().join(&name);
     let wasm = dir.path().join(format!("{name}.wasm"));
     let mut build = Command::new("bash");

@@ -24,9 +24,15 @@ pub fn plugin_dir() -> PathBuf {
     }
 }
 
-/// The built module of bundled plugin `name` (`<dir>/<name>.wasm`).
+/// The built module of bundled plugin `name`: `<dir>/<name>.wasm`, or for
+/// the per-language conformance plugins `<dir>/conformance/<name>.wasm`.
 pub fn plugin(name: &str) -> Result<PathBuf, MissingPlugin> {
-    let path = plugin_dir().join(format!("{name}.wasm"));
+    let file = format!("{name}.wasm");
+    let path = plugin_dir().join(&file);
+    let apart = plugin_dir().join("conformance").join(&file);
+    if apart.is_file() && !path.is_file() {
+        return Ok(apart);
+    }
     if path.is_file() {
         Ok(path)
     } else {

@@ -122,7 +122,13 @@ fn built_plugins_use_only_the_world() {
             continue;
         }
         let name = entry.file_name().to_string_lossy().to_string();
-        let wasm = dir.join(format!("{name}.wasm"));
+        let wasm = [
+            dir.join(format!("{name}.wasm")),
+            dir.join("conformance").join(format!("{name}.wasm")),
+        ]
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| dir.join(format!("{name}.wasm")));
         let bytes = std::fs::read(&wasm).unwrap_or_else(|e| {
             panic!("{}: {e} (run `cargo xtask build-plugins`)", wasm.display())
         });

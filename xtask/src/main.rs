@@ -151,19 +151,20 @@ fn build_plugins() -> Result<PathBuf> {
     }
     run(&mut cmd)?;
     let out_dir = target_dir().join("plugins");
-    fs::create_dir_all(&out_dir)?;
+    fs::create_dir_all(out_dir.join("conformance"))?;
+    let conformance = conformance_plugins()?;
     for (dir, package) in &crates {
         let built = target_dir()
             .join(WASM_TARGET)
             .join("wasm")
             .join(format!("{}.wasm", package.replace('-', "_")));
-        let dest = out_dir.join(format!("{dir}.wasm"));
+        let dest = artifact(&out_dir, &conformance, dir);
         fs::copy(&built, &dest)
             .with_context(|| format!("copy {} -> {}", built.display(), dest.display()))?;
         report_built(&dest)?;
     }
     for dir in script_plugins()? {
-        let dest = out_dir.join(format!("{dir}.wasm"));
+        let dest = artifact(&out_dir, &conformance, &dir);
         let script = root().join("plugins").join(&dir).join("build.sh");
         run(Command::new("bash")
             .arg(&script)
@@ -182,6 +183,27 @@ fn report_built(dest: &Path) -> Result<()> {
         fs::metadata(dest)?.len()
     );
     Ok(())
+}
+
+/// Where plugin `dir` is built to: the conformance plugins apart (they all
+/// answer the same command names, so `relay dev` must not load them together).
+fn artifact(out_dir: &Path, conformance: &[String], dir: &str) -> PathBuf {
+    if conformance.iter().any(|c| c == dir) {
+        out_dir.join("conformance").join(format!("{dir}.wasm"))
+    } else {
+        out_dir.join(format!("{dir}.wasm"))
+    }
+}
+
+/// The plugins listed in `plugins/conformance/PLUGINS`.
+fn conformance_plugins() -> Result<Vec<String>> {
+    let list = fs::read_to_string(root().join("plugins/conformance/PLUGINS"))?;
+    Ok(list
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 /// Plugins in other languages: a dir of `plugins/` with a `build.sh`.
@@ -362,18 +384,13 @@ fn check_boundaries() -> Result<()> {
 /// `plugins/conformance/PLUGINS` (one per guest language).
 fn scenarios(plugins: &Path) -> Result<()> {
     let conformance_dir = root().join("plugins").join("conformance");
-    let conformance = fs::read_to_string(conformance_dir.join("PLUGINS"))?;
-    let conformance: Vec<&str> = conformance
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or("").trim())
-        .filter(|l| !l.is_empty())
-        .collect();
+    let conformance = conformance_plugins()?;
     let mut dirs: Vec<String> = plugin_crates()?.into_iter().map(|(d, _)| d).collect();
     dirs.extend(script_plugins()?);
     dirs.sort();
     for dir in dirs {
         let mut sets = Vec::new();
-        if conformance.contains(&dir.as_str()) {
+        if conformance.contains(&dir) {
             sets.push(conformance_dir.clone());
         }
         let own = root().join("plugins").join(&dir).join("scenarios");
@@ -394,7 +411,7 @@ fn scenarios(plugins: &Path) -> Result<()> {
                 "--",
                 "test",
             ])
-            .arg(plugins.join(format!("{dir}.wasm")))
+            .arg(artifact(plugins, &conformance, &dir))
             .args(&sets)
             .args(["--engine", "both", "--quiet"]))?;
     }

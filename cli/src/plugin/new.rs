@@ -47,14 +47,29 @@ pub struct NewArgs {
 type Files = &'static [(&'static str, &'static str)];
 
 const COMMON: Files = &[
-    ("scenarios/hello.toml", include_str!("../../templates/common/hello.toml")),
-    ("README.md", include_str!("../../templates/common/README.md")),
+    (
+        "scenarios/hello.toml",
+        include_str!("../../templates/common/hello.toml"),
+    ),
+    (
+        "README.md",
+        include_str!("../../templates/common/README.md"),
+    ),
 ];
 
 const RUST: Files = &[
-    ("Cargo.toml", include_str!("../../templates/rust/Cargo.toml.tmpl")),
-    (".cargo/config.toml", include_str!("../../templates/rust/.cargo/config.toml")),
-    ("src/lib.rs", include_str!("../../templates/rust/src/lib.rs.tmpl")),
+    (
+        "Cargo.toml",
+        include_str!("../../templates/rust/Cargo.toml.tmpl"),
+    ),
+    (
+        ".cargo/config.toml",
+        include_str!("../../templates/rust/.cargo/config.toml"),
+    ),
+    (
+        "src/lib.rs",
+        include_str!("../../templates/rust/src/lib.rs.tmpl"),
+    ),
     ("build.sh", include_str!("../../templates/rust/build.sh")),
 ];
 
@@ -109,7 +124,10 @@ fn default_sdk() -> Option<PathBuf> {
 pub fn new(args: NewArgs) -> Result<()> {
     relay_core::name::validate_name(&args.name)
         .map_err(|e| anyhow::anyhow!("invalid plugin name {:?}: {e}", args.name))?;
-    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(&args.name));
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&args.name));
     if dir.exists() && std::fs::read_dir(&dir)?.next().is_some() {
         bail!("{} exists and is not empty", dir.display());
     }
@@ -118,7 +136,9 @@ pub fn new(args: NewArgs) -> Result<()> {
         .clone()
         .or_else(default_sdk)
         .context("where is the guest SDK? give --sdk <relay checkout>/guest-sdk")?;
-    let sdk = sdk.canonicalize().with_context(|| format!("guest SDK {}", sdk.display()))?;
+    let sdk = sdk
+        .canonicalize()
+        .with_context(|| format!("guest SDK {}", sdk.display()))?;
     let crate_name = args.name.to_lowercase();
     let vars = [
         ("{{name}}", args.name.clone()),

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Builds the thermostat-c plugin: build.sh OUT.wasm
+# A freestanding wasm32 module (no libc, no WASI): the kit in guest-sdk/c
+# provides the ABI glue, the arena and memcpy/memset.
+set -euo pipefail
+if [ $# -ne 1 ]; then
+    echo "usage: $0 OUT.wasm" >&2
+    exit 2
+fi
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+out="$1"
+case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
+sdk="${RELAY_GUEST_SDK:-$here/../../guest-sdk}/c"
+cd "$here"
+"${CC:-clang}" --target=wasm32-unknown-unknown -std=c11 -Oz -Wall -Wextra -Werror \
+    -nostdlib -ffreestanding -mbulk-memory -I "$sdk" \
+    -Wl,--no-entry -Wl,--stack-first -Wl,-z,stack-size=65536 \
+    -Wl,--initial-memory=131072 -Wl,--strip-all \
+    src/thermostat.c -o "$out"
