@@ -44,12 +44,17 @@ fn statuses_dropped_while_the_hub_is_stopped_are_recovered_and_nothing_runs_twic
     let broker = Mosquitto::start_with(TINY_QUEUE, &[])?;
     let mut hub = HubProcess::start(broker.port())?;
     let device = "lost-statuses";
-    let _host = HostProcess::start(HostConfig::new(device, broker.port(), &["counter"]))?;
+    let mut host = HostProcess::prepare(HostConfig::new(device, broker.port(), &["counter"]))?;
     let path = format!("/v1/devices/{device}/requests");
     for i in 0..N {
         let body = json!({"id": format!("s{i:05}"), "name": "increment"});
         hub.admin("POST", &path, Some(&body), 201)?;
     }
+    // The device starts only now, with all 3,000 waiting at the hub: it is
+    // still working through them when the hub is first stopped (started
+    // earlier, a fast device would finish during the submissions).
+    host.spawn()?;
+    host.wait_ready(Duration::from_secs(120))?;
     // Stop the hub while the device finishes what it was sent, then bring
     // it back, until everything is final.
     let started = Instant::now();
