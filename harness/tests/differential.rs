@@ -41,8 +41,8 @@ fn workspace() -> PathBuf {
 fn bundled_plugins() -> Vec<(String, PathBuf)> {
     let dir = bundled_plugin_dir();
     let hint = "run `cargo xtask build-plugins`";
-    // The per-language conformance plugins are built apart (`conformance/`).
-    let apart = dir.join("conformance");
+    // The per-language example plugins are built apart (`languages/`).
+    let apart = dir.join("languages");
     let mut found: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot list {}: {e}; {hint}", dir.display()))
         .chain(std::fs::read_dir(&apart).into_iter().flatten())

@@ -25,11 +25,11 @@ pub fn plugin_dir() -> PathBuf {
 }
 
 /// The built module of bundled plugin `name`: `<dir>/<name>.wasm`, or for
-/// the per-language conformance plugins `<dir>/conformance/<name>.wasm`.
+/// the per-language example plugins `<dir>/languages/<name>.wasm`.
 pub fn plugin(name: &str) -> Result<PathBuf, MissingPlugin> {
     let file = format!("{name}.wasm");
     let path = plugin_dir().join(&file);
-    let apart = plugin_dir().join("conformance").join(&file);
+    let apart = plugin_dir().join("languages").join(&file);
     if apart.is_file() && !path.is_file() {
         return Ok(apart);
     }

@@ -151,7 +151,7 @@ fn build_plugins() -> Result<PathBuf> {
     }
     run(&mut cmd)?;
     let out_dir = target_dir().join("plugins");
-    fs::create_dir_all(out_dir.join("conformance"))?;
+    fs::create_dir_all(out_dir.join(LANGUAGES_DIR))?;
     let conformance = conformance_plugins()?;
     for (dir, package) in &crates {
         let built = target_dir()
@@ -185,11 +185,18 @@ fn report_built(dest: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Where plugin `dir` is built to: the conformance plugins apart (they all
-/// answer the same command names, so `relay dev` must not load them together).
+/// Under `target/plugins/`: the per-language example plugins.
+const LANGUAGES_DIR: &str = "languages";
+
+/// Where plugin `dir` is built to. The per-language examples (the
+/// conformance plugins and every `build.sh` plugin) go apart, to
+/// `languages/`: the conformance plugins all answer the same command names,
+/// so `relay dev` must not load them together, and the bundled plugins stay
+/// the small set a device starts with.
 fn artifact(out_dir: &Path, conformance: &[String], dir: &str) -> PathBuf {
-    if conformance.iter().any(|c| c == dir) {
-        out_dir.join("conformance").join(format!("{dir}.wasm"))
+    let scripted = root().join("plugins").join(dir).join("build.sh").is_file();
+    if scripted || conformance.iter().any(|c| c == dir) {
+        out_dir.join(LANGUAGES_DIR).join(format!("{dir}.wasm"))
     } else {
         out_dir.join(format!("{dir}.wasm"))
     }
