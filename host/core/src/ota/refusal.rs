@@ -116,3 +116,60 @@ impl Refusal {
         "storage_error",
     ];
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every refusal code is in the table of `docs/ota.md`, and every
+    /// variant's code is in [`Refusal::CODES`].
+    #[test]
+    fn every_code_is_listed_and_documented() {
+        let doc = include_str!("../../../../docs/ota.md");
+        for code in Refusal::CODES {
+            assert!(
+                doc.contains(&alloc::format!("| `{code}` |")),
+                "docs/ota.md lacks {code}"
+            );
+        }
+        let s = String::new;
+        let all = [
+            Refusal::Unsigned,
+            Refusal::Malformed(s()),
+            Refusal::Truncated {
+                expected: 0,
+                got: 0,
+            },
+            Refusal::TooLarge { size: 0, max: 0 },
+            Refusal::UnknownKey(s()),
+            Refusal::RevokedKey(s()),
+            Refusal::BadSignature,
+            Refusal::HashMismatch,
+            Refusal::UnsupportedWorld(s()),
+            Refusal::HostTooOld {
+                needs: s(),
+                host: s(),
+            },
+            Refusal::Downgrade {
+                name: s(),
+                version: s(),
+                highest: s(),
+            },
+            Refusal::ManifestMismatch(s()),
+            Refusal::Conflict {
+                command: s(),
+                owner: s(),
+            },
+            Refusal::InvalidModule(s()),
+            Refusal::SelfTestFailed(s()),
+            Refusal::ChunkGap { have: 0, got: 0 },
+            Refusal::BadRequest(s()),
+            Refusal::NoSuchPlugin(s()),
+            Refusal::NoPrevious(s()),
+            Refusal::Storage(s()),
+        ];
+        let codes: alloc::vec::Vec<&str> = all.iter().map(Refusal::code_str).collect();
+        assert_eq!(codes, Refusal::CODES);
+        assert!(all.iter().filter(|r| r.is_retryable()).count() == 1);
+    }
+}
