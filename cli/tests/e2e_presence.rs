@@ -98,8 +98,11 @@ async fn presence_follows_the_host(kind: BrokerKind) -> Result<()> {
     options.set_keep_alive(Duration::from_secs(5));
     let (client, mut eventloop) = AsyncClient::new(options, 10);
     client.subscribe(TOPIC, QoS::AtLeastOnce).await?;
-    let (first, retained) = next_presence(&mut eventloop).await?;
-    ensure!(retained, "the first presence is the retained one");
+    // Usually the retained copy; it may also arrive live: the host says
+    // online right after it subscribes (so that no command sent on seeing
+    // it can be missed), and `ready` follows the SUBACK, which can beat the
+    // broker's storing of the presence. Retention is checked at the end.
+    let (first, _retained) = next_presence(&mut eventloop).await?;
     ensure!(
         first.online && first.session == 1 && first.boot > 0 && first.at >= first.boot,
         "first connection: {first:?}"
