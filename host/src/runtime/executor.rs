@@ -200,13 +200,9 @@ fn run_handler(
     };
     let outcome = catch_unwind(AssertUnwindSafe(|| registry.dispatch(invocation)));
     // Make the plugin's kv writes durable before the outcome is journaled.
-    let owner = registry
-        .resolve(&invocation.name, invocation.role)
-        .ok()
-        .map(|(_, owner)| owner.clone());
     let mut flushed = Ok(());
-    if let Some(Owner::Plugin(name)) = owner {
-        if let Some(plugin) = registry.plugin_mut(&name) {
+    if let Some((name, _)) = &ran_by {
+        if let Some(plugin) = registry.plugin_mut(name) {
             flushed = plugin.env_mut().flush();
         }
     }

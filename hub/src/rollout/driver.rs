@@ -71,7 +71,11 @@ pub fn chunk_count(len: usize, chunk_bytes: u64) -> usize {
 
 impl Driver {
     async fn tick(&mut self) -> Result<(), StoreError> {
-        for rollout in self.store.running_rollouts().await? {
+        let rollouts = self.store.running_rollouts().await?;
+        // Bundles of rollouts that ended (completed, aborted) are dropped.
+        self.bundles
+            .retain(|id, _| rollouts.iter().any(|r| &r.id == id));
+        for rollout in rollouts {
             if let Some((owner, lease_ms)) = &self.owner {
                 let now = relay_client::unix_ms();
                 let key = format!("rollout:{}", rollout.id);
@@ -163,7 +167,6 @@ impl Driver {
                     self.store
                         .end_rollout(&rollout.id, "completed", None, now)
                         .await?;
-                    self.bundles.remove(&rollout.id);
                 }
             }
         }
