@@ -12,168 +12,22 @@
 #[path = "ota_support/mod.rs"]
 mod ota_support;
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
-
-use ed25519_dalek::SigningKey;
 use ota_support::plugin_wat::{plugin_module, Behaviour};
-use ota_support::{bundle, key, manifest, public_hex};
-use relay_core::engine::EngineKind;
+use ota_support::{bundle, key, manifest};
+use relay_core::engine::wasmi::WasmiEngine;
+use relay_core::engine::Engine;
 use relay_core::envelope::Envelope;
-use relay_core::msgpack::Writer;
+use relay_core::host_env::HostEnv;
+use relay_core::limits::Limits;
 use relay_core::ota::{self, sign_bundle};
 use relay_core::plugin::Role;
 use relay_core::status::{State, Status};
-use relay_host::runtime::config::Config;
-use relay_host::runtime::start::prepare_device;
-use relay_host::runtime::RuntimeHandle;
-use relay_host::transport::fake::Published;
-use relay_host::transport::{FakeRemote, FakeTransport, Outbound};
+use relay_host::transport::Outbound;
 
-const LIMIT: Duration = Duration::from_secs(60);
-const CMDS: &[&str] = &["blink", "self-test"];
+#[path = "ota_support/device.rs"]
+mod device;
 
-struct Device {
-    handle: RuntimeHandle,
-    remote: FakeRemote,
-    seq: u64,
-}
-
-fn config(dir: &Path, engine: EngineKind, extra: &str) -> Config {
-    let text = format!(
-        "device = \"dev-1\"\nengine = \"{}\"\nplugin_dir = \"{}\"\ndata_dir = \"{}\"\n\
-         [updates]\ntrusted_keys = [\"{}\", \"{}\"]\nmax_bundle_bytes = 200000\n{extra}",
-        engine.as_str(),
-        dir.join("plugins").display(),
-        dir.join("data").display(),
-        public_hex(&key(1)),
-        public_hex(&key(3)),
-    );
-    Config::parse(&text).expect("test config")
-}
-
-/// A device dir whose plugin directory holds `leds` 1.0.0.
-fn device_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("plugins")).unwrap();
-    let module = plugin_module("leds", "1.0.0", CMDS, Behaviour::Echo);
-    std::fs::write(dir.path().join("plugins/leds.wasm"), module).unwrap();
-    dir
-}
-
-impl Device {
-    fn start(config: &Config) -> Device {
-        let prepared = prepare_device(config).expect("device starts");
-        let (transport, remote) = FakeTransport::new("dev-1").unwrap();
-        let handle = prepared.prepared.start(Arc::new(transport)).unwrap();
-        Device {
-            handle,
-            remote,
-            seq: 0,
-        }
-    }
-
-    async fn stop(self) {
-        self.handle.shutdown().await.expect("clean stop");
-    }
-
-    /// Ids stay unique across restarts (the device dedupes by id).
-    fn send(&mut self, name: &str, payload: Vec<u8>) -> String {
-        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        self.seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = format!("c{}", self.seq);
-        let env = Envelope::new(id.clone(), name, relay_host::runtime::clock::unix_ms())
-            .with_payload(payload);
-        self.remote.send_command(Role::Admin, env.to_msgpack());
-        id
-    }
-
-    async fn next_published(&self) -> Published {
-        tokio::time::timeout(LIMIT, self.remote.next_published())
-            .await
-            .expect("a message within the limit")
-            .expect("link open")
-    }
-
-    /// Final statuses until `id`'s (events collected on the side).
-    async fn finals_until(&self, id: &str, events: &mut Vec<Published>) -> Vec<Status> {
-        let mut finals = Vec::new();
-        loop {
-            let p = self.next_published().await;
-            if p.to != Outbound::Status {
-                events.push(p);
-                continue;
-            }
-            let s = Status::from_msgpack(&p.payload).unwrap();
-            if s.is_final() {
-                let done = s.id == id;
-                finals.push(s);
-                if done {
-                    return finals;
-                }
-            }
-        }
-    }
-
-    async fn run(&mut self, name: &str, payload: Vec<u8>) -> Status {
-        let id = self.send(name, payload);
-        self.finals_until(&id, &mut Vec::new()).await.pop().unwrap()
-    }
-
-    /// Sends `bundle` in chunks of `chunk` bytes; the last chunk's status.
-    async fn install(&mut self, bundle: &[u8], chunk: usize) -> Status {
-        let ids = self.send_install(bundle, chunk);
-        let finals = self
-            .finals_until(ids.last().unwrap(), &mut Vec::new())
-            .await;
-        for s in &finals[..finals.len() - 1] {
-            if ids.contains(&s.id) {
-                assert_eq!(s.status, State::Succeeded, "chunk {s:?}");
-            }
-        }
-        finals.last().unwrap().clone()
-    }
-
-    fn send_install(&mut self, bundle: &[u8], chunk: usize) -> Vec<String> {
-        ota::chunk::payloads(bundle, chunk)
-            .into_iter()
-            .map(|payload| self.send(ota::INSTALL, payload))
-            .collect()
-    }
-
-    async fn plugins(&mut self) -> serde_json::Value {
-        let s = self.run("_plugins", Vec::new()).await;
-        rmp_serde::from_slice(&s.reply.unwrap()).unwrap()
-    }
-
-    async fn version_of(&mut self, plugin: &str) -> Option<String> {
-        let list = self.plugins().await;
-        list.as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == plugin)
-            .map(|p| p["version"].as_str().unwrap().to_string())
-    }
-}
-
-fn chunk_payload(transfer: &str, offset: u64, total: u64, data: &[u8]) -> Vec<u8> {
-    ota::chunk::encode(transfer, offset, total, data)
-}
-
-fn name_payload(name: &str) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.map_len(1).str("name").str(name);
-    w.into_vec()
-}
-
-fn leds(version: &str, behaviour: Behaviour, k: &SigningKey) -> Vec<u8> {
-    bundle("leds", version, CMDS, behaviour, k)
-}
-
-fn engines() -> [EngineKind; 2] {
-    [EngineKind::Wasmtime, EngineKind::Wasmi]
-}
+use device::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_bundle_is_refused_with_its_code_and_changes_nothing() {
@@ -316,6 +170,9 @@ async fn an_update_mid_stream_keeps_every_command_in_order() {
             State::Succeeded,
             "{engine}: {last_chunk:?}"
         );
+        // Queued behind 500 commands, the bundle was verified and loaded
+        // before its turn, which only switched.
+        assert_eq!(dev.handle.stats().installs_prepared_ahead, 1, "{engine}");
 
         // A version that traps: its first command traps, the host rolls
         // back, the retry runs on 2.0.0, and so do the commands after it.
@@ -485,6 +342,63 @@ async fn rollback_and_remove_last_across_restarts() {
             dev.run("blink", vec![]).await.plugin.as_deref(),
             Some("leds@3.0.0")
         );
+        dev.stop().await;
+    }
+}
+
+/// An install prepared ahead of its turn gets the plugin's kv as it is at
+/// the switch: the version it replaces kept writing it until then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_loaded_ahead_sees_the_kv_written_until_its_switch() {
+    let counter = relay_host::bundled::plugin("counter").unwrap_or_else(|e| panic!("{e}"));
+    let module = std::fs::read(&counter).unwrap();
+    let info = WasmiEngine::default()
+        .load(&module, &Limits::default(), &mut |_| {
+            HostEnv::detached(&Limits::default())
+        })
+        .unwrap()
+        .info()
+        .clone();
+    // The same module again as an update (the version is not newer).
+    let mut signed = manifest(&info.name, &info.version, &[]);
+    signed.commands = info.commands.clone();
+    signed.allow_downgrade = true;
+    let update = sign_bundle(signed, &module, &key(1));
+    for engine in engines() {
+        let dir = device_dir();
+        std::fs::copy(&counter, dir.path().join("plugins/counter.wasm")).unwrap();
+        let mut dev = Device::start(&config(dir.path(), engine, ""));
+        let increment = || rmp_serde::to_vec_named(&serde_json::json!({})).unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..200 {
+            ids.push(dev.send("increment", increment()));
+        }
+        let install = dev.send_install(&update, 16 * 1024);
+        for _ in 0..50 {
+            ids.push(dev.send("increment", increment()));
+        }
+        let finals = dev.finals_until(ids.last().unwrap(), &mut Vec::new()).await;
+        let values: Vec<i64> = finals
+            .iter()
+            .filter(|s| s.name == "increment")
+            .map(|s| {
+                assert_eq!(s.status, State::Succeeded, "{engine}: {s:?}");
+                let v: serde_json::Value =
+                    rmp_serde::from_slice(s.reply.as_ref().unwrap()).unwrap();
+                v["value"].as_i64().unwrap()
+            })
+            .collect();
+        assert_eq!(
+            values,
+            (1..=250).collect::<Vec<i64>>(),
+            "{engine}: the count goes on"
+        );
+        let last = finals
+            .iter()
+            .find(|s| Some(&s.id) == install.last())
+            .unwrap();
+        assert_eq!(last.status, State::Succeeded, "{engine}: {last:?}");
+        assert_eq!(dev.handle.stats().installs_prepared_ahead, 1, "{engine}");
         dev.stop().await;
     }
 }

@@ -11,8 +11,12 @@
 //! executor done  ─> machine.on_attempt_done ─┤                ┌─> Append/Rewrite ─> journal ticket
 //! ticket resolves ─> machine.on_durable ─────┼─> machine.tick ┼─> Publish ─> publisher
 //! publisher acked ─> machine.on_delivered ───┘  (one per turn) ├─> Ack ─> transport
-//!                                                              └─> Start ─> executor
+//!                                                              ├─> Start ─> executor
+//!                                                              └─> Upcoming ─> ahead
 //! ```
+//!
+//! `Upcoming` announces an `_install` chunk as it is queued: the `ahead`
+//! thread receives it and prepares a complete bundle before its turn.
 //!
 //! A turn takes every event that is ready (up to [`MAX_EVENTS_PER_TURN`])
 //! before the machine's `tick`, so whatever piled up shares one append.
@@ -97,6 +101,8 @@ pub struct Driver<T: Link> {
     pub(super) journal: Option<Journal>,
     pub(super) tickets: VecDeque<(Pending, TicketFuture)>,
     pub(super) executor: Option<Executor>,
+    /// Receives `_install` chunks ahead of their turn (with an installer).
+    pub(super) ahead: Option<super::ahead::Ahead>,
     pub(super) done_rx: UnboundedReceiver<Done>,
     pub(super) publisher: Option<publisher::Front>,
     pub(super) publisher_task: Option<JoinHandle<()>>,
@@ -334,6 +340,11 @@ impl<T: Link> Driver<T> {
                         tracing::debug!(%refused, "ack refused; the broker redelivers")
                     }
                 },
+                Effect::Upcoming(invocation) => {
+                    if let Some(ahead) = &self.ahead {
+                        ahead.submit(invocation);
+                    }
+                }
                 Effect::Start(invocation) => {
                     tracing::debug!(id = %invocation.id, name = %invocation.name, attempt = invocation.attempt, "starting");
                     self.stats.started.fetch_add(1, Ordering::Relaxed);

@@ -103,6 +103,7 @@ impl RuntimeHandle {
             events_published: get(&s.publish.events),
             journal_records: get(&s.journal_records),
             journal_syncs: get(&s.journal_syncs),
+            installs_prepared_ahead: s.ahead.as_ref().map_or(0, |r| r.adopted()),
         }
     }
 

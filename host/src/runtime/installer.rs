@@ -8,8 +8,10 @@
 //! 1. stage the chunk (fsynced) and, at the last one, verify the staged
 //!    bundle: key, signature, hash; then the manifest's policy;
 //! 2. keep the module in the update store (fsynced under its final name);
-//! 3. load it with the engine, check its `describe()` against the manifest
-//!    and its commands against the registry: nothing has changed yet;
+//! 3. load it with the engine (or take the plugin the `ahead` thread loaded
+//!    from that very module before this turn, and give it its kv), check
+//!    its `describe()` against the manifest and its commands against the
+//!    registry: nothing has changed yet;
 //! 4. **switch**: write the new state (atomic rename) and swap the plugin in
 //!    the registry. A command in flight finished before (this runs on the
 //!    handler thread, between calls); the next one runs the new version;
@@ -39,6 +41,7 @@ use relay_core::scheduler::AttemptResult;
 use relay_core::status::Code;
 use relay_store::UpdateFiles;
 
+use super::ahead::{AheadSetup, Ready};
 use super::loader::{self, LoadError};
 
 /// Test hook: with `RELAY_CRASH_AT=<step>` in its environment, the
@@ -93,6 +96,8 @@ pub struct Installer {
     /// Plugins from the plugin directory, by name (rollback targets).
     factory: HashMap<String, PathBuf>,
     trials: HashMap<String, Trial>,
+    /// Plugins loaded ahead of their install's turn (see `ahead`).
+    ready: Arc<Ready>,
 }
 
 impl std::fmt::Debug for Installer {
@@ -133,6 +138,7 @@ impl Installer {
             options,
             factory,
             trials: HashMap::new(),
+            ready: Arc::default(),
         };
         let names: Vec<String> = installer.state.plugins.keys().cloned().collect();
         for name in names {
@@ -173,6 +179,24 @@ impl Installer {
                 }
             }
         }
+    }
+
+    /// What the thread that prepares installs ahead of their turn needs
+    /// (it hands its plugins to this installer).
+    pub fn ahead_setup(&self) -> AheadSetup {
+        AheadSetup {
+            engine: self.engine.clone(),
+            limits: self.limits.clone(),
+            data_dir: self.data_dir.clone(),
+            trust: self.options.trust.clone(),
+            max_bundle_bytes: self.options.max_bundle_bytes,
+            ready: self.ready.clone(),
+        }
+    }
+
+    /// The plugins loaded ahead (and how many installs took one).
+    pub fn ready(&self) -> Arc<Ready> {
+        self.ready.clone()
     }
 
     /// Carries out one update command.
@@ -257,11 +281,13 @@ impl Installer {
             )
             .map_err(storage)?;
         crash_point("staged");
-        let checked = self.load_path(&path).and_then(|plugin| {
-            policy::check_describe(&manifest, plugin.info())?;
-            check_claims(registry, plugin.info())?;
-            Ok(plugin)
-        });
+        let checked = self
+            .adopt_or_load(&manifest.sha256, &path)
+            .and_then(|plugin| {
+                policy::check_describe(&manifest, plugin.info())?;
+                check_claims(registry, plugin.info())?;
+                Ok(plugin)
+            });
         let plugin = match checked {
             Ok(plugin) => plugin,
             Err(refusal) => {
@@ -498,6 +524,18 @@ impl Installer {
             })?,
         };
         self.load_path(&path)
+    }
+
+    /// The plugin loaded ahead from module `sha256`, in its real env; or
+    /// the module at `path` loaded now.
+    fn adopt_or_load(&self, sha256: &[u8; 32], path: &Path) -> Result<Box<dyn Plugin>, Refusal> {
+        let Some(mut plugin) = self.ready.take(sha256) else {
+            return self.load_path(path);
+        };
+        let env = loader::plugin_env(plugin.info(), &self.limits, &self.data_dir)
+            .map_err(|e| Refusal::Storage(format!("cannot open the plugin's kv store: {e}")))?;
+        *plugin.env_mut() = env;
+        Ok(plugin)
     }
 
     fn load_path(&self, path: &Path) -> Result<Box<dyn Plugin>, Refusal> {

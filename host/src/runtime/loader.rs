@@ -93,26 +93,14 @@ pub fn load_plugin(
     limits: &Limits,
     data_dir: &Path,
 ) -> Result<Box<dyn relay_core::engine::Plugin>, LoadError> {
-    let wasm = std::fs::read(path).map_err(|source| LoadError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let wasm = read(path)?;
     let mut kv_error = None;
-    let mut make_env = |info: &PluginInfo| {
-        let kv: Box<dyn relay_core::host_env::KvStore> = match FileKv::open(data_dir, &info.name) {
-            Ok(kv) => Box::new(kv),
-            Err(e) => {
-                kv_error = Some((info.name.clone(), e));
-                Box::new(MemKv::default())
-            }
-        };
-        HostEnv::new(
-            info.name.clone(),
-            kv,
-            Box::new(SystemClock),
-            Box::new(TracingLogger),
-            limits,
-        )
+    let mut make_env = |info: &PluginInfo| match plugin_env(info, limits, data_dir) {
+        Ok(env) => env,
+        Err(e) => {
+            kv_error = Some((info.name.clone(), e));
+            scratch_env(info, limits)
+        }
     };
     let plugin = engine
         .load(&wasm, limits, &mut make_env)
@@ -128,6 +116,57 @@ pub fn load_plugin(
         });
     }
     Ok(plugin)
+}
+
+/// Loads one artifact with a scratch env (in-memory kv): a plugin loaded
+/// ahead of its install, which gets its [`plugin_env`] when it is switched
+/// in (the kv may change until then).
+pub fn load_detached(
+    engine: &dyn Engine,
+    path: &Path,
+    limits: &Limits,
+) -> Result<Box<dyn relay_core::engine::Plugin>, LoadError> {
+    let wasm = read(path)?;
+    engine
+        .load(&wasm, limits, &mut |info| scratch_env(info, limits))
+        .map_err(|source| LoadError::Load {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// The env a plugin runs in on this device: its persistent kv under
+/// `data_dir`, the system clock, the tracing logger.
+pub fn plugin_env(
+    info: &PluginInfo,
+    limits: &Limits,
+    data_dir: &Path,
+) -> Result<HostEnv, KvStoreError> {
+    let kv = FileKv::open(data_dir, &info.name)?;
+    Ok(HostEnv::new(
+        info.name.clone(),
+        Box::new(kv),
+        Box::new(SystemClock),
+        Box::new(TracingLogger),
+        limits,
+    ))
+}
+
+fn scratch_env(info: &PluginInfo, limits: &Limits) -> HostEnv {
+    HostEnv::new(
+        info.name.clone(),
+        Box::new(MemKv::default()),
+        Box::new(SystemClock),
+        Box::new(TracingLogger),
+        limits,
+    )
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Loads every plugin of `dir` into `handlers`; returns what was installed.

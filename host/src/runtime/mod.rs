@@ -61,6 +61,7 @@ use relay_store::{FileStorage, Journal, JournalError, StoreError};
 pub use device_thread::DeviceThread;
 use tokio::sync::{mpsc, oneshot};
 
+pub mod ahead;
 pub mod clock;
 pub mod config;
 pub mod device_thread;
@@ -182,6 +183,8 @@ pub struct Stats {
     pub journal_records: AtomicU64,
     pub journal_syncs: AtomicU64,
     pub publish: Arc<publisher::PublishCounters>,
+    /// The plugins the installer's helper loaded ahead (with an installer).
+    pub ahead: Option<Arc<ahead::Ready>>,
 }
 
 /// [`Stats`] read at one moment.
@@ -203,6 +206,9 @@ pub struct StatsSnapshot {
     pub events_published: u64,
     pub journal_records: u64,
     pub journal_syncs: u64,
+    /// Installs whose plugin was verified and loaded ahead of their turn
+    /// (only the switch was left for it).
+    pub installs_prepared_ahead: u64,
 }
 
 /// Entry point: `Runtime::builder()`.
@@ -417,7 +423,14 @@ impl Prepared {
             access: _,
             installer,
         } = builder;
-        let stats = Arc::new(Stats::default());
+        let ahead = match &installer {
+            Some(installer) => Some(ahead::Ahead::spawn(installer.ahead_setup())?),
+            None => None,
+        };
+        let stats = Arc::new(Stats {
+            ahead: installer.as_ref().map(|i| i.ready()),
+            ..Stats::default()
+        });
         let (executor, done_rx) = executor::Executor::spawn(handlers.clone(), installer)?;
         let (delivered_tx, delivered_rx) = mpsc::unbounded_channel();
         let (control_tx, control) = mpsc::unbounded_channel();
@@ -427,6 +440,7 @@ impl Prepared {
             journal: Some(journal),
             tickets: Default::default(),
             executor: Some(executor),
+            ahead,
             done_rx,
             publisher: None,
             publisher_task: None,

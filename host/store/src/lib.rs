@@ -50,4 +50,4 @@ pub use file::{FileStorage, Recovery, StoreError, JOURNAL_FILE};
 pub use group::{Journal, JournalError, JournalStats, Ticket};
 pub use kv::{FileKv, KvStoreError};
 pub use shared::SharedStorage;
-pub use updates::UpdateFiles;
+pub use updates::{FileStaging, UpdateFiles};

@@ -6,6 +6,10 @@
 //! updates/staging.part   the transfer being received (or the last one)
 //! updates/staging.id     its transfer id (hex), written before any chunk
 //! updates/modules/<sha256>.wasm   one module per installed version
+//! updates/ahead/staging.{part,id}  the same transfer, received ahead of
+//!                        its turn (not synced: a cache, see `runtime::ahead`)
+//! updates/ahead/<sha256>.wasm  its module, verified, synced: the turn
+//!                        moves it into modules/ instead of copying
 //! ```
 //!
 //! Durability rules: a chunk is fsynced before `_install` reports it; a
@@ -36,6 +40,7 @@ pub const UPDATES_DIR: &str = "updates";
 #[derive(Debug)]
 pub struct UpdateFiles {
     dir: PathBuf,
+    staging: FileStaging,
 }
 
 impl UpdateFiles {
@@ -43,7 +48,23 @@ impl UpdateFiles {
     pub fn open(data_dir: &Path) -> io::Result<UpdateFiles> {
         let dir = data_dir.join(UPDATES_DIR);
         fs::create_dir_all(dir.join("modules"))?;
-        Ok(UpdateFiles { dir })
+        let staging = FileStaging {
+            dir: dir.clone(),
+            durable: true,
+        };
+        Ok(UpdateFiles { dir, staging })
+    }
+
+    /// The staging area of transfers received ahead of their turn
+    /// (`updates/ahead/`, created): nothing in it is synced, since the
+    /// journal holds every chunk and the turn stages it again durably.
+    pub fn ahead_staging(&self) -> io::Result<FileStaging> {
+        let dir = self.dir.join("ahead");
+        fs::create_dir_all(&dir)?;
+        Ok(FileStaging {
+            dir,
+            durable: false,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -77,29 +98,50 @@ impl UpdateFiles {
     }
 
     /// Copies `len` bytes at `offset` of the staged bundle into the module
-    /// store under `sha256`, durably. The caller verified the hash.
+    /// store under `sha256`, durably. The caller verified the hash. A
+    /// module already kept under this hash is left as it is (only verified
+    /// bytes get a final name, by an atomic rename, so it is complete); one
+    /// prepared ahead ([`UpdateFiles::prepare_ahead`]) is moved in.
     pub fn keep_module(&self, sha256: &[u8; 32], offset: u64, len: u64) -> io::Result<PathBuf> {
         let path = self.module_path(sha256);
-        let tmp = path.with_extension("tmp");
-        let mut from = File::open(self.staging_path())?;
-        from.seek(SeekFrom::Start(offset))?;
-        let mut to = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        let copied = io::copy(&mut from.take(len), &mut to)?;
-        if copied != len {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "staged bundle shrank",
-            ));
+        if fs::metadata(&path).is_ok_and(|m| m.len() == len) {
+            return Ok(path);
         }
-        to.sync_all()?;
-        drop(to);
-        fs::rename(&tmp, &path)?;
+        let ahead = self.ahead_module_path(sha256);
+        if fs::metadata(&ahead).is_ok_and(|m| m.len() == len) {
+            fs::rename(&ahead, &path)?;
+        } else {
+            copy_synced(&self.staging, offset, len, &path)?;
+        }
         sync_dir(&self.dir.join("modules"))?;
         Ok(path)
+    }
+
+    /// Keeps the module of the bundle staged in `ahead` (verified by the
+    /// caller) as `updates/ahead/<sha256>.wasm`, synced, for its install's
+    /// turn to move in; any other module prepared before is deleted.
+    pub fn prepare_ahead(
+        &self,
+        ahead: &FileStaging,
+        sha256: &[u8; 32],
+        offset: u64,
+        len: u64,
+    ) -> io::Result<PathBuf> {
+        let path = self.ahead_module_path(sha256);
+        for entry in fs::read_dir(&ahead.dir)? {
+            let other = entry?.path();
+            if other.extension().is_some_and(|e| e == "wasm") && other != path {
+                fs::remove_file(&other)?;
+            }
+        }
+        if !fs::metadata(&path).is_ok_and(|m| m.len() == len) {
+            copy_synced(ahead, offset, len, &path)?;
+        }
+        Ok(path)
+    }
+
+    fn ahead_module_path(&self, sha256: &[u8; 32]) -> PathBuf {
+        self.dir.join("ahead").join(format!("{}.wasm", hex(sha256)))
     }
 
     /// Deletes the module of `source` (a factory module is never ours).
@@ -130,19 +172,48 @@ impl UpdateFiles {
         Ok(removed)
     }
 
-    fn staging_path(&self) -> PathBuf {
+    /// The staged bundle, for verification.
+    pub fn staged_bundle(&self) -> io::Result<FileBundle> {
+        self.staging.staged_bundle()
+    }
+}
+
+impl Staging for UpdateFiles {
+    fn current(&mut self) -> Result<Option<([u8; 32], u64)>, String> {
+        self.staging.current()
+    }
+
+    fn start(&mut self, transfer: &[u8; 32]) -> Result<(), String> {
+        self.staging.start(transfer)
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
+        self.staging.write(offset, data)
+    }
+}
+
+/// One staging area: `staging.part` (the bytes) and `staging.id` (the
+/// transfer, written before any chunk) in a directory; synced or not.
+#[derive(Debug)]
+pub struct FileStaging {
+    dir: PathBuf,
+    durable: bool,
+}
+
+impl FileStaging {
+    fn part_path(&self) -> PathBuf {
         self.dir.join("staging.part")
     }
 
     /// The staged bundle, for verification.
     pub fn staged_bundle(&self) -> io::Result<FileBundle> {
-        let file = File::open(self.staging_path())?;
+        let file = File::open(self.part_path())?;
         let len = file.metadata()?.len();
         Ok(FileBundle { file, len })
     }
 }
 
-impl Staging for UpdateFiles {
+impl Staging for FileStaging {
     fn current(&mut self) -> Result<Option<([u8; 32], u64)>, String> {
         let id = match fs::read_to_string(self.dir.join("staging.id")) {
             Ok(id) => id,
@@ -152,7 +223,7 @@ impl Staging for UpdateFiles {
         let Some(id) = unhex32(id.trim()) else {
             return Ok(None);
         };
-        match fs::metadata(self.staging_path()) {
+        match fs::metadata(self.part_path()) {
             Ok(m) => Ok(Some((id, m.len()))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.to_string()),
@@ -160,7 +231,11 @@ impl Staging for UpdateFiles {
     }
 
     fn start(&mut self, transfer: &[u8; 32]) -> Result<(), String> {
-        let file = File::create(self.staging_path()).map_err(|e| e.to_string())?;
+        let file = File::create(self.part_path()).map_err(|e| e.to_string())?;
+        if !self.durable {
+            return fs::write(self.dir.join("staging.id"), hex(transfer))
+                .map_err(|e| e.to_string());
+        }
         file.sync_all().map_err(|e| e.to_string())?;
         write_atomically(
             &self.dir.join("staging.id"),
@@ -174,12 +249,15 @@ impl Staging for UpdateFiles {
         let io = |e: io::Error| e.to_string();
         let mut file = OpenOptions::new()
             .write(true)
-            .open(self.staging_path())
+            .open(self.part_path())
             .map_err(io)?;
         file.set_len(offset).map_err(io)?;
         file.seek(SeekFrom::Start(offset)).map_err(io)?;
         file.write_all(data).map_err(io)?;
-        file.sync_data().map_err(io)
+        if self.durable {
+            file.sync_data().map_err(io)?;
+        }
+        Ok(())
     }
 }
 
@@ -200,6 +278,30 @@ impl BundleRead for FileBundle {
             .read_exact_at(buf, offset)
             .map_err(|e| e.to_string())
     }
+}
+
+/// Copies `len` bytes at `offset` of `staging` to `path`: complete and
+/// synced under a temporary name first, then renamed (the caller syncs the
+/// directory when the name matters).
+fn copy_synced(staging: &FileStaging, offset: u64, len: u64, path: &Path) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut from = File::open(staging.part_path())?;
+    from.seek(SeekFrom::Start(offset))?;
+    let mut to = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    let copied = io::copy(&mut from.take(len), &mut to)?;
+    if copied != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "staged bundle shrank",
+        ));
+    }
+    to.sync_all()?;
+    drop(to);
+    fs::rename(&tmp, path)
 }
 
 fn unhex32(s: &str) -> Option<[u8; 32]> {

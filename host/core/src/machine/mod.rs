@@ -32,7 +32,8 @@
 //! submission order; a full disk: see `space`), as does [`Effect::Probe`]'s
 //! answer through [`Machine::on_probed`];
 //! [`Effect::Publish`], [`Effect::Ack`] and [`Effect::Start`] go to the link
-//! and the handler. **Durability is stated by the effects, not by their
+//! and the handler; [`Effect::Upcoming`] is advisory (preparation ahead of
+//! a command's turn). **Durability is stated by the effects, not by their
 //! order:** the machine emits an `Ack`, a `Publish` or a careful `Start` only
 //! once `on_durable` reported every record it depends on, so a driver may
 //! carry effects out as it likes within that order.
@@ -61,7 +62,7 @@ use alloc::vec::Vec;
 
 use crate::envelope::{self, Envelope};
 use crate::journal::record::Record;
-use crate::plugin::{Event, PluginInfo, Role};
+use crate::plugin::{Event, Invocation, PluginInfo, Role};
 use crate::registry::is_reserved;
 use crate::scheduler::{Action, AttemptResult, Policy, Scheduler, Start};
 use crate::status::{Code, State, Status};
@@ -129,6 +130,13 @@ impl<A> Machine<A> {
         now: u64,
     ) -> Self {
         let replayed = records.len() as u64;
+        let upcoming: Vec<Invocation> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Accepted(cmd) => upcoming(cmd),
+                _ => None,
+            })
+            .collect();
         let (scheduler, startup) = Scheduler::restore(policy, records, now);
         let mut machine = Machine {
             scheduler,
@@ -148,6 +156,16 @@ impl<A> Machine<A> {
         };
         let mono = machine.clock.advance(now);
         machine.probe_at_start();
+        // Still pending: their preparation was lost with the process.
+        for inv in upcoming {
+            if machine
+                .scheduler
+                .status_of(&inv.id)
+                .is_some_and(|s| !s.is_final())
+            {
+                machine.effects.push(Effect::Upcoming(inv));
+            }
+        }
         machine.apply(startup, mono);
         machine
     }
@@ -432,6 +450,11 @@ impl<A> Machine<A> {
                         Record::Finished(s) => Some(s.id.clone()),
                         _ => None,
                     };
+                    if let Record::Accepted(cmd) = &record {
+                        if let Some(inv) = upcoming(cmd) {
+                            self.effects.push(Effect::Upcoming(inv));
+                        }
+                    }
                     match &record {
                         Record::Finished(_) | Record::Delivered { .. } => {
                             self.pipeline.record_lazy(record.encode())
@@ -535,4 +558,16 @@ impl<A> Machine<A> {
             )],
         }
     }
+}
+
+/// The [`Effect::Upcoming`] a queued command calls for, if any: an
+/// `_install` chunk (the only command a driver prepares ahead).
+fn upcoming(cmd: &crate::envelope::Command) -> Option<Invocation> {
+    (cmd.name == crate::ota::INSTALL).then(|| Invocation {
+        id: cmd.id.clone(),
+        name: cmd.name.clone(),
+        payload: cmd.payload.clone(),
+        attempt: 1,
+        role: cmd.role,
+    })
 }

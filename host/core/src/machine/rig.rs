@@ -35,6 +35,7 @@ pub(super) enum Seen {
     Event(String),
     Ack(u32),
     Start(String, u32),
+    Upcoming(String),
 }
 
 pub(super) struct Rig {
@@ -111,6 +112,7 @@ impl Rig {
                 Effect::Publish(Outgoing::Event { name, .. }) => Seen::Event(name),
                 Effect::Ack(token) => Seen::Ack(token),
                 Effect::Start(inv) => Seen::Start(inv.id, inv.attempt),
+                Effect::Upcoming(inv) => Seen::Upcoming(inv.id),
             });
         }
         seen

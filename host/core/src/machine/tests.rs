@@ -421,3 +421,42 @@ fn an_expired_command_never_starts() {
     rig.durable(T0 + 11);
     assert_eq!(rig.effects(), [Seen::Ack(token)]);
 }
+
+#[test]
+fn an_install_chunk_is_announced_upcoming_when_queued_and_again_after_a_restart() {
+    let mut rig = Rig::new();
+    let install = |id: &str| {
+        Envelope::new(id, crate::ota::INSTALL, T0)
+            .with_payload(vec![0x80])
+            .to_msgpack()
+    };
+    rig.send("w", T0);
+    rig.send_bytes(Ok(Role::Admin), &install("i1"), T0);
+    rig.send_bytes(Ok(Role::Admin), &install("i2"), T0);
+    rig.m.tick(T0);
+    let upcoming: Vec<Seen> = rig
+        .effects()
+        .into_iter()
+        .filter(|s| matches!(s, Seen::Upcoming(_)))
+        .collect();
+    // Ordinary commands are not announced; installs are, in arrival order.
+    assert_eq!(
+        upcoming,
+        [Seen::Upcoming("i1".into()), Seen::Upcoming("i2".into())]
+    );
+    rig.durable(T0 + 1);
+    rig.effects();
+    rig.done("w", T0 + 2);
+    rig.settle(T0 + 3);
+    rig.done("i1", T0 + 4);
+    rig.settle(T0 + 5 + LAZY_LINGER_MS);
+
+    // After a restart only the install still pending is announced again.
+    let mut restarted = Rig::with(MachineOptions::default(), rig.journal.clone());
+    let again: Vec<Seen> = restarted
+        .effects()
+        .into_iter()
+        .filter(|s| matches!(s, Seen::Upcoming(_)))
+        .collect();
+    assert_eq!(again, [Seen::Upcoming("i2".into())]);
+}

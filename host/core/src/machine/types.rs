@@ -80,6 +80,13 @@ pub enum Effect<A> {
     Ack(A),
     /// Run this attempt on the handler.
     Start(Invocation),
+    /// This command was queued and will start in its turn: a driver may
+    /// prepare for it meanwhile (the Linux host receives an `_install`
+    /// chunk, and verifies and compiles a complete bundle, ahead of its
+    /// turn, so only the switch is left when it comes). Advisory: ignoring
+    /// it changes nothing but timing. Emitted for `_install` only, when it
+    /// is accepted and, after a restart, for those still pending.
+    Upcoming(Invocation),
 }
 
 /// A snapshot of the machine's state (tests, diagnostics).
