@@ -6,10 +6,16 @@
 //!   wasmtime compiling, wasmtime from our compile cache, wasmi; against the
 //!   baseline of loading the same module from the plugin directory;
 //! - **longest pause**: the longest single `_install` call of an install.
-//!   Commands wait behind it on the handler thread, and only behind it;
+//!   Commands wait behind it on the handler thread, and only behind it.
+//!   Measured with the bundle prepared ahead (received, verified and loaded
+//!   by the `ahead` thread while earlier commands ran, as on a device where
+//!   the install was queued) and without (a device that restarted between
+//!   receiving the chunks and their turn);
 //! - **peak heap** of an install of a 100 KiB and a 1 MiB bundle (same code,
 //!   padded), split into receiving the chunks, verifying the staged bundle,
-//!   and the last chunk (verify, keep, load, switch).
+//!   the preparation ahead (verify, load: off the FIFO), and the last
+//!   chunk's turn (verify, switch); the same for a ~1 MiB module of real
+//!   code (`hello-js`, when it is built), with what the loaded plugin keeps.
 //!
 //! `cargo bench -p relay-host --bench ota` for the figures (5 runs each,
 //! medians); without `--bench` (as under `cargo test --all-targets`) it runs
@@ -36,6 +42,7 @@ use relay_core::plugin::{Invocation, Role};
 use relay_core::registry::Registry;
 use relay_core::scheduler::AttemptResult;
 use relay_host::engine::wasmtime::WasmtimeEngine;
+use relay_host::runtime::ahead::Ahead;
 use relay_host::runtime::installer::{Installer, UpdateOptions};
 
 /// Counts live heap bytes and their peak.
@@ -165,12 +172,15 @@ struct Install {
     longest: Duration,
 }
 
-/// Installs `bundle` on a fresh data dir (`seed`: a compile cache to copy in).
+/// Installs `bundle` on a fresh data dir (`seed`: a compile cache to copy
+/// in); `ahead`: the chunks were received and the bundle prepared before
+/// their turn.
 fn install(
     kind: Kind,
     bundle: &[u8],
     command: &str,
     seed: Option<&Path>,
+    ahead: bool,
 ) -> (Install, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     if let Some(seed) = seed {
@@ -179,6 +189,9 @@ fn install(
     let mut registry = Registry::new();
     let mut inst = installer(engine(kind, dir.path()), dir.path(), &mut registry);
     let all = chunks(bundle);
+    if ahead {
+        prepare_ahead(&inst, all.clone());
+    }
     let mut longest = Duration::ZERO;
     let mut swap = Duration::ZERO;
     for (i, chunk) in all.iter().enumerate() {
@@ -203,6 +216,24 @@ fn install(
         }
     }
     (Install { swap, longest }, dir)
+}
+
+/// Hands `chunks` to an `ahead` thread and waits until it loaded the plugin.
+fn prepare_ahead(inst: &Installer, chunks: Vec<Invocation>) {
+    let ahead = Ahead::spawn(inst.ahead_setup()).expect("ahead thread");
+    for c in chunks {
+        ahead.submit(c);
+    }
+    wait_loaded(inst);
+}
+
+fn wait_loaded(inst: &Installer) {
+    let ready = inst.ready();
+    let t = Instant::now();
+    while ready.loaded().is_none() {
+        assert!(t.elapsed() < Duration::from_secs(60), "never prepared");
+        std::thread::sleep(Duration::from_micros(200));
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -253,67 +284,166 @@ fn main() {
         counter_bundle.len() / 1024,
         CHUNK / 1024
     );
-    println!("| engine | baseline: load from the plugin dir | install: last chunk -> serving | ratio | longest pause |");
-    println!("|---|---|---|---|---|");
+    println!("| engine | baseline: load from the plugin dir | install: last chunk -> serving | ratio | longest pause | prepared ahead: last chunk -> serving | longest pause |");
+    println!("|---|---|---|---|---|---|---|");
     // A compile cache seeded by one install, for the cached runs.
-    let (_, seeded) = install(Kind::WasmtimeCompile, &counter_bundle, "increment", None);
+    let (_, seeded) = install(
+        Kind::WasmtimeCompile,
+        &counter_bundle,
+        "increment",
+        None,
+        false,
+    );
     for kind in [Kind::WasmtimeCompile, Kind::WasmtimeCached, Kind::Wasmi] {
         let seed = (kind == Kind::WasmtimeCached).then(|| seeded.path());
-        let mut swaps = Vec::new();
-        let mut pauses = Vec::new();
-        let mut bases = Vec::new();
+        let (mut swaps, mut pauses, mut bases) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut ahead_swaps, mut ahead_pauses) = (Vec::new(), Vec::new());
         for _ in 0..runs {
-            let (r, _dir) = install(kind, &counter_bundle, "increment", seed);
+            let (r, _dir) = install(kind, &counter_bundle, "increment", seed, false);
             swaps.push(r.swap);
             pauses.push(r.longest);
+            let (r, _dir) = install(kind, &counter_bundle, "increment", seed, true);
+            ahead_swaps.push(r.swap);
+            ahead_pauses.push(r.longest);
             bases.push(plain_load(kind, &counter_path, seed));
         }
         let (swap, base) = (median(swaps), median(bases));
         println!(
-            "| {kind:?} | {} | {} | {:.2}x | {} |",
+            "| {kind:?} | {} | {} | {:.2}x | {} | {} | {} |",
             ms(base),
             ms(swap),
             swap.as_secs_f64() / base.as_secs_f64(),
-            ms(median(pauses))
+            ms(median(pauses)),
+            ms(median(ahead_swaps)),
+            ms(median(ahead_pauses)),
         );
     }
 
-    println!("\npeak heap of an install (wasmi), by bundle size (same code, padded):");
-    println!("| bundle | receiving the chunks | verifying (signature + sha256) | last chunk (verify, keep, load, switch) |");
-    println!("|---|---|---|---|");
+    println!("\npeak heap of an install (wasmi), by bundle (KiB unless marked):");
+    println!("| bundle | receiving (each chunk's turn) | verifying (signature + sha256) | last chunk, loading in its turn | prepared ahead (verify + load, off the FIFO) | last chunk's turn, prepared ahead | the loaded plugin keeps |");
+    println!("|---|---|---|---|---|---|---|");
     let small = plugin_module("leds", "1.0.0", &["blink"], Behaviour::Echo);
-    for pad in [100 * 1024, 1024 * 1024] {
-        let bundle = bundle_of(&padded(&small, pad));
-        let dir = tempfile::tempdir().unwrap();
-        let mut registry = Registry::new();
-        let mut inst = installer(engine(Kind::Wasmi, dir.path()), dir.path(), &mut registry);
-        let all = chunks(&bundle);
-        let (last, rest) = all.split_last().unwrap();
-        let (_, receiving) = peak_of(|| {
-            for c in rest {
-                let (r, _) = inst.run(&mut registry, c);
-                assert!(matches!(r, AttemptResult::Succeeded { .. }));
-            }
-        });
-        // Verification alone, on the staged bytes (as the last chunk does it).
-        let staged = dir.path().join("updates/staging.part");
-        std::fs::write(&staged, &bundle).unwrap();
-        let files = relay_store::UpdateFiles::open(dir.path()).unwrap();
-        let mut trust = TrustedKeys::new();
-        trust.trust(key().verifying_key().as_bytes()).unwrap();
-        let (verified, verifying) = peak_of(|| {
-            let mut staged = files.staged_bundle().unwrap();
-            ota::verify::verify(&mut staged, &trust, u64::MAX)
-        });
-        verified.expect("verifies");
-        let (r, last_chunk) = peak_of(|| inst.run(&mut registry, last).0);
-        assert!(matches!(r, AttemptResult::Succeeded { .. }), "{r:?}");
+    let mut cases: Vec<(String, Vec<u8>)> = [100 * 1024, 1024 * 1024]
+        .into_iter()
+        .map(|pad| {
+            let bundle = bundle_of(&padded(&small, pad));
+            (format!("{} KiB (padded)", bundle.len() / 1024), bundle)
+        })
+        .collect();
+    let js = counter_path
+        .parent()
+        .unwrap()
+        .join("languages/hello-js.wasm");
+    match std::fs::read(&js) {
+        Ok(module) => {
+            let bundle = bundle_of(&module);
+            cases.push((
+                format!("{} KiB (hello-js: code)", bundle.len() / 1024),
+                bundle,
+            ));
+        }
+        Err(_) => println!("(hello-js is not built: {} missing)", js.display()),
+    }
+    for (label, bundle) in cases {
+        let heap = install_heap(&bundle);
         println!(
-            "| {} KiB | {} B | {} B | {} KiB |",
-            bundle.len() / 1024,
-            receiving,
-            verifying,
-            last_chunk / 1024
+            "| {label} | {} B | {} B | {} | {} | {} | {} |",
+            heap.receiving,
+            heap.verifying,
+            kib(heap.last_loading),
+            kib(heap.ahead),
+            kib(heap.last_ahead),
+            kib(heap.kept),
         );
+    }
+}
+
+fn kib(bytes: usize) -> String {
+    format!("{:.1}", bytes as f64 / 1024.0)
+}
+
+struct Heap {
+    receiving: usize,
+    verifying: usize,
+    last_loading: usize,
+    ahead: usize,
+    last_ahead: usize,
+    kept: usize,
+}
+
+/// Peak heap of the steps of installing `bundle` on wasmi (see the doc).
+fn install_heap(bundle: &[u8]) -> Heap {
+    let all = chunks(bundle);
+    let (last, rest) = all.split_last().unwrap();
+    let run_all = |inst: &mut Installer, registry: &mut Registry, cs: &[Invocation]| {
+        for c in cs {
+            let (r, _) = inst.run(registry, c);
+            assert!(matches!(r, AttemptResult::Succeeded { .. }), "{r:?}");
+        }
+    };
+
+    // Loading in the last chunk's turn.
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = Registry::new();
+    let mut inst = installer(engine(Kind::Wasmi, dir.path()), dir.path(), &mut registry);
+    let (_, receiving) = peak_of(|| {
+        for c in rest {
+            run_all(&mut inst, &mut registry, std::slice::from_ref(c));
+        }
+    });
+    let files = relay_store::UpdateFiles::open(dir.path()).unwrap();
+    let mut trust = TrustedKeys::new();
+    trust.trust(key().verifying_key().as_bytes()).unwrap();
+    let staged = dir.path().join("updates/staging.part");
+    let full = std::fs::read(&staged).unwrap();
+    let mut whole = full.clone();
+    whole.extend_from_slice(&ota::chunk::decode(&last.payload).unwrap().data);
+    std::fs::write(&staged, &whole).unwrap();
+    let (verified, verifying) = peak_of(|| {
+        let mut staged = files.staged_bundle().unwrap();
+        ota::verify::verify(&mut staged, &trust, u64::MAX)
+    });
+    verified.expect("verifies");
+    std::fs::write(&staged, &full).unwrap();
+    let before = LIVE.load(Ordering::Relaxed);
+    let (_, last_loading) =
+        peak_of(|| run_all(&mut inst, &mut registry, std::slice::from_ref(last)));
+    let kept = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+
+    // Prepared ahead, then the turns.
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = Registry::new();
+    let mut inst = installer(engine(Kind::Wasmi, dir.path()), dir.path(), &mut registry);
+    // Every chunk but the last staged ahead, then the last one measured:
+    // its verify and load (chunks are in memory before, as queued
+    // commands are, and freed as they are staged).
+    let thread = Ahead::spawn(inst.ahead_setup()).expect("ahead thread");
+    for c in rest {
+        thread.submit(c.clone());
+    }
+    let staged = dir.path().join("updates/ahead/staging.part");
+    let offset = bundle.len() - ota::chunk::decode(&last.payload).unwrap().data.len();
+    while std::fs::metadata(&staged).map_or(0, |m| m.len()) < offset as u64 {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let last_chunk = last.clone();
+    let (_, ahead) = peak_of(|| {
+        thread.submit(last_chunk);
+        wait_loaded(&inst);
+    });
+    run_all(&mut inst, &mut registry, rest);
+    let (_, last_ahead) = peak_of(|| run_all(&mut inst, &mut registry, std::slice::from_ref(last)));
+    assert_eq!(
+        inst.ready().adopted(),
+        1,
+        "the turn took the plugin loaded ahead"
+    );
+    Heap {
+        receiving,
+        verifying,
+        last_loading,
+        ahead,
+        last_ahead,
+        kept,
     }
 }

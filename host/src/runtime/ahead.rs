@@ -83,6 +83,14 @@ impl Ready {
         }
     }
 
+    /// The module whose plugin is loaded and waiting, if one is.
+    pub fn loaded(&self) -> Option<[u8; 32]> {
+        match &*self.slot.lock().unwrap_or_else(|p| p.into_inner()) {
+            Slot::Loaded(sha, _) => Some(*sha),
+            _ => None,
+        }
+    }
+
     /// How many installs took a plugin loaded ahead.
     pub fn adopted(&self) -> u64 {
         self.adopted.load(Ordering::Relaxed)

@@ -93,7 +93,7 @@ pub fn load_plugin(
     limits: &Limits,
     data_dir: &Path,
 ) -> Result<Box<dyn relay_core::engine::Plugin>, LoadError> {
-    let wasm = read(path)?;
+    let wasm = read(path, limits)?;
     let mut kv_error = None;
     let mut make_env = |info: &PluginInfo| match plugin_env(info, limits, data_dir) {
         Ok(env) => env,
@@ -126,7 +126,7 @@ pub fn load_detached(
     path: &Path,
     limits: &Limits,
 ) -> Result<Box<dyn relay_core::engine::Plugin>, LoadError> {
-    let wasm = read(path)?;
+    let wasm = read(path, limits)?;
     engine
         .load(&wasm, limits, &mut |info| scratch_env(info, limits))
         .map_err(|source| LoadError::Load {
@@ -162,10 +162,12 @@ fn scratch_env(info: &PluginInfo, limits: &Limits) -> HostEnv {
     )
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
-    std::fs::read(path).map_err(|source| LoadError::Read {
-        path: path.to_path_buf(),
-        source,
+fn read(path: &Path, limits: &Limits) -> Result<Vec<u8>, LoadError> {
+    super::module_file::read_module(path, limits.max_module_bytes).map_err(|source| {
+        LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 

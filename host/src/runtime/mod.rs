@@ -71,6 +71,7 @@ mod handle;
 pub mod handlers;
 pub mod installer;
 pub mod loader;
+mod module_file;
 pub mod publisher;
 pub mod shutdown;
 pub mod start;

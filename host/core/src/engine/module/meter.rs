@@ -28,8 +28,9 @@
 //!   both engines replace the instance after any error.
 //!
 //! New functions, globals and the `() -> ()` type are appended, so no
-//! existing index moves. `component-type` custom sections are dropped: the
-//! host's copy of the world is the contract.
+//! existing index moves. Custom sections other than `name` are dropped:
+//! `component-type` because the host's copy of the world is the contract,
+//! the others because no engine reads them.
 
 use alloc::{vec, vec::Vec};
 
@@ -433,7 +434,10 @@ impl Reencode for Meter<'_> {
         module: &mut wasm_encoder::Module,
         section: wasmparser::CustomSectionReader<'_>,
     ) -> Result<()> {
-        if section.name().starts_with("component-type") {
+        // Only `name` is of use to an engine (trap messages); the rest
+        // (the guest's `component-type`, debug info, padding) would be
+        // copied for nothing.
+        if section.name() != "name" {
             return Ok(());
         }
         reencode::utils::parse_custom_section(self, module, section)

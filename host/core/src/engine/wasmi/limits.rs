@@ -39,6 +39,8 @@ const MAX_CALL_DEPTH: usize = 65_536;
 ///   either: the module's own counter charges it, and a growth that ran out
 ///   of wasmi fuel at the end of a slice would fail as if the memory cap
 ///   were hit.
+/// - Custom sections are not kept: nothing reads them, and they can be
+///   most of a module's bytes.
 /// - wasmi's own parse limits are off: the load step's one acceptance rule
 ///   (`engine::module::check`) is at least as strict, and the same on both
 ///   engines.
@@ -47,6 +49,7 @@ pub(super) fn engine_config(limits: &Limits) -> Config {
     config
         .consume_fuel(true)
         .compilation_mode(CompilationMode::Lazy)
+        .ignore_custom_sections(true)
         .fuel_cost(CustomFuelCosts {
             bytes_copied_per_fuel: u32::MAX,
             fuel_per_bytes_translated: 0,

@@ -168,6 +168,8 @@ impl super::Engine for WasmiEngine {
         let engine = wasmi::Engine::new(&limits::engine_config(limits));
         let module = Module::new(&engine, &prepared.wasm)
             .map_err(|e| PluginError::InvalidModule(format!("{e}")))?;
+        // wasmi has its own copy now; the instance's memory comes next.
+        drop(prepared);
         let mut linker = Linker::new(&engine);
         imports::define(&mut linker).map_err(|e| PluginError::Link(format!("{e}")))?;
 
