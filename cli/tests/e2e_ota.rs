@@ -171,7 +171,12 @@ fn push_list_rollback_through_the_cli() -> Result<()> {
         "{out}"
     );
     let list = ok(&relay(&["plugin", "list", "-d", "ota-cli"], port)?)?;
-    ensure!(list.contains("leds") && list.contains("2.0.0"), "{list}");
+    ensure!(
+        list.contains("leds")
+            && list.contains("2.0.0")
+            && list.contains("trial, rollback to 1.0.0"),
+        "{list}"
+    );
     ensure!(blink(port, "ota-cli")?["plugin"] == "leds@2.0.0");
 
     let out = ok(&relay(

@@ -280,6 +280,19 @@ async fn rollback_and_remove_last_across_restarts() {
             (v["action"].as_str(), v["version"].as_str()),
             (Some("confirmed"), Some("2.0.0"))
         );
+        // `_plugins` says where the update stands.
+        let list = dev.plugins().await;
+        let entry = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "leds")
+            .unwrap();
+        assert_eq!(
+            entry["update"],
+            serde_json::json!({"state": "confirmed", "previous": "1.0.0", "highest": "2.0.0"}),
+            "{engine}"
+        );
         dev.stop().await;
 
         let mut dev = Device::start(&config);

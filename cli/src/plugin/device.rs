@@ -158,7 +158,11 @@ pub fn list(args: ListArgs) -> Result<()> {
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<20} {:<12} COMMANDS", "PLUGIN", "VERSION")?;
+    writeln!(
+        out,
+        "{:<20} {:<12} {:<24} COMMANDS",
+        "PLUGIN", "VERSION", "UPDATE"
+    )?;
     for p in plugins {
         let commands: Vec<&str> = p["commands"]
             .as_array()
@@ -166,13 +170,26 @@ pub fn list(args: ListArgs) -> Result<()> {
             .unwrap_or_default();
         writeln!(
             out,
-            "{:<20} {:<12} {}",
+            "{:<20} {:<12} {:<24} {}",
             p["name"].as_str().unwrap_or("?"),
             p["version"].as_str().unwrap_or("?"),
+            update_column(&p["update"]),
             commands.join(", ")
         )?;
     }
     Ok(())
+}
+
+/// `trial, rollback to 1.0.0` / `confirmed` / `-` (never updated: the
+/// plugin directory's version).
+fn update_column(update: &serde_json::Value) -> String {
+    let Some(state) = update["state"].as_str() else {
+        return "-".into();
+    };
+    match update["previous"].as_str() {
+        Some(previous) => format!("{state}, rollback to {previous}"),
+        None => state.into(),
+    }
 }
 
 /// A device and a plugin name.

@@ -42,7 +42,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay_core::machine::{Effect, Machine};
+use relay_core::machine::{Effect, Listed, Machine};
 use relay_core::status::Status;
 use relay_store::{Journal, JournalError};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -103,6 +103,8 @@ pub struct Driver<T: Link> {
     pub(super) executor: Option<Executor>,
     /// Receives `_install` chunks ahead of their turn (with an installer).
     pub(super) ahead: Option<super::ahead::Ahead>,
+    /// Where updated plugins stand, for `_plugins` (with an installer).
+    pub(super) update_states: Option<super::installer::UpdateStates>,
     pub(super) done_rx: UnboundedReceiver<Done>,
     pub(super) publisher: Option<publisher::Front>,
     pub(super) publisher_task: Option<JoinHandle<()>>,
@@ -188,12 +190,16 @@ impl<T: Link> Driver<T> {
                     ..
                 } = msg;
                 let handlers = &self.handlers;
+                let states = &self.update_states;
                 self.machine.on_message(
                     role.as_ref().copied().map_err(String::as_str),
                     &payload,
                     token,
                     now,
-                    || handlers.plugins(),
+                    || match states {
+                        Some(states) => states.list(handlers.plugins()),
+                        None => handlers.plugins().into_iter().map(Listed::from).collect(),
+                    },
                 );
             }
             Event::Incoming(None) => {

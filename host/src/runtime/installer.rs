@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use relay_core::engine::{Engine, Plugin};
 use relay_core::limits::Limits;
+use relay_core::machine::Listed;
 use relay_core::msgpack::Writer;
 use relay_core::ota::chunk::{self, Progress};
 use relay_core::ota::state::{Slot, Source, UpdateState};
@@ -98,6 +99,31 @@ pub struct Installer {
     trials: HashMap<String, Trial>,
     /// Plugins loaded ahead of their install's turn (see `ahead`).
     ready: Arc<Ready>,
+    /// A copy of `state` for `_plugins`, answered by the driver.
+    shown: UpdateStates,
+}
+
+/// The update state as `_plugins` shows it, shared by the installer (which
+/// changes it) with the driver (which answers `_plugins` at arrival).
+#[derive(Debug, Clone, Default)]
+pub struct UpdateStates(Arc<std::sync::Mutex<UpdateState>>);
+
+impl UpdateStates {
+    /// `infos` with each updated plugin's update state.
+    pub fn list(&self, infos: Vec<PluginInfo>) -> Vec<Listed> {
+        let state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        infos
+            .into_iter()
+            .map(|info| Listed {
+                update: state.plugins.get(&info.name).map(|p| p.note()),
+                info,
+            })
+            .collect()
+    }
+
+    fn set(&self, state: &UpdateState) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = state.clone();
+    }
 }
 
 impl std::fmt::Debug for Installer {
@@ -139,7 +165,9 @@ impl Installer {
             factory,
             trials: HashMap::new(),
             ready: Arc::default(),
+            shown: UpdateStates::default(),
         };
+        installer.shown.set(&installer.state);
         let names: Vec<String> = installer.state.plugins.keys().cloned().collect();
         for name in names {
             installer.restore(&name, registry);
@@ -192,6 +220,16 @@ impl Installer {
             max_bundle_bytes: self.options.max_bundle_bytes,
             ready: self.ready.clone(),
         }
+    }
+
+    /// The update state as `_plugins` shows it (kept current).
+    pub fn states(&self) -> UpdateStates {
+        self.shown.clone()
+    }
+
+    fn set_state(&mut self, next: UpdateState) {
+        self.shown.set(&next);
+        self.state = next;
     }
 
     /// The plugins loaded ahead (and how many installs took one).
@@ -305,7 +343,7 @@ impl Installer {
         let mut next = self.state.clone();
         let dropped = next.switch(&name, slot, current.clone());
         self.files.save_state(&next).map_err(storage)?;
-        self.state = next;
+        self.set_state(next);
         crash_point("switched");
         registry
             .install(plugin)
@@ -401,7 +439,7 @@ impl Installer {
                 next.confirm(plugin);
                 match self.files.save_state(&next) {
                     Ok(()) => {
-                        self.state = next;
+                        self.set_state(next);
                         crash_point("confirmed");
                         tracing::info!(plugin, "update: version confirmed");
                         let version = registry.plugin(plugin).map(|p| p.info().version.clone());
@@ -469,7 +507,7 @@ impl Installer {
             Refusal::InvalidModule(format!("the previous version does not load: {e}"))
         })?;
         self.files.save_state(&next).map_err(storage)?;
-        self.state = next;
+        self.set_state(next);
         self.trials.remove(name);
         // The previous version may claim commands the failed one dropped:
         // unload the failed one first.
@@ -495,7 +533,7 @@ impl Installer {
         let mut next = self.state.clone();
         let dropped = next.remove(name, &version);
         self.files.save_state(&next).map_err(storage)?;
-        self.state = next;
+        self.set_state(next);
         self.trials.remove(name);
         registry.uninstall(name);
         for source in dropped {

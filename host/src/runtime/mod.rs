@@ -428,6 +428,7 @@ impl Prepared {
             Some(installer) => Some(ahead::Ahead::spawn(installer.ahead_setup())?),
             None => None,
         };
+        let update_states = installer.as_ref().map(|i| i.states());
         let stats = Arc::new(Stats {
             ahead: installer.as_ref().map(|i| i.ready()),
             ..Stats::default()
@@ -442,6 +443,7 @@ impl Prepared {
             tickets: Default::default(),
             executor: Some(executor),
             ahead,
+            update_states,
             done_rx,
             publisher: None,
             publisher_task: None,

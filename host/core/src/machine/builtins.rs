@@ -4,7 +4,7 @@
 //! | name | payload | reply |
 //! |------|---------|-------|
 //! | `_status` | `{"id": "<request id>"}` | the last known status of that request as a status map (the same keys as a status message), or `nil` if the id is unknown or forgotten |
-//! | `_plugins` | none | `[{"name", "version", "commands": [{"name", "roles", "budget_ms"}]}]` |
+//! | `_plugins` | none | `[{"name", "version", "commands": [{"name", "roles", "budget_ms"}], "update"?: {"state": "trial" \| "confirmed", "previous": "<version>" \| nil, "highest": "<version>"}}]`; `update` only for a plugin updated over the air |
 //! | `_install`, `_rollback`, `_remove` | see [`crate::ota`] | plugin updates |
 //!
 //! The update commands change the device, so they are **queued** like any
@@ -77,7 +77,7 @@ pub fn answer(
     role: Role,
     access: &BuiltinAccess,
     scheduler: &Scheduler,
-    plugins: impl FnOnce() -> Vec<PluginInfo>,
+    plugins: impl FnOnce() -> Vec<Listed>,
     now: u64,
 ) -> BuiltinAnswer {
     let allowed = match env.name.as_str() {
@@ -146,13 +146,42 @@ fn requested_id(payload: &[u8]) -> Result<String, String> {
     Err(USAGE.to_string())
 }
 
+/// One plugin as `_plugins` lists it: its own description and, once it was
+/// updated over the air, where its update stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub info: PluginInfo,
+    pub update: Option<UpdateNote>,
+}
+
+impl From<PluginInfo> for Listed {
+    fn from(info: PluginInfo) -> Self {
+        Listed { info, update: None }
+    }
+}
+
+/// The `update` entry of a plugin in `_plugins`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateNote {
+    /// On trial (not confirmed yet: a trap may still roll it back).
+    pub trial: bool,
+    /// The version a rollback returns to.
+    pub previous: Option<String>,
+    /// The highest version ever installed (a lower one is a downgrade).
+    pub highest: String,
+}
+
 /// msgpack of the plugin list (named fields, as `rmp_serde::to_vec_named`
 /// would write them).
-fn plugin_list(plugins: &[PluginInfo]) -> Vec<u8> {
+fn plugin_list(plugins: &[Listed]) -> Vec<u8> {
     let mut w = Writer::new();
     w.array_len(len_u32(plugins.len()));
-    for plugin in plugins {
-        w.map_len(3)
+    for Listed {
+        info: plugin,
+        update,
+    } in plugins
+    {
+        w.map_len(if update.is_some() { 4 } else { 3 })
             .str("name")
             .str(&plugin.name)
             .str("version")
@@ -170,6 +199,16 @@ fn plugin_list(plugins: &[PluginInfo]) -> Vec<u8> {
             }
             w.str("budget_ms")
                 .opt_uint(command.budget_ms.map(u64::from));
+        }
+        if let Some(note) = update {
+            w.str("update").map_len(3).str("state");
+            w.str(if note.trial { "trial" } else { "confirmed" })
+                .str("previous");
+            match &note.previous {
+                Some(v) => w.str(v),
+                None => w.nil(),
+            };
+            w.str("highest").str(&note.highest);
         }
     }
     w.into_vec()
@@ -189,8 +228,8 @@ mod tests {
         Envelope::new("q1", name, 1).with_payload(payload)
     }
 
-    fn info() -> Vec<PluginInfo> {
-        vec![PluginInfo {
+    fn info() -> Vec<Listed> {
+        vec![Listed::from(PluginInfo {
             name: "echo".into(),
             version: "1.0.0".into(),
             commands: vec![CommandSpec {
@@ -198,7 +237,7 @@ mod tests {
                 roles: vec![Role::Admin],
                 budget_ms: None,
             }],
-        }]
+        })]
     }
 
     #[test]
@@ -220,6 +259,35 @@ mod tests {
             v,
             serde_json::json!([{"name": "echo", "version": "1.0.0",
                 "commands": [{"name": "echo", "roles": ["admin"], "budget_ms": null}]}])
+        );
+    }
+
+    #[test]
+    fn an_updated_plugin_is_listed_with_its_update_state() {
+        let s = Scheduler::new(Policy::default());
+        let updated = || {
+            let mut listed = info();
+            listed[0].update = Some(UpdateNote {
+                trial: true,
+                previous: Some("0.9.0".into()),
+                highest: "1.0.0".into(),
+            });
+            listed
+        };
+        let BuiltinAnswer::Publish(status) = answer(
+            &env(PLUGINS, vec![]),
+            Role::Admin,
+            &BuiltinAccess::default(),
+            &s,
+            updated,
+            5,
+        ) else {
+            panic!("expected an answer");
+        };
+        let v: serde_json::Value = rmp_serde::from_slice(&status.reply.unwrap()).unwrap();
+        assert_eq!(
+            v[0]["update"],
+            serde_json::json!({"state": "trial", "previous": "0.9.0", "highest": "1.0.0"})
         );
     }
 

@@ -62,7 +62,7 @@ use alloc::vec::Vec;
 
 use crate::envelope::{self, Envelope};
 use crate::journal::record::Record;
-use crate::plugin::{Event, Invocation, PluginInfo, Role};
+use crate::plugin::{Event, Invocation, Role};
 use crate::registry::is_reserved;
 use crate::scheduler::{Action, AttemptResult, Policy, Scheduler, Start};
 use crate::status::{Code, State, Status};
@@ -81,7 +81,7 @@ mod tests;
 mod tests_space;
 mod types;
 
-pub use builtins::{BuiltinAccess, BuiltinAnswer};
+pub use builtins::{BuiltinAccess, BuiltinAnswer, Listed, UpdateNote};
 pub use health::{Health, HealthReason, HealthState};
 pub use held::HOLD_MS;
 pub use outgoing::{coalesce, Outgoing};
@@ -184,7 +184,7 @@ impl<A> Machine<A> {
         payload: &[u8],
         token: A,
         now: u64,
-        plugins: impl FnOnce() -> Vec<PluginInfo>,
+        plugins: impl FnOnce() -> Vec<Listed>,
     ) {
         let mono = self.clock.advance(now);
         let decoded = envelope::decode(payload, &self.options.envelope_limits);

@@ -48,6 +48,17 @@ pub struct PluginState {
     pub trial: bool,
 }
 
+impl PluginState {
+    /// How `_plugins` reports this state.
+    pub fn note(&self) -> crate::machine::UpdateNote {
+        crate::machine::UpdateNote {
+            trial: self.trial,
+            previous: self.previous.as_ref().map(|s| s.version.clone()),
+            highest: self.highest.clone(),
+        }
+    }
+}
+
 /// Every updated plugin, by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpdateState {
