@@ -397,7 +397,7 @@ fn install_heap(bundle: &[u8]) -> Heap {
     let staged = dir.path().join("updates/staging.part");
     let full = std::fs::read(&staged).unwrap();
     let mut whole = full.clone();
-    whole.extend_from_slice(&ota::chunk::decode(&last.payload).unwrap().data);
+    whole.extend_from_slice(ota::chunk::decode(&last.payload).unwrap().data);
     std::fs::write(&staged, &whole).unwrap();
     let (verified, verifying) = peak_of(|| {
         let mut staged = files.staged_bundle().unwrap();
