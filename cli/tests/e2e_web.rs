@@ -8,7 +8,9 @@
 //! online, selects it and sees its plugins, sends `echo` through the form,
 //! and sees the request end `succeeded` with its reply, through the live
 //! event stream (the page reads the request list only when the stream
-//! says something changed). Then it saves a screenshot to
+//! says something changed). Then it starts a rollout of a bundle the device
+//! does not trust and sees the page follow it to its end, with the device's
+//! refusal code. Then it saves a screenshot to
 //! `target/test-artifacts/hub-page.png` (`docs/img/hub-page.png` is one).
 //!
 //! A missing `chromium` fails the test (CI installs it); it is never
@@ -190,6 +192,58 @@ fn drive(page: &mut Page, hub: &HubProcess) -> Result<()> {
         view["reply"] == json!({"hello": "from the web page"}),
         "{view}"
     );
+    follow_a_rollout(page, hub)
+}
+
+/// A rollout of a bundle the device does not trust: the page lists it,
+/// follows it to its end, and shows the device's refusal code.
+fn follow_a_rollout(page: &mut Page, hub: &HubProcess) -> Result<()> {
+    use base64::Engine as _;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let manifest = relay_core::ota::Manifest {
+        name: "echo".into(),
+        version: "9.9.9".into(),
+        world: relay_core::ota::WORLD.into(),
+        sha256: [0; 32],
+        size: 0,
+        commands: Vec::new(),
+        min_host: "0.1.0".into(),
+        key_id: String::new(),
+        allow_downgrade: false,
+        signed_at: 1,
+    };
+    let bundle = relay_core::ota::sign_bundle(manifest, b"\0asm\x01\0\0\0", &key);
+    let body = json!({
+        "bundle_base64": base64::engine::general_purpose::STANDARD.encode(&bundle),
+        "devices": [DEVICE],
+        "rate_per_min": 60,
+        "abort_failed_percent": 100,
+        "min_executed": 1,
+    });
+    let created = hub.admin("POST", "/v1/rollouts", Some(&body), 201)?;
+    let id = created["id"].as_str().context("rollout id")?.to_string();
+    page.eval("document.getElementById('rollouts-refresh').click(); true")?;
+    let row = format!("#rollouts tr[data-rollout={}]", js(&id));
+    page.wait_for(
+        "the rollout listed, ended, with its one device failed",
+        &format!(
+            "(() => {{ const r = document.querySelector({}); return r && \
+             r.dataset.state !== 'running' && r.dataset.failed === '1' && \
+             r.innerText.includes('echo@9.9.9'); }})()",
+            js(&row)
+        ),
+    )?;
+    page.eval(&format!("document.querySelector({}).click(); true", js(&row)))?;
+    let device = page.wait_for(
+        "the device's refusal in the rollout's detail",
+        &format!(
+            "(() => {{ const r = document.querySelector('#rollout-devices tr[data-device={}]'); \
+             return r && r.dataset.state === 'failed' && r.innerText; }})()",
+            DEVICE
+        ),
+    )?;
+    let device = device.as_str().unwrap_or_default();
+    ensure!(device.contains("bundle_unknown_key"), "rollout device row: {device:?}");
     Ok(())
 }
 

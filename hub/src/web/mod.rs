@@ -11,17 +11,24 @@
 //! states kept live by `GET /v1/devices/{device}/events`, and a form that
 //! sends a command or RPC and follows it to its final state.
 //!
+//! It also lists the plugin rollouts with their progress and, for the one
+//! selected, its devices (`rollouts.js`, inlined into the page when it is
+//! first served, so the page stays one document).
+//!
 //! Elements a test drives carry stable ids and `data-*` attributes
 //! (`#token`, `tr[data-device]`, `tr[data-id] [data-field=state]`,
-//! `#send-result[data-id][data-state]`, `#live[data-state]`).
+//! `#send-result[data-id][data-state]`, `#live[data-state]`,
+//! `#rollouts tr[data-rollout][data-state][data-failed]`).
 
 use axum::http::{header, HeaderValue};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-/// The page.
-pub const PAGE: &str = include_str!("index.html");
+/// The page, with its rollouts script inlined.
+pub static PAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    include_str!("index.html").replacen("/* rollouts.js */", include_str!("rollouts.js"), 1)
+});
 
 /// What the page may load and talk to: itself only. Inline script and
 /// style are its whole code, so they are allowed; nothing else is.
@@ -35,7 +42,7 @@ pub fn routes() -> Router {
 }
 
 async fn page() -> Response {
-    let mut response = Html(PAGE).into_response();
+    let mut response = Html(PAGE.as_str()).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -97,6 +104,8 @@ mod tests {
             "id=\"send-form\"",
             "id=\"live\"",
             "id=\"error\"",
+            "id=\"rollouts\"",
+            "function loadRollouts",
         ] {
             assert!(PAGE.contains(id), "the page lost {id}");
         }
