@@ -2,7 +2,7 @@
 //! Mosquitto (issue 11): `relay plugin keygen`, `sign`, `push`, `list`,
 //! `rollback`, and a crash at each step of an install.
 //!
-//! The crash test stops the device at every step of an install (a chunk
+//! The crash test stops the device, on each engine, at every step of an install (a chunk
 //! staged, the bundle verified, the module kept, the state switched, the
 //! version on trial, the version confirmed) with the `RELAY_CRASH_AT` hook,
 //! which aborts the process there as `kill -9` would; then starts it again
@@ -18,133 +18,21 @@
 mod host_process;
 #[path = "support/hub.rs"]
 mod hub;
+#[path = "support/ota_device.rs"]
+mod ota_device;
 #[path = "../../host/tests/ota_support/mod.rs"]
 #[allow(dead_code)]
 mod ota_support;
 #[allow(unused_imports)]
 mod support;
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use host_process::{relay_binary, HostConfig, HostProcess};
-use ota_support::plugin_wat::{plugin_module, Behaviour};
-use relay_core::ota::state::UpdateState;
+use host_process::relay_binary;
+use ota_device::*;
 use support::mosquitto::Mosquitto;
-
-const CMDS: &[&str] = &["blink", "self-test"];
-const READY: Duration = Duration::from_secs(120);
-
-fn relay(args: &[&str], port: u16) -> Result<Output> {
-    Command::new(relay_binary())
-        .args(args)
-        .args(["--port", &port.to_string()])
-        .output()
-        .context("running relay")
-}
-
-fn relay_offline(args: &[&str]) -> Result<Output> {
-    Command::new(relay_binary())
-        .args(args)
-        .output()
-        .context("running relay")
-}
-
-fn ok(out: &Output) -> Result<String> {
-    ensure!(
-        out.status.success(),
-        "relay failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Keys and a signed 2.0.0 bundle of `leds`, made with the CLI.
-struct Signed {
-    dir: tempfile::TempDir,
-    public: String,
-}
-
-impl Signed {
-    fn make() -> Result<Signed> {
-        let dir = tempfile::tempdir()?;
-        let prefix = dir.path().join("ops");
-        ok(&relay_offline(&[
-            "plugin",
-            "keygen",
-            "--out",
-            prefix.to_str().unwrap(),
-        ])?)?;
-        let public = std::fs::read_to_string(dir.path().join("ops.pub"))?
-            .trim()
-            .to_string();
-        for (version, behaviour) in [("2.0.0", Behaviour::Echo), ("3.0.0", Behaviour::Traps)] {
-            let module = dir.path().join(format!("leds-{version}.wasm"));
-            std::fs::write(&module, plugin_module("leds", version, CMDS, behaviour))?;
-            let bundle = dir.path().join(format!("leds-{version}.bundle"));
-            let out = ok(&relay_offline(&[
-                "plugin",
-                "sign",
-                module.to_str().unwrap(),
-                "--key",
-                dir.path().join("ops.key").to_str().unwrap(),
-                "-o",
-                bundle.to_str().unwrap(),
-            ])?)?;
-            ensure!(out.contains(&format!("leds {version}")), "{out}");
-        }
-        Ok(Signed { dir, public })
-    }
-
-    fn bundle(&self, version: &str) -> String {
-        self.dir
-            .path()
-            .join(format!("leds-{version}.bundle"))
-            .display()
-            .to_string()
-    }
-}
-
-/// A host whose plugin directory holds `leds` 1.0.0, trusting `public`.
-fn host(port: u16, device: &str, public: &str) -> Result<HostProcess> {
-    let mut config = HostConfig::new(device, port, &[]);
-    config.extra_toml = format!("[updates]\ntrusted_keys = [\"{public}\"]\ntrial_commands = 1\n");
-    let host = HostProcess::prepare(config)?;
-    std::fs::write(
-        host.dir().join("plugins/leds.wasm"),
-        plugin_module("leds", "1.0.0", CMDS, Behaviour::Echo),
-    )?;
-    Ok(host)
-}
-
-fn state(dir: &Path) -> Result<UpdateState> {
-    let bytes = std::fs::read(dir.join("data/updates/state")).context("update state")?;
-    UpdateState::decode(&bytes).map_err(|e| anyhow::anyhow!("{e}"))
-}
-
-/// `relay send blink --wait --json`: the final status as JSON.
-fn blink(port: u16, device: &str) -> Result<serde_json::Value> {
-    let out = ok(&relay(
-        &[
-            "send",
-            "-d",
-            device,
-            "blink",
-            "[1]",
-            "--wait",
-            "--json",
-            "--timeout",
-            "60s",
-        ],
-        port,
-    )?)?;
-    let last = out.lines().last().context("no status")?;
-    Ok(serde_json::from_str(last)?)
-}
 
 #[test]
 fn push_list_rollback_through_the_cli() -> Result<()> {
@@ -220,16 +108,21 @@ fn a_crash_at_every_step_of_an_install_leaves_one_complete_version() -> Result<(
     let broker = Mosquitto::start()?;
     let port = broker.port();
     let signed = Signed::make()?;
-    for step in [
+    let steps = [
         "chunk",
         "verified",
         "staged",
         "switched",
         "trial",
         "confirmed",
-    ] {
-        let device = format!("ota-{step}");
+    ];
+    for (engine, step) in ["wasmi", "wasmtime"]
+        .into_iter()
+        .flat_map(|e| steps.map(|s| (e, s)))
+    {
+        let device = format!("ota-{engine}-{step}");
         let mut host = host(port, &device, &signed.public)?;
+        host.config.engine = engine.into();
         host.config.env = vec![("RELAY_CRASH_AT".into(), step.into())];
         host.spawn()?;
         host.wait_ready(READY)?;
@@ -261,17 +154,17 @@ fn a_crash_at_every_step_of_an_install_leaves_one_complete_version() -> Result<(
         let crashed = host.wait_exit(Duration::from_secs(120))?;
         ensure!(
             !crashed.success(),
-            "{step}: the host stopped at the hook ({crashed})"
+            "{engine} {step}: the host stopped at the hook ({crashed})"
         );
         host.config.env.clear();
         host.spawn()?;
         host.wait_ready(READY)?;
         let pushed = push.wait_with_output()?;
-        let out = ok(&pushed).with_context(|| format!("{step}: push after the crash"))?;
-        ensure!(out.contains("\"succeeded\""), "{step}: {out}");
+        let out = ok(&pushed).with_context(|| format!("{engine} {step}: push after the crash"))?;
+        ensure!(out.contains("\"succeeded\""), "{engine} {step}: {out}");
         if let Some(confirmer) = confirmer {
             let status = confirmer.join().unwrap()?;
-            ensure!(status["status"] == "succeeded", "{step}: {status}");
+            ensure!(status["status"] == "succeeded", "{engine} {step}: {status}");
         }
         let list = ok(&relay(&["plugin", "list", "-d", &device, "--json"], port)?)?;
         let plugins: serde_json::Value = serde_json::from_str(&list)?;
@@ -283,22 +176,25 @@ fn a_crash_at_every_step_of_an_install_leaves_one_complete_version() -> Result<(
             .collect();
         ensure!(
             leds.len() == 1 && leds[0]["version"] == "2.0.0",
-            "{step}: {list}"
+            "{engine} {step}: {list}"
         );
         let status = blink(port, &device)?;
-        ensure!(status["plugin"] == "leds@2.0.0", "{step}: {status}");
+        ensure!(
+            status["plugin"] == "leds@2.0.0",
+            "{engine} {step}: {status}"
+        );
         let on_disk = state(host.dir())?;
         let entry = &on_disk.plugins["leds"];
         ensure!(
             entry.active.as_ref().map(|a| a.version.as_str()) == Some("2.0.0"),
-            "{step}: {on_disk:?}"
+            "{engine} {step}: {on_disk:?}"
         );
         let modules = std::fs::read_dir(host.dir().join("data/updates/modules"))?.count();
-        ensure!(modules == 1, "{step}: {modules} modules kept");
+        ensure!(modules == 1, "{engine} {step}: {modules} modules kept");
         if step == "confirmed" {
             ensure!(
                 !entry.trial,
-                "{step}: confirmed before the crash stays confirmed"
+                "{engine} {step}: confirmed before the crash stays confirmed"
             );
         }
         host.terminate()?;

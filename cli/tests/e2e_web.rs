@@ -233,7 +233,10 @@ fn follow_a_rollout(page: &mut Page, hub: &HubProcess) -> Result<()> {
             js(&row)
         ),
     )?;
-    page.eval(&format!("document.querySelector({}).click(); true", js(&row)))?;
+    page.eval(&format!(
+        "document.querySelector({}).click(); true",
+        js(&row)
+    ))?;
     let device = page.wait_for(
         "the device's refusal in the rollout's detail",
         &format!(
@@ -243,7 +246,10 @@ fn follow_a_rollout(page: &mut Page, hub: &HubProcess) -> Result<()> {
         ),
     )?;
     let device = device.as_str().unwrap_or_default();
-    ensure!(device.contains("bundle_unknown_key"), "rollout device row: {device:?}");
+    ensure!(
+        device.contains("bundle_unknown_key"),
+        "rollout device row: {device:?}"
+    );
     Ok(())
 }
 
