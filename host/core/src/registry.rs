@@ -249,6 +249,19 @@ impl Registry {
         }
     }
 
+    /// The plugin and version a call of `name` by `role` would run on,
+    /// `name@version` (statuses name it); `None` for a native handler or a
+    /// call that would be refused.
+    pub fn plugin_version_for(&self, name: &str, role: Role) -> Option<String> {
+        match self.resolve(name, role) {
+            Ok((_, Owner::Plugin(plugin))) => self
+                .plugins
+                .get(plugin)
+                .map(|p| alloc::format!("{plugin}@{}", p.info().version)),
+            _ => None,
+        }
+    }
+
     /// Loaded plugins, by name.
     pub fn plugins(&self) -> impl Iterator<Item = &PluginInfo> {
         self.plugins.values().map(|p| p.info())

@@ -29,7 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use relay_core::plugin::{Event, Invocation};
-use relay_core::registry::{DispatchError, Owner};
+use relay_core::registry::Owner;
 use relay_core::scheduler::AttemptResult;
 use relay_core::status::Code;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -223,22 +223,12 @@ fn run_handler(
         );
     }
     match outcome {
-        Ok(Ok(call)) => (
-            AttemptResult::from_handler(call.result),
-            call.events,
-            ran_by,
-        ),
-        Ok(Err(DispatchError::Plugin(e))) => {
-            (AttemptResult::from_plugin_error(&e), Vec::new(), ran_by)
+        Ok(dispatched) => {
+            let (result, events) = AttemptResult::from_dispatch(dispatched);
+            // A call refused before it ran ran on no version.
+            let ran_by = ran_by.filter(|_| !matches!(result, AttemptResult::Rejected { .. }));
+            (result, events, ran_by)
         }
-        Ok(Err(e)) => (
-            AttemptResult::Rejected {
-                code: e.code(),
-                message: e.to_string(),
-            },
-            Vec::new(),
-            None,
-        ),
         Err(panic) => {
             let message = panic
                 .downcast_ref::<&str>()

@@ -110,6 +110,14 @@ pub trait Storage {
         self.sync()
     }
 
+    /// The medium is filling up: a compaction now is sure to find room (a
+    /// flash log with two halves says so once one is half full). The device
+    /// asks its machine for one ([`Machine::request_compaction`](crate::machine::Machine::request_compaction)).
+    /// Default: never (compaction by record count is enough for a file).
+    fn wants_compaction(&self) -> bool {
+        false
+    }
+
     /// [`Storage::replay`] collecting the records.
     fn replay_all(&mut self) -> Result<(Vec<Vec<u8>>, ReplayReport), Self::Error> {
         let mut records = Vec::new();

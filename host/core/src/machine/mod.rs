@@ -112,6 +112,8 @@ pub struct Machine<A> {
     commits_in_flight: usize,
     /// No new attempts, no linger (a shutdown began).
     stopping: bool,
+    /// The driver asked for a compaction (its medium is filling).
+    compaction_requested: bool,
     /// The final flush: released starts are dropped, nothing is held.
     closing: bool,
     counters: Counters,
@@ -149,6 +151,7 @@ impl<A> Machine<A> {
             since_compaction: replayed,
             commits_in_flight: 0,
             stopping: false,
+            compaction_requested: false,
             closing: false,
             counters: Counters::default(),
             effects: Vec::new(),
@@ -168,6 +171,13 @@ impl<A> Machine<A> {
         }
         machine.apply(startup, mono);
         machine
+    }
+
+    /// Compacts the journal at the next [`Machine::tick`] that may (not
+    /// while the storage is full), whatever the record count: the driver's
+    /// medium is filling ([`Storage::wants_compaction`](crate::journal::Storage::wants_compaction)).
+    pub fn request_compaction(&mut self) {
+        self.compaction_requested = true;
     }
 
     /// Moves the effects produced so far to the end of `into`, in order.
@@ -396,7 +406,9 @@ impl<A> Machine<A> {
             return;
         }
         let compact_after = self.options.compact_after_records;
-        if compact_after > 0 && self.since_compaction >= compact_after && !self.space.degraded() {
+        let due = compact_after > 0 && self.since_compaction >= compact_after;
+        if (due || self.compaction_requested) && !self.space.degraded() {
+            self.compaction_requested = false;
             // The outbox goes first as an append: a compaction with no room
             // for its new file is skipped, and must not take records along.
             if let Some((records, covered)) = self.pipeline.take_batch() {

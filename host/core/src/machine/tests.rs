@@ -460,3 +460,25 @@ fn an_install_chunk_is_announced_upcoming_when_queued_and_again_after_a_restart(
         .collect();
     assert_eq!(again, [Seen::Upcoming("i2".into())]);
 }
+
+#[test]
+fn a_requested_compaction_happens_at_the_next_tick_whatever_the_count() {
+    let mut rig = Rig::new();
+    rig.running("a", T0);
+    rig.done("a", T0 + 1);
+    rig.settle(T0 + 2);
+    rig.m.request_compaction();
+    rig.m.tick(T0 + 3);
+    let seen = rig.effects();
+    assert!(
+        seen.iter().any(|s| matches!(s, Seen::Rewrite { .. })),
+        "{seen:?}"
+    );
+    // Once: the next tick does not compact again.
+    rig.durable(T0 + 4);
+    rig.m.tick(T0 + 5);
+    assert!(!rig
+        .effects()
+        .iter()
+        .any(|s| matches!(s, Seen::Rewrite { .. })));
+}

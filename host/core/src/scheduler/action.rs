@@ -114,6 +114,26 @@ impl AttemptResult {
         }
     }
 
+    /// Classifies what [`Registry::dispatch`](crate::registry::Registry::dispatch)
+    /// returned, with the events the call emitted: a refusal to dispatch
+    /// (unknown command, role) is `rejected`, the rest as above.
+    pub fn from_dispatch(
+        outcome: Result<crate::plugin::CallOutcome, crate::registry::DispatchError>,
+    ) -> (Self, Vec<crate::plugin::Event>) {
+        use crate::registry::DispatchError;
+        match outcome {
+            Ok(call) => (AttemptResult::from_handler(call.result), call.events),
+            Err(DispatchError::Plugin(e)) => (AttemptResult::from_plugin_error(&e), Vec::new()),
+            Err(e) => (
+                AttemptResult::Rejected {
+                    code: e.code(),
+                    message: e.to_string(),
+                },
+                Vec::new(),
+            ),
+        }
+    }
+
     /// Classifies a failed call: traps, time-outs and engine errors are
     /// retried; an oversize reply (`too_large`) is not, it would only fail
     /// again.

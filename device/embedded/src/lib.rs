@@ -1,0 +1,265 @@
+//! The device loop for a microcontroller: the Linux host's counterpart,
+//! `no_std` + `alloc`, with the same decisions.
+//!
+//! Everything that decides is shared: the [`Machine`] (envelopes,
+//! scheduler, commit pipeline, built-ins, full storage), the [`Registry`]
+//! and whatever engine its plugins were loaded with (wasmi). This loop only
+//! carries out the machine's effects, one after the other, on one thread:
+//!
+//! - `Append` / `Retry` / `Rewrite` / `Probe` go to the journal
+//!   ([`Storage`]: the flash log on a device) and are reported back at once
+//!   (a microcontroller has nothing to overlap a flash write with);
+//! - `Start` runs the handler inline, so a call and its outcome happen in
+//!   the same turn;
+//! - `Publish` and `Ack` go to the [`Link`] (MQTT on a device, a script in
+//!   the emulated one);
+//! - `Upcoming` is ignored (no thread to prepare an install ahead).
+//!
+//! Time is passed in (`now`, unix ms): the caller owns the clock and sleeps
+//! until [`Device::next_wakeup`]. A storage failure other than a full
+//! medium stops the device ([`DeviceError::Storage`]), as on Linux: nothing
+//! more is acknowledged, and a restart replays the journal.
+
+#![no_std]
+
+extern crate alloc;
+
+pub mod scenario;
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use relay_core::journal::record::Record;
+use relay_core::journal::{ReplayReport, Storage};
+use relay_core::machine::{Effect, Listed, Machine, MachineOptions, Outgoing};
+use relay_core::plugin::Role;
+use relay_core::registry::Registry;
+use relay_core::scheduler::{AttemptResult, Policy};
+use relay_core::status::Status;
+
+/// Where statuses and events go, and where deliveries are acknowledged.
+pub trait Link {
+    /// What acknowledges one delivery (an MQTT packet id).
+    type Token;
+    fn publish(&mut self, message: Outgoing);
+    fn ack(&mut self, token: Self::Token);
+}
+
+/// Why the device stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError<E: core::fmt::Debug + core::fmt::Display> {
+    /// The journal failed (not for lack of space): restart and replay.
+    #[error("journal failed: {0}")]
+    Storage(E),
+}
+
+/// What replaying the journal found at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    pub report: ReplayReport,
+    /// Records that did not decode (skipped, as on Linux).
+    pub undecodable: usize,
+}
+
+/// The device: its machine, journal and handlers. See the crate doc.
+pub struct Device<S: Storage, L: Link> {
+    machine: Machine<L::Token>,
+    storage: S,
+    registry: Registry,
+    effects: Vec<Effect<L::Token>>,
+    /// Compaction was asked for and not done yet.
+    compaction_asked: bool,
+}
+
+impl<S: Storage, L: Link> Device<S, L> {
+    /// Replays `storage` and rebuilds the machine from it; re-runs and
+    /// re-publications the restart calls for happen at the first
+    /// [`Device::tick`].
+    pub fn open(
+        mut storage: S,
+        registry: Registry,
+        policy: Policy,
+        options: MachineOptions,
+        now: u64,
+    ) -> Result<(Self, Restored), DeviceError<S::Error>> {
+        let mut records = Vec::new();
+        let mut undecodable = 0;
+        let report = storage
+            .replay(&mut |bytes| match Record::decode(bytes) {
+                Ok(record) => records.push(record),
+                Err(_) => undecodable += 1,
+            })
+            .map_err(DeviceError::Storage)?;
+        let machine = Machine::restore(policy, records, options, now);
+        let device = Device {
+            machine,
+            storage,
+            registry,
+            effects: Vec::new(),
+            compaction_asked: false,
+        };
+        Ok((
+            device,
+            Restored {
+                report,
+                undecodable,
+            },
+        ))
+    }
+
+    /// A delivery on the command topic whose last level gave `role`.
+    pub fn on_message(
+        &mut self,
+        role: Result<Role, &str>,
+        payload: &[u8],
+        token: L::Token,
+        now: u64,
+        link: &mut L,
+    ) -> Result<(), DeviceError<S::Error>> {
+        let registry = &self.registry;
+        self.machine.on_message(role, payload, token, now, || {
+            registry.plugins().cloned().map(Listed::from).collect()
+        });
+        self.tick(now, link)
+    }
+
+    /// The broker acknowledged the final status of `id`.
+    pub fn on_delivered(
+        &mut self,
+        id: &str,
+        now: u64,
+        link: &mut L,
+    ) -> Result<(), DeviceError<S::Error>> {
+        self.machine.on_delivered(id, now);
+        self.tick(now, link)
+    }
+
+    /// Ends a turn at `now` (and wakes the device when
+    /// [`Device::next_wakeup`] has passed): carries out everything the
+    /// machine decided, until it decides nothing more.
+    pub fn tick(&mut self, now: u64, link: &mut L) -> Result<(), DeviceError<S::Error>> {
+        loop {
+            self.machine.tick(now);
+            let mut effects = core::mem::take(&mut self.effects);
+            self.machine.take_effects(&mut effects);
+            if effects.is_empty() {
+                self.effects = effects;
+                return Ok(());
+            }
+            for effect in effects.drain(..) {
+                self.carry_out(effect, now, link)?;
+            }
+            self.effects = effects;
+        }
+    }
+
+    fn carry_out(
+        &mut self,
+        effect: Effect<L::Token>,
+        now: u64,
+        link: &mut L,
+    ) -> Result<(), DeviceError<S::Error>> {
+        match effect {
+            Effect::Append {
+                records, covered, ..
+            }
+            | Effect::Retry { records, covered } => {
+                let written = records
+                    .iter()
+                    .try_for_each(|r| self.storage.append(r))
+                    .and_then(|()| self.storage.sync());
+                self.committed(written, covered, now)?;
+            }
+            Effect::Rewrite { records, covered } => {
+                let written = self.storage.rewrite(&mut records.iter().map(Vec::as_slice));
+                self.compaction_asked = false;
+                self.committed(written, covered, now)?;
+            }
+            Effect::Probe => {
+                self.storage
+                    .restore_reserve()
+                    .map_err(DeviceError::Storage)?;
+                let full = self.storage.reserve_in_use();
+                self.machine.on_probed(full, now);
+            }
+            Effect::Publish(message) => link.publish(message),
+            Effect::Ack(token) => link.ack(token),
+            Effect::Start(invocation) => {
+                let ran_by = self
+                    .registry
+                    .plugin_version_for(&invocation.name, invocation.role);
+                let (result, events) =
+                    AttemptResult::from_dispatch(self.registry.dispatch(&invocation));
+                let ran_by = ran_by.filter(|_| !matches!(result, AttemptResult::Rejected { .. }));
+                self.machine
+                    .on_attempt_done_by(&invocation.id, result, events, ran_by, now);
+            }
+            Effect::Upcoming(_) => {}
+        }
+        Ok(())
+    }
+
+    fn committed(
+        &mut self,
+        written: Result<(), S::Error>,
+        covered: u64,
+        now: u64,
+    ) -> Result<(), DeviceError<S::Error>> {
+        match written {
+            Ok(()) => {
+                self.machine.on_durable(covered, now);
+                self.machine.on_space(self.storage.reserve_in_use(), now);
+                if !self.compaction_asked && self.wants_compaction() {
+                    self.compaction_asked = true;
+                    self.machine.request_compaction();
+                }
+                Ok(())
+            }
+            Err(e) if self.storage.is_no_space(&e) => {
+                self.machine.on_append_failed(now);
+                Ok(())
+            }
+            Err(e) => Err(DeviceError::Storage(e)),
+        }
+    }
+
+    fn wants_compaction(&self) -> bool {
+        self.storage.wants_compaction()
+    }
+
+    /// When the device must be ticked again (unix ms), if ever.
+    pub fn next_wakeup(&self, now: u64) -> Option<u64> {
+        self.machine.next_wakeup(now)
+    }
+
+    /// The last known status of request `id` (what `_status` answers).
+    pub fn status_of(&self, id: &str) -> Option<Status> {
+        self.machine.status_of(id)
+    }
+
+    pub fn registry(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    /// The journal back (a simulated reset: open it again).
+    pub fn into_storage(self) -> S {
+        self.storage
+    }
+
+    /// A short description of the machine's state (logs).
+    pub fn describe(&self) -> String {
+        let s = self.machine.state();
+        alloc::format!(
+            "pending {} remembered {} durable {}/{}",
+            s.pending,
+            s.remembered,
+            s.records_durable,
+            s.records_emitted
+        )
+        .to_string()
+    }
+}
