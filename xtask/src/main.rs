@@ -6,7 +6,9 @@
 //! - `cargo xtask test`          every test: installs the rustup targets, builds
 //!   the plugins, runs the workspace tests (against Mosquitto and the embedded
 //!   broker), the scenario harness on both engines, the `no_std` build for
-//!   riscv32imac, and the benchmarks in smoke mode. The README's test command.
+//!   riscv32imac, the emulated device in QEMU, and the benchmarks in smoke
+//!   mode. The README's test command.
+//! - `cargo xtask qemu [--sizes]` the emulated device alone (`xtask/src/qemu.rs`).
 //! - `cargo xtask build-plugins` build `plugins/*` to wasm and copy them to
 //!   `target/plugins/<name>.wasm`: Rust plugins with cargo, plugins in other
 //!   languages (C, C++, AssemblyScript, Zig) with their own `build.sh OUT`,
@@ -26,6 +28,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+mod qemu;
+
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const MCU_TARGET: &str = "riscv32imac-unknown-none-elf";
 
@@ -40,6 +44,7 @@ fn main() -> Result<()> {
         "bench" => bench(&rest),
         "install" => install(&rest),
         "no-std" => no_std_check(),
+        "qemu" => qemu::qemu(&rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <dev [ARGS] | test | build-plugins | bench | install | no-std>\n\n\
@@ -48,7 +53,9 @@ fn main() -> Result<()> {
                  build-plugins  build plugins/* into target/plugins/<name>.wasm\n\
                  bench          run the benchmarks in full (figures for docs/benchmarks.md)\n\
                  install [ARGS] build the plugins, then `cargo install --path cli` (relay dev carries them)\n\
-                 no-std         build relay-core for {MCU_TARGET} (no_std + alloc + wasmi)"
+                 no-std         build relay-core for {MCU_TARGET} (no_std + alloc + wasmi)\n\
+                 qemu [--sizes] run the emulated device (device/qemu) in qemu-system-riscv32;\n\
+                                --sizes: its flash size at opt-level z and s"
             );
             if task == "help" || task == "--help" || task == "-h" {
                 Ok(())
@@ -249,10 +256,15 @@ fn dev(args: &[String]) -> Result<()> {
 /// start, and `openssl`, which makes the TLS test's certificates. Installed
 /// from Debian if absent (as root), else a clear error.
 fn ensure_test_tools() -> Result<()> {
-    let missing: Vec<&str> = ["mosquitto", "openssl"]
-        .into_iter()
-        .filter(|bin| !which(bin))
-        .collect();
+    let missing: Vec<&str> = [
+        ("mosquitto", "mosquitto"),
+        ("openssl", "openssl"),
+        ("qemu-system-riscv32", "qemu-system-misc"),
+    ]
+    .into_iter()
+    .filter(|(bin, _)| !which(bin))
+    .map(|(_, package)| package)
+    .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -294,6 +306,7 @@ fn test(_args: &[String]) -> Result<()> {
         .env("RELAY_PLUGIN_DIR", &plugins))?;
     run(cargo().args(["test", "--workspace", "--doc"]))?;
     no_std_check()?;
+    qemu::qemu(&[])?;
     scenarios(&plugins)?;
     // The benchmarks already ran above, in smoke mode: `cargo test
     // --all-targets` runs each bench binary without `--bench`, which they
