@@ -24,6 +24,8 @@
 
 extern crate alloc;
 
+#[cfg(feature = "wasmi")]
+pub mod plugins;
 pub mod scenario;
 
 use alloc::string::{String, ToString};

@@ -2,11 +2,10 @@
 //! machine, with the real `deploy` plugin on wasmi and the journal on a
 //! simulated NOR flash, as the QEMU binary runs it: every check passes.
 
-use relay_core::engine::wasmi::WasmiEngine;
-use relay_core::engine::Engine;
-use relay_core::host_env::{HostEnv, MemKv, MemLogger};
+use relay_core::host_env::{Clock, MemLogger};
 use relay_core::limits::Limits;
 use relay_core::registry::Registry;
+use relay_embedded::plugins;
 use relay_embedded::scenario::{self, T0};
 use relay_flash::ram::RamFlash;
 use relay_flash::FlashLog;
@@ -16,28 +15,15 @@ type Flash = RamFlash<4, 4096>;
 /// The scenario's clock: fixed (the plugin does not read it here).
 struct Fixed;
 
-impl relay_core::host_env::Clock for Fixed {
+impl Clock for Fixed {
     fn now_ms(&self) -> u64 {
         T0
     }
 }
 
 fn registry(wasm: &[u8]) -> Registry {
-    let limits = Limits::default();
-    let plugin = WasmiEngine::new()
-        .load(wasm, &limits, &mut |info| {
-            HostEnv::new(
-                info.name.clone(),
-                Box::new(MemKv::default()),
-                Box::new(Fixed),
-                Box::new(MemLogger::default()),
-                &limits,
-            )
-        })
-        .expect("deploy loads");
-    let mut registry = Registry::new();
-    registry.install(plugin).expect("installs");
-    registry
+    plugins::registry(&[wasm], &Limits::default(), || Fixed, MemLogger::default)
+        .expect("deploy loads")
 }
 
 #[test]

@@ -3,18 +3,16 @@
 
 extern crate alloc;
 
-use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use relay_core::engine::wasmi::WasmiEngine;
-use relay_core::engine::Engine;
 use relay_core::envelope::Envelope;
-use relay_core::host_env::{FixedClock, HostEnv, MemKv, TracingLogger};
+use relay_core::host_env::{FixedClock, TracingLogger};
 use relay_core::limits::Limits;
 use relay_core::machine::{MachineOptions, Outgoing};
 use relay_core::plugin::{Invocation, Role};
 use relay_core::registry::Registry;
 use relay_core::scheduler::Policy;
+use relay_embedded::plugins;
 use relay_embedded::scenario::{self, T0};
 use relay_embedded::{Device, Link};
 use relay_flash::ram::RamFlash;
@@ -40,21 +38,13 @@ const STACK_PAINT: usize = 256 * 1024;
 const PAINT: u32 = 0x5a5a_a5a5;
 
 fn registry(wasm: &[u8]) -> Registry {
-    let limits = Limits::default();
-    let plugin = WasmiEngine::new()
-        .load(wasm, &limits, &mut |info| {
-            HostEnv::new(
-                info.name.clone(),
-                Box::new(MemKv::default()),
-                Box::new(FixedClock(T0)),
-                Box::new(TracingLogger),
-                &limits,
-            )
-        })
-        .unwrap_or_else(|e| panic!("the plugin does not load: {e}"));
-    let mut registry = Registry::new();
-    registry.install(plugin).expect("installs");
-    registry
+    plugins::registry(
+        &[wasm],
+        &Limits::default(),
+        || FixedClock(T0),
+        || TracingLogger,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn open_journal(flash: Flash) -> FlashLog<Flash> {

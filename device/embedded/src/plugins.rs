@@ -1,0 +1,55 @@
+//! Loading plugins on a microcontroller: wasmi, an in-memory kv per plugin,
+//! and the clock and log sink the board provides. The emulated device and
+//! the ESP32-C6 firmware load through here, so both see a plugin exactly as
+//! the Linux host's wasmi engine does (same limits, same `describe` checks,
+//! same command registry).
+
+use alloc::boxed::Box;
+
+use relay_core::engine::wasmi::WasmiEngine;
+use relay_core::engine::{Engine, PluginError};
+use relay_core::host_env::{Clock, HostEnv, Logger, MemKv};
+use relay_core::limits::Limits;
+use relay_core::registry::{ListenError, Registry};
+
+/// Why the plugins a firmware carries did not load.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("plugin #{index} does not load: {error}")]
+    Plugin { index: usize, error: PluginError },
+    #[error("plugin #{index} claims a command another plugin has: {error}")]
+    Commands { index: usize, error: ListenError },
+}
+
+/// A registry of `modules`, each loaded on wasmi under `limits` with its own
+/// empty kv, a clock from `clock` and a log sink from `logger`.
+pub fn registry<C, L>(
+    modules: &[&[u8]],
+    limits: &Limits,
+    clock: impl Fn() -> C,
+    logger: impl Fn() -> L,
+) -> Result<Registry, LoadError>
+where
+    C: Clock + 'static,
+    L: Logger + 'static,
+{
+    let engine = WasmiEngine::new();
+    let mut registry = Registry::new();
+    for (index, wasm) in modules.iter().enumerate() {
+        let plugin = engine
+            .load(wasm, limits, &mut |info| {
+                HostEnv::new(
+                    info.name.clone(),
+                    Box::new(MemKv::default()),
+                    Box::new(clock()),
+                    Box::new(logger()),
+                    limits,
+                )
+            })
+            .map_err(|error| LoadError::Plugin { index, error })?;
+        registry
+            .install(plugin)
+            .map_err(|error| LoadError::Commands { index, error })?;
+    }
+    Ok(registry)
+}
