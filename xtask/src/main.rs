@@ -6,9 +6,10 @@
 //! - `cargo xtask test`          every test: installs the rustup targets, builds
 //!   the plugins, runs the workspace tests (against Mosquitto and the embedded
 //!   broker), the scenario harness on both engines, the `no_std` build for
-//!   riscv32imac, the emulated device in QEMU, and the benchmarks in smoke
-//!   mode. The README's test command.
+//!   riscv32imac, the emulated device in QEMU, the ESP32-C6 firmware's
+//!   build, and the benchmarks in smoke mode. The README's test command.
 //! - `cargo xtask qemu [--sizes]` the emulated device alone (`xtask/src/qemu.rs`).
+//! - `cargo xtask esp32c6`     build the ESP32-C6 firmware (`examples/esp32c6`).
 //! - `cargo xtask build-plugins` build `plugins/*` to wasm and copy them to
 //!   `target/plugins/<name>.wasm`: Rust plugins with cargo, plugins in other
 //!   languages (C, C++, AssemblyScript, Zig) with their own `build.sh OUT`,
@@ -28,6 +29,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+mod esp32c6;
 mod qemu;
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
@@ -45,9 +47,10 @@ fn main() -> Result<()> {
         "install" => install(&rest),
         "no-std" => no_std_check(),
         "qemu" => qemu::qemu(&rest),
+        "esp32c6" => esp32c6::esp32c6(&rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <dev [ARGS] | test | build-plugins | bench | install | no-std>\n\n\
+                "usage: cargo xtask <dev [ARGS] | test | build-plugins | bench | install | no-std | qemu | esp32c6>\n\n\
                  dev            build the bundled plugins and run `relay dev`\n\
                  test           run every test (the README's test command)\n\
                  build-plugins  build plugins/* into target/plugins/<name>.wasm\n\
@@ -55,7 +58,8 @@ fn main() -> Result<()> {
                  install [ARGS] build the plugins, then `cargo install --path cli` (relay dev carries them)\n\
                  no-std         build relay-core for {MCU_TARGET} (no_std + alloc + wasmi)\n\
                  qemu [--sizes] run the emulated device (device/qemu) in qemu-system-riscv32;\n\
-                                --sizes: its flash size at opt-level z and s"
+                                --sizes: its flash size at opt-level z and s\n\
+                 esp32c6        build the ESP32-C6 firmware (examples/esp32c6) and print its flash size"
             );
             if task == "help" || task == "--help" || task == "-h" {
                 Ok(())
@@ -307,6 +311,7 @@ fn test(_args: &[String]) -> Result<()> {
     run(cargo().args(["test", "--workspace", "--doc"]))?;
     no_std_check()?;
     qemu::qemu(&[])?;
+    esp32c6::esp32c6(&[])?;
     scenarios(&plugins)?;
     // The benchmarks already ran above, in smoke mode: `cargo test
     // --all-targets` runs each bench binary without `--bench`, which they

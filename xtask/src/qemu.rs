@@ -48,7 +48,7 @@ pub fn qemu(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn kib(bytes: u64) -> String {
+pub(super) fn kib(bytes: u64) -> String {
     format!("{:.1} KiB", bytes as f64 / 1024.0)
 }
 
@@ -120,9 +120,32 @@ fn run_qemu(elf: &Path) -> Result<String> {
 }
 
 /// Section sizes of a 32-bit little-endian ELF, by name.
-struct Sections(Vec<(String, u64)>);
+pub(super) struct Sections(Vec<(String, u64)>);
 
 impl Sections {
+    /// The sections an ESP32 image stores in flash: code and constants run
+    /// from flash (`.text`, `.rodata`, the app descriptor), and what the
+    /// bootloader copies to RAM at boot (`.trap`, `.rwtext*`, `.data*`).
+    /// Empty ones are left out.
+    pub(super) fn flash_resident(&self) -> Vec<(String, u64)> {
+        const STORED: [&str; 9] = [
+            ".flash.appdesc",
+            ".text",
+            ".rodata",
+            ".rodata.wifi",
+            ".trap",
+            ".rwtext",
+            ".rwtext.wifi",
+            ".data",
+            ".data.wifi",
+        ];
+        STORED
+            .iter()
+            .map(|name| (name.to_string(), self.get(name)))
+            .filter(|(_, size)| *size > 0)
+            .collect()
+    }
+
     fn get(&self, name: &str) -> u64 {
         self.0
             .iter()
@@ -132,7 +155,7 @@ impl Sections {
     }
 }
 
-fn section_sizes(elf: &Path) -> Result<Sections> {
+pub(super) fn section_sizes(elf: &Path) -> Result<Sections> {
     let b = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;
     ensure!(
         b.get(..5) == Some(b"\x7fELF\x01"),
