@@ -45,6 +45,10 @@ pub fn esp32c6(_args: &[String]) -> Result<()> {
         println!("| {name} | {} |", kib(size));
         flash += size;
     }
-    println!("| flash in all | {} (of which the echo plugin {}) |", kib(flash), kib(plugin));
+    println!(
+        "| flash in all | {} (of which the echo plugin {}) |",
+        kib(flash),
+        kib(plugin)
+    );
     Ok(())
 }

@@ -34,6 +34,8 @@ mod qemu;
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const MCU_TARGET: &str = "riscv32imac-unknown-none-elf";
+/// The ESP32-C3's target: no atomic compare-and-swap (no `A` extension).
+const MCU_NO_CAS_TARGET: &str = "riscv32imc-unknown-none-elf";
 
 fn main() -> Result<()> {
     let mut args = env::args().skip(1);
@@ -56,7 +58,8 @@ fn main() -> Result<()> {
                  build-plugins  build plugins/* into target/plugins/<name>.wasm\n\
                  bench          run the benchmarks in full (figures for docs/benchmarks.md)\n\
                  install [ARGS] build the plugins, then `cargo install --path cli` (relay dev carries them)\n\
-                 no-std         build relay-core for {MCU_TARGET} (no_std + alloc + wasmi)\n\
+                 no-std         build relay-core for {MCU_TARGET} (no_std + alloc + wasmi),\n\
+                                and the core without wasmi for {MCU_NO_CAS_TARGET}\n\
                  qemu [--sizes] run the emulated device (device/qemu) in qemu-system-riscv32;\n\
                                 --sizes: its flash size at opt-level z and s\n\
                  esp32c6        build the ESP32-C6 firmware (examples/esp32c6) and print its flash size"
@@ -300,7 +303,7 @@ fn which(bin: &str) -> bool {
 }
 
 fn test(_args: &[String]) -> Result<()> {
-    ensure_targets(&[WASM_TARGET, MCU_TARGET])?;
+    ensure_targets(&[WASM_TARGET, MCU_TARGET, MCU_NO_CAS_TARGET])?;
     ensure_test_tools()?;
     lint()?;
     check_boundaries()?;
@@ -444,7 +447,7 @@ fn scenarios(plugins: &Path) -> Result<()> {
 }
 
 fn no_std_check() -> Result<()> {
-    ensure_targets(&[MCU_TARGET])?;
+    ensure_targets(&[MCU_TARGET, MCU_NO_CAS_TARGET])?;
     run(cargo().args([
         "build",
         "-p",
@@ -454,6 +457,20 @@ fn no_std_check() -> Result<()> {
         "wasmi",
         "--target",
         MCU_TARGET,
+    ]))?;
+    // The ESP32-C3 (no atomic compare-and-swap): everything but wasmi and
+    // tracing builds there (`docs/embedded.md` says why and what it takes).
+    run(cargo().args([
+        "build",
+        "-p",
+        "relay-core",
+        "--no-default-features",
+        "-p",
+        "relay-flash",
+        "-p",
+        "relay-embedded",
+        "--target",
+        MCU_NO_CAS_TARGET,
     ]))
 }
 

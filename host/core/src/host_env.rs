@@ -66,9 +66,11 @@ impl Clock for FixedClock {
 }
 
 /// Sends plugin logs to `tracing`, tagged with the plugin name.
+#[cfg(feature = "tracing")]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TracingLogger;
 
+#[cfg(feature = "tracing")]
 impl Logger for TracingLogger {
     fn log(&mut self, plugin: &str, level: LogLevel, message: &str) {
         match level {
@@ -79,6 +81,14 @@ impl Logger for TracingLogger {
             LogLevel::Error => tracing::error!(plugin, "{message}"),
         }
     }
+}
+
+/// Drops plugin logs (a build without `tracing` and nowhere to print).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullLogger;
+
+impl Logger for NullLogger {
+    fn log(&mut self, _plugin: &str, _level: LogLevel, _message: &str) {}
 }
 
 /// Keeps log lines in memory (harness and tests).
@@ -152,14 +162,19 @@ impl HostEnv {
         }
     }
 
-    /// The env `describe` runs in: logs go to tracing, the kv is empty and
-    /// refuses writes (a plugin's identity must not depend on its state).
+    /// The env `describe` runs in: logs go to tracing (if built with it),
+    /// the kv is empty and refuses writes (a plugin's identity must not
+    /// depend on its state).
     pub fn detached(limits: &Limits) -> Self {
+        #[cfg(feature = "tracing")]
+        let logger: Box<dyn Logger> = Box::new(TracingLogger);
+        #[cfg(not(feature = "tracing"))]
+        let logger: Box<dyn Logger> = Box::new(NullLogger);
         let mut env = HostEnv::new(
             "<loading>",
             Box::new(MemKv::default()),
             Box::new(FixedClock(0)),
-            Box::new(TracingLogger),
+            logger,
             limits,
         );
         env.read_only = true;

@@ -26,6 +26,7 @@
 
 extern crate alloc;
 
+mod diag;
 pub mod engine;
 pub mod envelope;
 pub mod host_env;

@@ -210,7 +210,7 @@ impl<A> Machine<A> {
                 self.reject(id, name, Code::NotPermitted, message, now)
             }
             (Ok(_), Err(rejection)) => {
-                tracing::warn!(%rejection, "invalid command envelope");
+                crate::diag::event!(warn, %rejection, "invalid command envelope");
                 let (message, code) = (
                     alloc::string::ToString::to_string(&rejection.error),
                     rejection.code(),
@@ -234,7 +234,7 @@ impl<A> Machine<A> {
                 }
             }
             (Ok(role), Ok(env)) => {
-                tracing::debug!(id = %env.id, name = %env.name, %role, "command received");
+                crate::diag::event!(debug, id = %env.id, name = %env.name, %role, "command received");
                 self.scheduler.accept(env, role, now)
             }
         };
@@ -292,7 +292,9 @@ impl<A> Machine<A> {
                 }
                 self.apply(actions, mono)
             }
-            Err(error) => tracing::error!(%error, "scheduler refused an attempt result"),
+            Err(_error) => {
+                crate::diag::event!(error, error = %_error, "scheduler refused an attempt result")
+            }
         }
     }
 
@@ -427,7 +429,7 @@ impl<A> Machine<A> {
                 .iter()
                 .map(Record::encode)
                 .collect();
-            tracing::debug!(records = records.len(), "compacting the journal");
+            crate::diag::event!(debug, records = records.len(), "compacting the journal");
             self.counters.compactions += 1;
             self.since_compaction = 0;
             self.commits_in_flight += 1;

@@ -74,7 +74,7 @@ impl<A> Machine<A> {
                 degraded.next_try = next_try;
             }
             None => {
-                tracing::warn!("journal: no space for an append; new commands wait");
+                crate::diag::event!(warn, "journal: no space for an append; new commands wait");
                 self.space.degraded = Some(Degraded {
                     since: now,
                     blocked: true,
@@ -90,7 +90,7 @@ impl<A> Machine<A> {
         let mono = self.clock.advance(now);
         match &self.space.degraded {
             None if reserve_in_use => {
-                tracing::warn!("journal: the disk is full; new commands wait");
+                crate::diag::event!(warn, "journal: the disk is full; new commands wait");
                 self.space.degraded = Some(Degraded {
                     since: now,
                     blocked: false,
@@ -100,7 +100,7 @@ impl<A> Machine<A> {
             }
             None if !self.space.announced => self.publish_health(now),
             Some(degraded) if !reserve_in_use && !degraded.blocked => {
-                tracing::info!("journal: space returned; taking new commands again");
+                crate::diag::event!(info, "journal: space returned; taking new commands again");
                 self.space.degraded = None;
                 self.publish_health(now);
             }
