@@ -37,7 +37,7 @@ pub mod json;
 pub mod link;
 mod request;
 pub mod tls;
-pub mod topics;
+pub use relay_core::topics;
 
 pub use request::{
     build_envelope, new_request_id, unix_ms, ClientOptions, CommandRequest, Payload,

@@ -24,6 +24,7 @@
 
 extern crate alloc;
 
+pub mod outbox;
 #[cfg(feature = "wasmi")]
 pub mod plugins;
 pub mod scenario;

@@ -32,11 +32,6 @@ pub fn now_ms() -> u64 {
     epoch_ms() + Instant::now().as_millis()
 }
 
-/// The [`Instant`] at which unix time `at_ms` falls.
-pub fn instant_at(at_ms: u64) -> Instant {
-    Instant::from_millis(at_ms.saturating_sub(epoch_ms()))
-}
-
 /// The clock plugins read (`host.now-ms`).
 pub struct UnixClock;
 

@@ -9,7 +9,8 @@
 //!    nothing is replayed before the device knows what time it is;
 //! 3. the journal from its flash partition ([`journal`]) and the plugin
 //!    built into the image, loaded on wasmi;
-//! 4. the MQTT session ([`session`]), which runs the device loop.
+//! 4. the MQTT session (`relay-embedded-mqtt`, the one the emulated
+//!    device runs against a real broker), which runs the device loop.
 //!
 //! Everything that decides is the same code as on Linux and in the emulated
 //! device (`device/qemu`); this crate only wires the board to it.
@@ -21,8 +22,6 @@ extern crate alloc;
 
 mod clock;
 mod journal;
-mod link;
-mod session;
 mod settings;
 
 use embassy_executor::Spawner;
@@ -43,6 +42,7 @@ use relay_core::machine::MachineOptions;
 use relay_core::plugin::LogLevel;
 use relay_core::scheduler::Policy;
 use relay_embedded::Device;
+use relay_embedded_mqtt::{Board, Session, SessionConfig};
 use static_cell::StaticCell;
 
 use crate::settings::Settings;
@@ -154,7 +154,14 @@ async fn main(spawner: Spawner) -> ! {
         restored.undecodable,
         device.describe()
     );
-    session::Session::new(stack, &SETTINGS, device, boot)
+    let (broker_host, broker_port) = SETTINGS.broker_host_port();
+    let config = SessionConfig {
+        broker_host,
+        broker_port,
+        device: SETTINGS.device,
+        prefix: SETTINGS.prefix,
+    };
+    Session::new(stack, config, Esp32c6, device, boot)
         .run()
         .await
 }
@@ -178,6 +185,23 @@ async fn wifi(mut controller: WifiController<'static>) {
 #[embassy_executor::task]
 async fn network(mut runner: Runner<'static, Interface>) {
     runner.run().await
+}
+
+/// The board as the MQTT session sees it.
+struct Esp32c6;
+
+impl Board for Esp32c6 {
+    fn now_ms(&self) -> u64 {
+        clock::now_ms()
+    }
+
+    fn log(&self, line: core::fmt::Arguments<'_>) {
+        println!("{line}");
+    }
+
+    fn restart(&self) -> ! {
+        esp_hal::system::software_reset()
+    }
 }
 
 /// Plugin log lines on the serial console.

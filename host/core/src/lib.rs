@@ -41,3 +41,4 @@ pub mod presence;
 pub mod registry;
 pub mod scheduler;
 pub mod status;
+pub mod topics;

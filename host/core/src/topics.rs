@@ -1,4 +1,5 @@
-//! The MQTT topic layout of one device, in one place.
+//! The MQTT topic layout of one device, in one place: the device (Linux
+//! host and microcontroller) and the app side name topics through here.
 //!
 //! ```text
 //! <prefix>/<device>/cmd/<role>     app -> device, role = admin | primary | secondary
@@ -18,8 +19,11 @@
 //! reports that level as `Err(level)` and the runtime answers it with a
 //! `rejected` status (and acks it, so it is not redelivered forever).
 
-use relay_core::name::validate_name;
-use relay_core::plugin::Role;
+use alloc::format;
+use alloc::string::{String, ToString};
+
+use crate::name::validate_name;
+use crate::plugin::Role;
 
 /// Default topic prefix.
 pub const DEFAULT_PREFIX: &str = "relay";

@@ -3,22 +3,19 @@
 //! and wakes the loop when its next retry is due.
 //!
 //! The same guarantees as the Linux host's transport (`host/src/transport/
-//! mqtt`), with MQTT 5 (`rust-mqtt` speaks only 5; Mosquitto serves 3.1.1
-//! and 5 clients alike):
+//! mqtt`), with MQTT 5:
 //! - **Ack after durable.** Every delivery is acknowledged manually, when
 //!   the machine releases its PUBACK (after the journal write).
 //! - **Persistent session.** A fixed client id (the device id), no clean
 //!   start, a session that never expires: the broker keeps commands while
 //!   the device is away.
-//! - **Nothing published is lost on a reconnect.** A publish the broker did
-//!   not PUBACK goes back to the front of the outbox, in order; a final
-//!   status counts as delivered only at its PUBACK
-//!   ([`Device::on_delivered`]).
+//! - **Nothing published is lost on a reconnect**, and a final status
+//!   counts as delivered only at its PUBACK ([`Device::on_delivered`]):
+//!   the rules of [`Outbox`], which this session follows.
 //! - **Presence.** A retained `online: false` will with every CONNECT and a
 //!   retained `online: true` after every SUBSCRIBE.
 //! - Reconnects back off from 1 s to 60 s.
 
-use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec;
 use core::net::Ipv4Addr;
@@ -29,9 +26,10 @@ use embassy_net::dns::DnsQueryType;
 use embassy_net::tcp::TcpSocket;
 use embassy_net::{IpAddress, Stack};
 use embassy_time::{Duration, Instant, Timer};
-use esp_println::println;
-use relay_core::machine::Outgoing;
+use relay_core::journal::Storage;
 use relay_core::presence::Presence;
+use relay_core::topics::{CommandTopic, Topics};
+use relay_embedded::outbox::Outbox;
 use relay_embedded::{Device, DeviceError};
 use rust_mqtt::buffer::AllocBuffer;
 use rust_mqtt::client::event::{Event, Puback, Publish};
@@ -46,10 +44,8 @@ use rust_mqtt::types::{
 };
 use rust_mqtt::Bytes;
 
-use crate::clock;
-use crate::journal::Journal;
-use crate::link::{Outbox, Topics};
-use crate::settings::Settings;
+use crate::topics::route;
+use crate::Board;
 
 /// Seconds between two packets before the broker drops us.
 const KEEP_ALIVE: u16 = 30;
@@ -59,11 +55,23 @@ const RECEIVE_MAXIMUM: usize = 16;
 const SEND_MAXIMUM: usize = 16;
 const SOCKET_BUFFER: usize = 4096;
 
-type RelayDevice = Device<Journal, Outbox>;
+/// Where the session connects, and as whom.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionConfig<'a> {
+    /// A host name (looked up by DNS) or an IPv4 address.
+    pub broker_host: &'a str,
+    pub broker_port: u16,
+    /// The device id, also the MQTT client id (one persistent session).
+    pub device: &'a str,
+    /// The topic prefix (`relay` by default).
+    pub prefix: &'a str,
+}
 
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
 enum Lost {
+    #[error("invalid topic prefix or device id: {0}")]
+    Topics(relay_core::topics::TopicError),
     #[error("the broker's name does not resolve")]
     Resolve,
     #[error("TCP connect failed: {0:?}")]
@@ -88,32 +96,36 @@ impl<E: core::fmt::Debug + core::fmt::Display> From<DeviceError<E>> for Lost {
 }
 
 /// Everything that outlives one connection.
-pub struct Session<'s> {
+pub struct Session<'a, S: Storage, B: Board> {
     stack: Stack<'static>,
-    settings: &'s Settings,
-    topics: Topics,
-    device: RelayDevice,
-    outbox: Outbox,
-    /// Published, not yet PUBACKed, in send order.
-    in_flight: VecDeque<(PacketIdentifier, Outgoing)>,
+    config: SessionConfig<'a>,
+    board: B,
+    device: Device<S, Outbox<PacketIdentifier>>,
+    outbox: Outbox<PacketIdentifier>,
     boot: u64,
     connections: u32,
 }
 
-impl<'s> Session<'s> {
+impl<'a, S, B> Session<'a, S, B>
+where
+    S: Storage,
+    S::Error: core::fmt::Debug + core::fmt::Display,
+    B: Board,
+{
+    /// A session for `device`, which booted at unix ms `boot`.
     pub fn new(
         stack: Stack<'static>,
-        settings: &'s Settings,
-        device: RelayDevice,
+        config: SessionConfig<'a>,
+        board: B,
+        device: Device<S, Outbox<PacketIdentifier>>,
         boot: u64,
-    ) -> Session<'s> {
+    ) -> Self {
         Session {
             stack,
-            settings,
-            topics: Topics::new(settings.prefix, settings.device),
+            config,
+            board,
             device,
             outbox: Outbox::default(),
-            in_flight: VecDeque::new(),
             boot,
             connections: 0,
         }
@@ -127,17 +139,16 @@ impl<'s> Session<'s> {
             let lost = self.serve(&mut backoff).await;
             match lost {
                 Lost::Journal(e) => {
-                    println!("relay: journal failed ({e}); restarting to replay it");
-                    esp_hal::system::software_reset();
+                    self.board.log(format_args!(
+                        "relay: journal failed ({e}); restarting to replay it"
+                    ));
+                    self.board.restart();
                 }
-                other => println!("relay: connection lost ({other}); again in {backoff} s"),
+                other => self.board.log(format_args!(
+                    "relay: connection lost ({other}); again in {backoff} s"
+                )),
             }
-            // Unacked deliveries come again on the next connection (the
-            // machine knows them by id); unacked publishes go out again.
-            self.outbox.acks.clear();
-            while let Some((_, message)) = self.in_flight.pop_back() {
-                self.outbox.messages.push_front(message);
-            }
+            self.outbox.reconnected();
             Timer::after(Duration::from_secs(backoff)).await;
             backoff = (backoff * 2).min(60);
         }
@@ -152,7 +163,8 @@ impl<'s> Session<'s> {
     }
 
     async fn connection(&mut self, backoff: &mut u64) -> Result<core::convert::Infallible, Lost> {
-        let (host, port) = self.settings.broker_host_port();
+        let (host, port) = (self.config.broker_host, self.config.broker_port);
+        let topics = Topics::new(self.config.prefix, self.config.device).map_err(Lost::Topics)?;
         let address = self.resolve(host).await?;
         let mut rx = vec![0u8; SOCKET_BUFFER];
         let mut tx = vec![0u8; SOCKET_BUFFER];
@@ -167,7 +179,7 @@ impl<'s> Session<'s> {
         let mut client =
             Client::<'_, '_, _, _, 1, RECEIVE_MAXIMUM, SEND_MAXIMUM, 0, 0, 0, 0>::new(&mut buffer);
         client.ack_manually_when(&|_| true);
-        let presence = self.topics.presence();
+        let presence = topics.presence();
         let will_payload = Presence::will(self.boot).to_msgpack();
         let will = WillOptions::new(topic_name(&presence)?, binary(&will_payload)?)
             .at_least_once()
@@ -179,17 +191,18 @@ impl<'s> Session<'s> {
             .session_expiry_interval(SessionExpiryInterval::NeverEnd)
             .will(will);
         client
-            .connect(socket, &options, Some(mqtt_string(self.settings.device)?))
+            .connect(socket, &options, Some(mqtt_string(self.config.device)?))
             .await?;
         *backoff = 1;
 
-        let filter = self.topics.commands();
+        let filter = topics.command_filter();
         let filter = TopicFilter::new(mqtt_string(&filter)?)
             .ok_or_else(|| Lost::Mqtt("bad command topic filter".into()))?;
         client
             .subscribe(filter, &SubscriptionOptions::new().at_least_once())
             .await?;
-        let online = Presence::online(self.boot, self.connections, clock::now_ms()).to_msgpack();
+        let online =
+            Presence::online(self.boot, self.connections, self.board.now_ms()).to_msgpack();
         client
             .publish(
                 &PublicationOptions::new(TopicReference::Name(topic_name(&presence)?))
@@ -198,29 +211,29 @@ impl<'s> Session<'s> {
                 Bytes::Borrowed(&online),
             )
             .await?;
-        println!(
+        self.board.log(format_args!(
             "relay: connected to {host}:{port} as {}",
-            self.settings.device
-        );
+            self.config.device
+        ));
 
         let mut last_sent = Instant::now();
         loop {
-            let now = clock::now_ms();
+            let now = self.board.now_ms();
             self.device.tick(now, &mut self.outbox)?;
-            if self.flush(&mut client).await? {
+            if self.flush(&topics, &mut client).await? {
                 last_sent = Instant::now();
             }
             let ping_at = last_sent + Duration::from_secs(u64::from(KEEP_ALIVE) / 2);
             let wake_at = self
                 .device
-                .next_wakeup(clock::now_ms())
-                .map(clock::instant_at)
+                .next_wakeup(self.board.now_ms())
+                .map(|at| self.board.instant_at(at))
                 .map_or(ping_at, |at| at.min(ping_at));
             match select(client.poll_header(), Timer::at(wake_at)).await {
                 Either::First(header) => {
                     let header = header?;
                     let event = client.poll_body(header).await?;
-                    self.on_event(event)?;
+                    self.on_event(&topics, event)?;
                 }
                 Either::Second(()) => {
                     if Instant::now() >= ping_at {
@@ -232,11 +245,12 @@ impl<'s> Session<'s> {
         }
     }
 
-    fn on_event<const S: usize, const U: usize>(
+    fn on_event<const SUB: usize, const UNSUB: usize>(
         &mut self,
-        event: Event<'_, S, U>,
+        topics: &Topics,
+        event: Event<'_, SUB, UNSUB>,
     ) -> Result<(), Lost> {
-        let now = clock::now_ms();
+        let now = self.board.now_ms();
         match event {
             Event::Publish(Publish {
                 topic,
@@ -249,21 +263,20 @@ impl<'s> Session<'s> {
                     IdentifiedQoS::AtLeastOnce(pid) | IdentifiedQoS::ExactlyOnce(pid) => Some(pid),
                 };
                 let name = topic.name().map(|n| n.as_ref().as_str()).unwrap_or("");
-                match self.topics.role(name) {
-                    Some(role) => self.device.on_message(
-                        role,
+                match topics.parse_command(name) {
+                    CommandTopic::Command(role) => self.device.on_message(
+                        role.as_ref().map(|r| *r).map_err(String::as_str),
                         message.as_bytes(),
                         token,
                         now,
                         &mut self.outbox,
                     )?,
-                    None => {
+                    CommandTopic::Foreign => {
                         // Left over from an old subscription of the
                         // persistent session: acked, dropped.
-                        println!("relay: dropping a message on {name}");
-                        if let Some(pid) = token {
-                            self.outbox.acks.push_back(pid);
-                        }
+                        self.board
+                            .log(format_args!("relay: dropping a message on {name}"));
+                        relay_embedded::Link::ack(&mut self.outbox, token);
                     }
                 }
             }
@@ -271,10 +284,10 @@ impl<'s> Session<'s> {
                 packet_identifier, ..
             }) => self.on_puback(packet_identifier, true, now)?,
             Event::PublishRejected(rejected) => {
-                println!(
+                self.board.log(format_args!(
                     "relay: the broker refused a publish: {:?}",
                     rejected.reason_code
-                );
+                ));
                 self.on_puback(rejected.packet_identifier, false, now)?;
             }
             _ => {}
@@ -283,13 +296,14 @@ impl<'s> Session<'s> {
     }
 
     fn on_puback(&mut self, pid: PacketIdentifier, accepted: bool, now: u64) -> Result<(), Lost> {
-        let Some(at) = self.in_flight.iter().position(|(p, _)| *p == pid) else {
+        let Some(message) = self.outbox.acknowledged(&pid) else {
             return Ok(());
         };
-        let (_, message) = self.in_flight.remove(at).expect("found above");
         if let Some(id) = message.final_id() {
             if !accepted {
-                println!("relay: the final status of {id} was refused by the broker");
+                self.board.log(format_args!(
+                    "relay: the final status of {id} was refused by the broker"
+                ));
             }
             self.device.on_delivered(id, now, &mut self.outbox)?;
         }
@@ -298,37 +312,45 @@ impl<'s> Session<'s> {
 
     /// Sends the outbox's acks and as many publishes as the broker's send
     /// quota allows. True if anything went out.
-    async fn flush<'c, const S: usize, const U: usize, N, B>(
+    async fn flush<'c, const SUB: usize, const UNSUB: usize, N, P>(
         &mut self,
-        client: &mut Client<'_, 'c, N, B, 1, RECEIVE_MAXIMUM, SEND_MAXIMUM, S, U, 0, 0>,
+        topics: &Topics,
+        client: &mut Client<'_, 'c, N, P, 1, RECEIVE_MAXIMUM, SEND_MAXIMUM, SUB, UNSUB, 0, 0>,
     ) -> Result<bool, Lost>
     where
         N: rust_mqtt::io::Transport,
-        B: rust_mqtt::buffer::BufferProvider<'c>,
+        P: rust_mqtt::buffer::BufferProvider<'c>,
     {
         let mut sent = false;
-        while let Some(pid) = self.outbox.acks.pop_front() {
+        while let Some(pid) = self.outbox.next_ack() {
             client
                 .manual_acknowledge(pid, ReasonCode::Success, &AckOptions::new())
                 .await?;
             sent = true;
         }
-        while let Some(message) = self.outbox.messages.pop_front() {
-            let (topic, payload, retain) = self.topics.outgoing(&message);
+        while let Some(message) = self.outbox.next_message() {
+            let Some(out) = route(topics, &message) else {
+                self.board
+                    .log(format_args!("relay: dropping {message:?}: no topic"));
+                continue;
+            };
             let mut options =
-                PublicationOptions::new(TopicReference::Name(topic_name(&topic)?)).at_least_once();
-            if retain {
+                PublicationOptions::new(TopicReference::Name(topic_name(&out.topic)?))
+                    .at_least_once();
+            if out.retain {
                 options = options.retain();
             }
-            match client.publish(&options, Bytes::Borrowed(&payload)).await {
-                Ok(Some(pid)) => self.in_flight.push_back((pid, message)),
-                Ok(None) => {}
+            match client
+                .publish(&options, Bytes::Borrowed(&out.payload))
+                .await
+            {
+                Ok(pid) => self.outbox.sent(pid, message),
                 Err(MqttError::SendQuotaExceeded) => {
-                    self.outbox.messages.push_front(message);
+                    self.outbox.unsent(message);
                     break;
                 }
                 Err(e) => {
-                    self.outbox.messages.push_front(message);
+                    self.outbox.unsent(message);
                     return Err(e.into());
                 }
             }
