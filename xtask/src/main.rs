@@ -31,6 +31,7 @@ use anyhow::{bail, Context, Result};
 
 mod esp32c6;
 mod qemu;
+mod qemu_net;
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const MCU_TARGET: &str = "riscv32imac-unknown-none-elf";

@@ -1,6 +1,7 @@
 //! `cargo xtask qemu [--sizes]`: the emulated device (`device/qemu`) built
 //! for riscv32imac and run in `qemu-system-riscv32 -machine virt -bios
-//! none`, with `-icount` so the instruction counts it prints are exact.
+//! none`, with `-icount` so the instruction counts it prints are exact;
+//! then the networked device end to end (`qemu_net.rs`).
 //! It passes when QEMU exits 0 (the firmware's verdict, through the test
 //! device) and no line says `not ok`. `--sizes` also builds it at
 //! opt-level `z` and `s` and prints `.text` + `.rodata` of each: the flash
@@ -15,7 +16,7 @@ use anyhow::{bail, ensure, Context, Result};
 
 use super::{build_plugins, cargo, ensure_targets, run, target_dir, MCU_TARGET};
 
-const QEMU: &str = "qemu-system-riscv32";
+pub(super) const QEMU: &str = "qemu-system-riscv32";
 /// The whole run takes about a second; this bounds a hung guest.
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -25,6 +26,11 @@ pub fn qemu(args: &[String]) -> Result<()> {
     let elf = build(&plugins, "release")?;
     let output = run_qemu(&elf)?;
     print!("{output}");
+    run(cargo()
+        .args(["build", "-p", "relay-cli", "--bin", "relay"])
+        .env("RELAY_PLUGIN_DIR", &plugins))?;
+    let net = elf.with_file_name("relay-qemu-net");
+    super::qemu_net::qemu_net(&net, &target_dir().join("debug").join("relay"))?;
     if args.iter().any(|a| a == "--sizes") {
         println!("\n| profile | .text | .rodata | .text + .rodata | of which embedded plugins |");
         println!("|---|---|---|---|---|");

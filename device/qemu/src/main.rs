@@ -14,13 +14,10 @@
 //!    stack high-water mark.
 //!
 //! On the build machine this is an empty program, so the workspace builds.
+//! The networked device is the other binary, `relay-qemu-net`.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-#[cfg(target_os = "none")]
-mod board;
-#[cfg(target_os = "none")]
-mod heap;
 #[cfg(target_os = "none")]
 mod run;
 

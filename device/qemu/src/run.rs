@@ -18,9 +18,9 @@ use relay_embedded::{Device, Link};
 use relay_flash::ram::RamFlash;
 use relay_flash::FlashLog;
 
-use crate::board::{exit, instructions};
-use crate::heap::HEAP;
-use crate::println;
+use relay_qemu::board::{exit, instructions};
+use relay_qemu::heap::HEAP;
+use relay_qemu::println;
 
 static DEPLOY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/deploy.wasm"));
 static ECHO: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/echo.wasm"));

@@ -1,0 +1,285 @@
+//! The networked emulated device, end to end (`cargo xtask qemu`, after the
+//! scripted run): `relay-qemu-net` in QEMU with a virtio-net card on user
+//! networking, a real Mosquitto on a free loopback port, and the `relay`
+//! CLI as the app. It checks what a user of the device would:
+//!
+//! 1. a command runs on the device's wasmi plugin and its reply comes back;
+//! 2. a command failing transiently is retried (5 s later) and succeeds;
+//! 3. a role the command does not allow is rejected with its code;
+//! 4. a command sent while the device is off (QEMU killed) waits in the
+//!    broker's persistent session and runs when the device is back.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::{json, Value};
+
+const DEVICE: &str = "qemu-net";
+/// From connecting to the first status; generous for a loaded CI machine.
+const WAIT: &str = "60s";
+const CONNECT_LIMIT: Duration = Duration::from_secs(90);
+
+/// A child process killed when this goes out of scope.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The device in QEMU and the lines it printed.
+struct Emulated {
+    _qemu: Running,
+    lines: Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Emulated {
+    fn start(elf: &Path, port: u16) -> Result<Emulated> {
+        let mut cmd = Command::new(super::qemu::QEMU);
+        cmd.args([
+            "-machine",
+            "virt",
+            "-bios",
+            "none",
+            "-nographic",
+            "-m",
+            "64M",
+        ])
+        .args([
+            "-netdev",
+            "user,id=net0",
+            "-device",
+            "virtio-net-device,netdev=net0",
+        ])
+        .arg("-append")
+        .arg(format!("broker=10.0.2.2:{port} device={DEVICE}"))
+        .arg("-kernel")
+        .arg(elf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        eprintln!("xtask: running {cmd:?}");
+        let mut child = cmd
+            .spawn()
+            .context("starting the networked emulated device")?;
+        let stdout = child.stdout.take().context("its stdout")?;
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut device = Emulated {
+            _qemu: Running(child),
+            lines,
+            log: Vec::new(),
+        };
+        device.wait_for("relay: connected")?;
+        Ok(device)
+    }
+
+    fn wait_for(&mut self, needle: &str) -> Result<()> {
+        let deadline = Instant::now() + CONNECT_LIMIT;
+        while Instant::now() < deadline {
+            match self.lines.recv_timeout(Duration::from_millis(200)) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.log.push(line);
+                    if found {
+                        return Ok(());
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => break,
+            }
+        }
+        bail!(
+            "the emulated device never printed {needle:?}; its output:\n{}",
+            self.log.join("\n")
+        )
+    }
+}
+
+/// Runs the end-to-end checks; `relay` is the CLI binary.
+pub(super) fn qemu_net(elf: &Path, relay: &Path) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("relay-qemu-net-{}", std::process::id()));
+    fs::create_dir_all(&dir)?;
+    let result = checks(elf, relay, &dir);
+    let _ = fs::remove_dir_all(&dir);
+    result
+}
+
+fn checks(elf: &Path, relay: &Path, dir: &Path) -> Result<()> {
+    let port = free_port()?;
+    let _broker = mosquitto(dir, port)?;
+    let app = App {
+        relay: relay.to_path_buf(),
+        port,
+    };
+    let mut device = Emulated::start(elf, port)?;
+    println!("ok - the networked emulated device connects to Mosquitto on the host");
+
+    let payload = json!({"hello": "qemu"});
+    let last = app.send("echo", &payload, &[])?;
+    ensure!(
+        last["status"] == "succeeded" && last["reply"] == payload,
+        "echo: {last}"
+    );
+    ensure!(
+        last["plugin"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("echo@")),
+        "the status names the plugin that ran it: {last}"
+    );
+    println!("ok - echo runs on the device's wasmi plugin and replies over MQTT");
+
+    let config = json!({"version": "1.2.3", "replicas": 2, "timeout_s": 30, "fail_times": 1});
+    let last = app.send("deploy", &config, &[])?;
+    ensure!(
+        last["status"] == "succeeded" && last["attempt"] == 2,
+        "deploy failing once: {last}"
+    );
+    println!("ok - a command failing transiently is retried and succeeds at attempt 2");
+
+    let last = app.send("deploy", &config, &["--role", "secondary"])?;
+    ensure!(
+        last["status"] == "rejected" && last["code"] == "not_permitted",
+        "deploy as secondary: {last}"
+    );
+    println!("ok - a role the command does not allow is rejected (not_permitted)");
+
+    drop(device);
+    let payload = json!({"sent": "while off"});
+    let mut waiting = app.spawn_send("echo", &payload)?;
+    let mut first = String::new();
+    BufReader::new(waiting.0.stdout.as_mut().context("relay send's stdout")?)
+        .read_line(&mut first)?;
+    ensure!(first.contains("\"id\""), "relay send did not send: {first}");
+    device = Emulated::start(elf, port)?;
+    let output = wait_output(waiting, Duration::from_secs(120))?;
+    let last = last_json(&output)?;
+    ensure!(
+        last["status"] == "succeeded" && last["reply"] == payload,
+        "echo sent while the device was off: {last}\n{}",
+        device.log.join("\n")
+    );
+    println!("ok - a command sent while the device was off runs when it is back");
+    Ok(())
+}
+
+/// The `relay` CLI against the test's broker.
+struct App {
+    relay: PathBuf,
+    port: u16,
+}
+
+impl App {
+    fn command(&self, name: &str, payload: &Value, extra: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.relay);
+        cmd.args(["send", "--broker"])
+            .arg(format!("mqtt://127.0.0.1:{}", self.port))
+            .args(["-d", DEVICE, name])
+            .arg(payload.to_string())
+            .args(["--wait", "--timeout", WAIT, "--json"])
+            .args(extra);
+        cmd
+    }
+
+    /// Sends and waits: the final status (`relay send` exits non-zero
+    /// when it is not `succeeded`, which some checks expect).
+    fn send(&self, name: &str, payload: &Value, extra: &[&str]) -> Result<Value> {
+        let out = self
+            .command(name, payload, extra)
+            .output()
+            .with_context(|| format!("running {}", self.relay.display()))?;
+        let status = last_json(&String::from_utf8_lossy(&out.stdout))
+            .ok()
+            .filter(|v| v.get("status").is_some());
+        status.with_context(|| {
+            format!(
+                "relay send {name} gave no final status ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    fn spawn_send(&self, name: &str, payload: &Value) -> Result<Running> {
+        let child = self
+            .command(name, payload, &[])
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("running {}", self.relay.display()))?;
+        Ok(Running(child))
+    }
+}
+
+fn wait_output(mut running: Running, limit: Duration) -> Result<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = running.0.try_wait()? {
+            let mut out = String::new();
+            std::io::Read::read_to_string(running.0.stdout.as_mut().context("stdout")?, &mut out)?;
+            ensure!(status.success(), "relay send failed ({status}): {out}");
+            return Ok(out);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "relay send did not finish within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The last JSON line `relay send --json --wait` printed: the final status.
+fn last_json(out: &str) -> Result<Value> {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .context("no output")?;
+    serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Mosquitto on `port` (loopback), with its config and log in `dir`.
+fn mosquitto(dir: &Path, port: u16) -> Result<Running> {
+    let conf = dir.join("mosquitto.conf");
+    fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+    )?;
+    let log = fs::File::create(dir.join("mosquitto.log"))?;
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting mosquitto (Debian: apt-get install -y mosquitto)")?;
+    let running = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        ensure!(
+            Instant::now() < deadline,
+            "mosquitto did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(running)
+}
