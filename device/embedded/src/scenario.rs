@@ -27,7 +27,6 @@ use relay_core::machine::{MachineOptions, Outgoing};
 use relay_core::msgpack::Writer;
 use relay_core::plugin::Role;
 use relay_core::registry::Registry;
-use relay_core::scheduler::Policy;
 use relay_core::status::{Code, State, Status};
 
 use super::{Device, DeviceError, Link};
@@ -138,7 +137,7 @@ pub fn run<S: Storage>(
     let mut link = Recorder::default();
     let options = MachineOptions::default();
     let (mut dev, _) =
-        Device::<S, Recorder>::open(storage, registry(), Policy::default(), options.clone(), T0)?;
+        Device::<S, Recorder>::open(storage, registry(), crate::policy(), options.clone(), T0)?;
     let mut now = T0;
     let mut token = 0;
     let mut send = |dev: &mut Device<S, Recorder>,
@@ -271,7 +270,7 @@ pub fn run<S: Storage>(
     report.calls = before.len() as u64;
     let storage = reset(dev.into_storage());
     let (mut dev, restored) =
-        Device::<S, Recorder>::open(storage, registry(), Policy::default(), options, now)?;
+        Device::<S, Recorder>::open(storage, registry(), crate::policy(), options, now)?;
     report.check(
         "the journal replays from flash after the reset",
         restored.report.records > 0 && restored.undecodable == 0,

@@ -44,7 +44,7 @@
 //! reserve is; a sync that does not fit at all fails with
 //! [`FlashLogError::NoSpace`] and drops nothing that was durable. The
 //! device asks the machine for a compaction once a half is half full
-//! ([`FlashLog::wants_compaction`]), so the reserve is for the burst in
+//! ([`Storage::wants_compaction`]), so the reserve is for the burst in
 //! between. Wear: each compaction erases one half, so sectors wear evenly
 //! across both halves.
 
@@ -211,12 +211,6 @@ impl<F: NorFlash> FlashLog<F> {
     /// The size of one half (the most the log may hold).
     pub fn capacity(&self) -> u32 {
         self.half
-    }
-
-    /// The log fills more than half of its half: time to compact, while
-    /// compaction is sure to find room (the device asks its machine for it).
-    pub fn wants_compaction(&self) -> bool {
-        self.used() > self.half / 2
     }
 
     fn half_base(&self, which: u32) -> u32 {
@@ -481,6 +475,12 @@ impl<F: NorFlash> Storage for FlashLog<F> {
 
     fn is_no_space(&self, error: &Self::Error) -> bool {
         matches!(error, FlashLogError::NoSpace { .. })
+    }
+
+    /// The log fills more than half of its half: time to compact, while
+    /// compaction is sure to find room (the device asks its machine for it).
+    fn wants_compaction(&self) -> bool {
+        self.used() > self.half / 2
     }
 
     fn reserve_in_use(&self) -> bool {

@@ -11,7 +11,6 @@ use relay_core::limits::Limits;
 use relay_core::machine::{MachineOptions, Outgoing};
 use relay_core::plugin::{Invocation, Role};
 use relay_core::registry::Registry;
-use relay_core::scheduler::Policy;
 use relay_embedded::plugins;
 use relay_embedded::scenario::{self, T0};
 use relay_embedded::{Device, Link};
@@ -192,7 +191,7 @@ fn per_command(registry: Registry, flash: Flash) -> (u64, u64) {
     let (mut dev, _) = Device::<_, Sink>::open(
         open_journal(flash),
         registry,
-        Policy::default(),
+        relay_embedded::policy(),
         MachineOptions::default(),
         T0,
     )

@@ -40,7 +40,6 @@ use esp_radio::wifi::{
 use relay_core::limits::Limits;
 use relay_core::machine::MachineOptions;
 use relay_core::plugin::LogLevel;
-use relay_core::scheduler::Policy;
 use relay_embedded::Device;
 use relay_embedded_mqtt::{Board, Session, SessionConfig};
 use static_cell::StaticCell;
@@ -138,7 +137,7 @@ async fn main(spawner: Spawner) -> ! {
     let (device, restored) = match Device::open(
         journal,
         registry,
-        Policy::default(),
+        relay_embedded::policy(),
         MachineOptions::default(),
         boot,
     ) {

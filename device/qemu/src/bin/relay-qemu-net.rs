@@ -29,7 +29,6 @@ mod device {
     use relay_core::limits::Limits;
     use relay_core::machine::MachineOptions;
     use relay_core::plugin::LogLevel;
-    use relay_core::scheduler::Policy;
     use relay_embedded::{plugins, Device};
     use relay_embedded_mqtt::{Board, Session, SessionConfig};
     use relay_flash::ram::RamFlash;
@@ -122,7 +121,7 @@ mod device {
         let (device, _) = Device::open(
             journal,
             registry,
-            Policy::default(),
+            relay_embedded::policy(),
             MachineOptions::default(),
             boot,
         )
