@@ -52,5 +52,15 @@ fn main() {
         });
         fs::write(out.join(format!("{name}.wasm")), bytes).unwrap();
     }
+    // `echo` built with the SDK's `one-page-heap` allocator.
+    let one_page = plugins.join("mcu").join("echo.wasm");
+    println!("cargo:rerun-if-changed={}", one_page.display());
+    let bytes = fs::read(&one_page).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run `cargo xtask build-plugins` first)",
+            one_page.display()
+        )
+    });
+    fs::write(out.join("echo-one-page.wasm"), bytes).unwrap();
     fs::write(out.join("loop.wasm"), wat::parse_str(LOOP_WAT).unwrap()).unwrap();
 }

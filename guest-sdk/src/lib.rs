@@ -106,9 +106,17 @@ pub mod __private {
 /// a free list instead of dlmalloc. A plugin is single-threaded, and the
 /// smaller allocator leaves less code for the host to validate and translate
 /// when the plugin loads (the wasmi engine's cold load is dominated by it).
-#[cfg(all(target_arch = "wasm32", feature = "small-alloc"))]
+/// `one-page-heap` replaces it ([`heap`]).
+#[cfg(all(
+    target_arch = "wasm32",
+    feature = "small-alloc",
+    not(feature = "one-page-heap")
+))]
 #[global_allocator]
 static ALLOCATOR: lol_alloc::AssumeSingleThreaded<lol_alloc::FreeListAllocator> =
     // SAFETY: wasm32-unknown-unknown plugins run on one thread; the host
     // never calls into an instance from two threads at once.
     unsafe { lol_alloc::AssumeSingleThreaded::new(lol_alloc::FreeListAllocator::new()) };
+
+#[cfg(all(target_arch = "wasm32", feature = "one-page-heap"))]
+mod heap;

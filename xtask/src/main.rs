@@ -155,6 +155,35 @@ fn plugin_crates() -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// Where the microcontroller builds of plugins go (not bundled: the CLI
+/// bundles the top level of `target/plugins` only).
+const MCU_PLUGINS_DIR: &str = "mcu";
+
+/// `echo` built with the SDK's `one-page-heap` allocator, for the emulated
+/// device's heap figures: `target/plugins/mcu/echo.wasm`.
+fn build_mcu_echo(out_dir: &Path) -> Result<()> {
+    run(cargo().args([
+        "build",
+        "--profile",
+        "wasm",
+        "--target",
+        WASM_TARGET,
+        "-p",
+        "relay-plugin-echo",
+        "--features",
+        "one-page-heap",
+    ]))?;
+    let built = target_dir()
+        .join(WASM_TARGET)
+        .join("wasm")
+        .join("relay_plugin_echo.wasm");
+    let dest = out_dir.join(MCU_PLUGINS_DIR).join("echo.wasm");
+    fs::create_dir_all(out_dir.join(MCU_PLUGINS_DIR))?;
+    fs::copy(&built, &dest)
+        .with_context(|| format!("copy {} -> {}", built.display(), dest.display()))?;
+    report_built(&dest)
+}
+
 /// Builds every plugin for wasm32 and copies it to `target/plugins/<dir>.wasm`.
 fn build_plugins() -> Result<PathBuf> {
     ensure_targets(&[WASM_TARGET])?;
@@ -178,6 +207,7 @@ fn build_plugins() -> Result<PathBuf> {
             .with_context(|| format!("copy {} -> {}", built.display(), dest.display()))?;
         report_built(&dest)?;
     }
+    build_mcu_echo(&out_dir)?;
     for dir in script_plugins()? {
         let dest = artifact(&out_dir, &conformance, &dir);
         let script = root().join("plugins").join(&dir).join("build.sh");

@@ -25,7 +25,14 @@ pub fn qemu(args: &[String]) -> Result<()> {
     let plugins = build_plugins()?;
     // The workspace's clippy sees this crate's host stub only.
     run(cargo()
-        .args(["clippy", "-p", "relay-qemu", "--target", MCU_TARGET, "--release"])
+        .args([
+            "clippy",
+            "-p",
+            "relay-qemu",
+            "--target",
+            MCU_TARGET,
+            "--release",
+        ])
         .args(["--", "-D", "warnings"])
         .env("RELAY_PLUGIN_DIR", &plugins))?;
     let elf = build(&plugins, "release")?;

@@ -24,6 +24,8 @@ use relay_qemu::println;
 static DEPLOY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/deploy.wasm"));
 static ECHO: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/echo.wasm"));
 static LOOP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/loop.wasm"));
+/// `echo` built with the SDK's `one-page-heap` allocator.
+static ECHO_ONE_PAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/echo-one-page.wasm"));
 
 /// ESP32-like NOR geometry: 4-byte writes, 4 KiB sectors; a 64 KiB
 /// journal partition.
@@ -115,6 +117,7 @@ fn main() -> ! {
     .expect("a native handler");
     let plugin_call = per_call(&mut echo, "echo");
     let native_call = per_call(&mut echo, "native-echo");
+    let (one_page_resident, one_page_call) = one_page_echo();
     let flash = Flash::new(JOURNAL as usize);
     let before_device = HEAP.live();
     HEAP.reset_peak();
@@ -124,8 +127,17 @@ fn main() -> ! {
     println!("# heap_echo_load_peak_bytes {echo_load_peak}");
     println!("# heap_echo_resident_bytes {echo_resident}");
     println!("# heap_peak_device_running_echo_bytes {device_peak}");
+    println!("# heap_echo_one_page_resident_bytes {one_page_resident}");
     println!("# stack_high_water_bytes {}", stack_used(stack_top));
     println!("# echo_call_instructions plugin {plugin_call} native {native_call}");
+    println!("# echo_one_page_call_instructions {one_page_call}");
+    // Two wasm pages are 128 KiB; one is 64 KiB: most of the gap must show.
+    if one_page_resident + 48 * 1024 <= echo_resident {
+        println!("ok - echo built with one-page-heap stays in its first wasm page");
+    } else {
+        failed += 1;
+        println!("not ok - echo with one-page-heap holds {one_page_resident} bytes, the default {echo_resident}");
+    }
     println!("# echo_command_instructions plugin {plugin_cmd} native {native_cmd}");
     if plugin_call > 0 && native_cmd > 0 {
         println!("ok - per-command figures measured");
@@ -135,6 +147,17 @@ fn main() -> ! {
     }
     println!("# {} failed", failed);
     exit(failed)
+}
+
+/// The one-page `echo`: its resident heap after load and after calls (so a
+/// grown memory shows), and the instructions of one call.
+fn one_page_echo() -> (usize, u64) {
+    let base = HEAP.live();
+    let mut echo = registry(ECHO_ONE_PAGE);
+    let call = per_call(&mut echo, "echo");
+    let resident = HEAP.live() - base;
+    drop(echo);
+    (resident, call)
 }
 
 /// Runs the loop module on wasmi: its result and the instructions it took.
