@@ -13,7 +13,8 @@
 //!   the same turn;
 //! - `Publish` and `Ack` go to the [`Link`] (MQTT on a device, a script in
 //!   the emulated one);
-//! - `Upcoming` is ignored (no thread to prepare an install ahead).
+//! - `Upcoming` is ignored (no thread to prepare an install ahead), and the
+//!   update commands are refused ([`UPDATES_UNSUPPORTED`]).
 //!
 //! Time is passed in (`now`, unix ms): the caller owns the clock and sleeps
 //! until [`Device::next_wakeup`]. A storage failure other than a full
@@ -38,7 +39,13 @@ use relay_core::machine::{Effect, Listed, Machine, MachineOptions, Outgoing};
 use relay_core::plugin::Role;
 use relay_core::registry::Registry;
 use relay_core::scheduler::{AttemptResult, Policy};
-use relay_core::status::Status;
+use relay_core::status::{Code, Status};
+
+/// Why `_install`, `_rollback` and `_remove` are refused here: the install
+/// logic is the core's (`relay_core::ota`), but this loop has no staging
+/// area on flash for bundles and no durable update state yet.
+pub const UPDATES_UNSUPPORTED: &str =
+    "plugin updates over the air are not built into this device yet";
 
 /// Finished commands a microcontroller remembers, for dedupe.
 pub const REMEMBERED_OUTCOMES: usize = 64;
@@ -203,6 +210,14 @@ impl<S: Storage, L: Link> Device<S, L> {
             }
             Effect::Publish(message) => link.publish(message),
             Effect::Ack(token) => link.ack(token),
+            Effect::Start(invocation) if relay_core::ota::is_update_command(&invocation.name) => {
+                let result = AttemptResult::Rejected {
+                    code: Code::UnknownCommand,
+                    message: UPDATES_UNSUPPORTED.to_string(),
+                };
+                self.machine
+                    .on_attempt_done_by(&invocation.id, result, Vec::new(), None, now);
+            }
             Effect::Start(invocation) => {
                 let ran_by = self
                     .registry
