@@ -6,7 +6,8 @@
 //! 1. a command runs on the device's wasmi plugin and its reply comes back;
 //! 2. a command failing transiently is retried (5 s later) and succeeds;
 //! 3. a role the command does not allow is rejected with its code;
-//! 4. a command sent while the device is off (QEMU killed) waits in the
+//! 4. a command sent twice with one id runs once;
+//! 5. a command sent while the device is off (QEMU killed) waits in the
 //!    broker's persistent session and runs when the device is back.
 
 use std::fs;
@@ -158,6 +159,15 @@ fn checks(elf: &Path, relay: &Path, dir: &Path) -> Result<()> {
         "deploy as secondary: {last}"
     );
     println!("ok - a role the command does not allow is rejected (not_permitted)");
+
+    let payload = json!({"once": true});
+    let first = app.send("echo", &payload, &["--id", "qemu-net-dedupe-1"])?;
+    let again = app.send("echo", &payload, &["--id", "qemu-net-dedupe-1"])?;
+    ensure!(
+        first["status"] == "succeeded" && again == first,
+        "a redelivered id must get its recorded status, not a new run:\n{first}\n{again}"
+    );
+    println!("ok - a command sent twice with one id runs once (the same final status twice)");
 
     drop(device);
     let payload = json!({"sent": "while off"});

@@ -278,7 +278,8 @@ impl<A> Machine<A> {
         }
         match self.scheduler.finish(id, result, now) {
             Ok(mut actions) => {
-                if ran_by.is_some() {
+                if let Some(plugin) = &ran_by {
+                    self.scheduler.name_runner(id, plugin);
                     for action in &mut actions {
                         match action {
                             Action::Publish(s) | Action::Journal(Record::Finished(s))

@@ -49,6 +49,8 @@ pub(super) struct Rig {
     pub(super) probes: usize,
     /// Health messages published, in order.
     pub(super) health: Vec<Health>,
+    /// Every status published, whole, in order.
+    pub(super) statuses: Vec<Status>,
 }
 
 impl Rig {
@@ -64,6 +66,7 @@ impl Rig {
             journal: Vec::new(),
             probes: 0,
             health: Vec::new(),
+            statuses: Vec::new(),
         }
     }
 
@@ -108,7 +111,10 @@ impl Rig {
                     self.health.push(health);
                     continue;
                 }
-                Effect::Publish(Outgoing::Status(s)) => Seen::Status(s.id, s.status),
+                Effect::Publish(Outgoing::Status(s)) => {
+                    self.statuses.push(s.clone());
+                    Seen::Status(s.id, s.status)
+                }
                 Effect::Publish(Outgoing::Event { name, .. }) => Seen::Event(name),
                 Effect::Ack(token) => Seen::Ack(token),
                 Effect::Start(inv) => Seen::Start(inv.id, inv.attempt),

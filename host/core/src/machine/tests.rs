@@ -385,6 +385,23 @@ fn a_redelivered_finished_command_republishes_its_outcome_and_never_reruns() {
 }
 
 #[test]
+fn a_redelivered_command_gets_the_very_status_its_first_delivery_got_plugin_included() {
+    let mut rig = Rig::new();
+    rig.send("a", T0);
+    rig.settle(T0);
+    let ok = AttemptResult::Succeeded { reply: None };
+    rig.m
+        .on_attempt_done_by("a", ok, Vec::new(), Some("echo@1.2.3".into()), T0 + 10);
+    rig.settle(T0 + 10);
+    let first = rig.statuses.last().cloned().unwrap();
+    assert_eq!(first.plugin.as_deref(), Some("echo@1.2.3"));
+    rig.send("a", T0 + 20);
+    rig.settle(T0 + 20);
+    assert_eq!(rig.statuses.last(), Some(&first));
+    assert_eq!(rig.m.status_of("a"), Some(first));
+}
+
+#[test]
 fn delivered_outcomes_are_journaled_lazily_and_not_republished_after_a_restart() {
     let mut rig = Rig::new();
     rig.send("a", T0);

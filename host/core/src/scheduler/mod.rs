@@ -250,6 +250,16 @@ impl Scheduler {
     }
 
     /// Reports the end of the running attempt of `id`.
+    /// Names the plugin version that ran the finished command `id`
+    /// (`name@version`, which the driver knows and the scheduler does not)
+    /// in its remembered outcome, so a duplicate is answered with the very
+    /// status the first delivery got.
+    pub fn name_runner(&mut self, id: &str, plugin: &str) {
+        if let Some(status) = self.outcomes.get_mut(id) {
+            status.plugin = Some(plugin.into());
+        }
+    }
+
     pub fn finish(
         &mut self,
         id: &str,

@@ -35,6 +35,10 @@ impl Outcomes {
         self.by_id.get(id).map(|(_, s, _)| s)
     }
 
+    pub(super) fn get_mut(&mut self, id: &str) -> Option<&mut Status> {
+        self.by_id.get_mut(id).map(|(_, s, _)| s)
+    }
+
     pub(super) fn len(&self) -> usize {
         self.by_id.len()
     }
