@@ -404,6 +404,16 @@ const BOUNDARIES: &[(&str, &[&str])] = &[
     ),
     ("relay-host", &["rumqttd", "clap"]),
     ("relay-core", &["tokio", "rumqttc", "wasmtime"]),
+    // The microcontroller's crates: nothing that needs an OS.
+    ("relay-flash", &["tokio", "wasmtime", "relay-store"]),
+    (
+        "relay-embedded",
+        &["tokio", "rumqttc", "wasmtime", "relay-store"],
+    ),
+    (
+        "relay-embedded-mqtt",
+        &["tokio", "rumqttc", "wasmtime", "relay-store", "relay-host"],
+    ),
 ];
 
 fn check_boundaries() -> Result<()> {
