@@ -13,6 +13,7 @@ use super::*;
 use crate::envelope::Envelope;
 use crate::journal::record::Record;
 use crate::scheduler::AttemptResult;
+use crate::status::State;
 
 pub(super) const T0: u64 = 1_700_000_000_000;
 

@@ -10,6 +10,7 @@ use super::*;
 use crate::envelope::{Command, Envelope, Kind};
 use crate::journal::record::Record;
 use crate::scheduler::AttemptResult;
+use crate::status::State;
 
 #[test]
 fn an_idle_command_is_journaled_once_and_acked_after_its_records_are_durable() {

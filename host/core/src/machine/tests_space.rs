@@ -12,6 +12,7 @@ use super::rig::{status, Rig, Seen, T0};
 use super::*;
 use crate::envelope::{Command, Envelope, Kind};
 use crate::journal::record::Record;
+use crate::status::State;
 
 const RETRY: u64 = STORAGE_RETRY_MS;
 
