@@ -7,8 +7,12 @@
 //! 2. a command failing transiently is retried (5 s later) and succeeds;
 //! 3. a role the command does not allow is rejected with its code;
 //! 4. a command sent twice with one id runs once;
-//! 5. a command sent while the device is off (QEMU killed) waits in the
-//!    broker's persistent session and runs when the device is back.
+//! 5. a power cut (QEMU killed) while a command waits for its retry: the
+//!    journal, in a host file through semihosting, replays at the restart,
+//!    the command succeeds at its next attempts, and a redelivered id still
+//!    gets its recorded status;
+//! 6. a command sent while the device is off waits in the broker's
+//!    persistent session and runs when the device is back.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -44,7 +48,7 @@ struct Emulated {
 }
 
 impl Emulated {
-    fn start(elf: &Path, port: u16) -> Result<Emulated> {
+    fn start(elf: &Path, port: u16, journal: &Path) -> Result<Emulated> {
         let mut cmd = Command::new(super::qemu::QEMU);
         cmd.args([
             "-machine",
@@ -55,6 +59,7 @@ impl Emulated {
             "-m",
             "64M",
         ])
+        .args(["-semihosting-config", "enable=on,target=native"])
         .args([
             "-netdev",
             "user,id=net0",
@@ -62,7 +67,10 @@ impl Emulated {
             "virtio-net-device,netdev=net0",
         ])
         .arg("-append")
-        .arg(format!("broker=10.0.2.2:{port} device={DEVICE}"))
+        .arg(format!(
+            "broker=10.0.2.2:{port} device={DEVICE} journal={}",
+            journal.display()
+        ))
         .arg("-kernel")
         .arg(elf)
         .stdin(Stdio::null())
@@ -128,7 +136,10 @@ fn checks(elf: &Path, relay: &Path, dir: &Path) -> Result<()> {
         relay: relay.to_path_buf(),
         port,
     };
-    let mut device = Emulated::start(elf, port)?;
+    // The device's flash: 64 KiB erased, in a file that outlives QEMU.
+    let journal = dir.join("journal.bin");
+    fs::write(&journal, vec![0xffu8; 64 * 1024])?;
+    let mut device = Emulated::start(elf, port, &journal)?;
     println!("ok - the networked emulated device connects to Mosquitto on the host");
 
     let payload = json!({"hello": "qemu"});
@@ -169,6 +180,39 @@ fn checks(elf: &Path, relay: &Path, dir: &Path) -> Result<()> {
     );
     println!("ok - a command sent twice with one id runs once (the same final status twice)");
 
+    // Power cut while a command waits for its retry: QEMU is killed, the
+    // journal file is what the flash held, and the restarted device goes on.
+    let config = json!({"version": "2.0.0", "replicas": 1, "timeout_s": 30, "fail_times": 2});
+    let mut waiting = app.spawn_send("deploy", &config)?;
+    let statuses = lines_of(&mut waiting)?;
+    wait_for_line(&statuses, "\"retrying\"")?;
+    drop(device);
+    device = Emulated::start(elf, port, &journal)?;
+    ensure!(
+        device
+            .log
+            .iter()
+            .any(|l| l.contains("journal replayed") && !l.contains("(0 records)")),
+        "the restarted device did not replay its journal:\n{}",
+        device.log.join("\n")
+    );
+    let last = last_status(waiting, &statuses, Duration::from_secs(120))?;
+    ensure!(
+        last["status"] == "succeeded" && last["attempt"] == 3,
+        "deploy across a power cut: {last}"
+    );
+    println!("ok - QEMU killed during a retry wait: the journal replays and the command succeeds at attempt 3");
+    let replayed = app.send(
+        "echo",
+        &json!({"once": true}),
+        &["--id", "qemu-net-dedupe-1"],
+    )?;
+    ensure!(
+        replayed == first,
+        "after the power cut a redelivered id must get its recorded status:\n{first}\n{replayed}"
+    );
+    println!("ok - after the power cut a redelivered id still gets its recorded status");
+
     drop(device);
     let payload = json!({"sent": "while off"});
     let mut waiting = app.spawn_send("echo", &payload)?;
@@ -176,7 +220,7 @@ fn checks(elf: &Path, relay: &Path, dir: &Path) -> Result<()> {
     BufReader::new(waiting.0.stdout.as_mut().context("relay send's stdout")?)
         .read_line(&mut first)?;
     ensure!(first.contains("\"id\""), "relay send did not send: {first}");
-    device = Emulated::start(elf, port)?;
+    device = Emulated::start(elf, port, &journal)?;
     let output = wait_output(waiting, Duration::from_secs(120))?;
     let last = last_json(&output)?;
     ensure!(
@@ -233,6 +277,63 @@ impl App {
             .spawn()
             .with_context(|| format!("running {}", self.relay.display()))?;
         Ok(Running(child))
+    }
+}
+
+/// The lines a running `relay send` prints, as they come.
+fn lines_of(running: &mut Running) -> Result<Receiver<String>> {
+    let stdout = running.0.stdout.take().context("relay send's stdout")?;
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+fn wait_for_line(lines: &Receiver<String>, needle: &str) -> Result<String> {
+    let deadline = Instant::now() + CONNECT_LIMIT;
+    while Instant::now() < deadline {
+        match lines.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) if line.contains(needle) => return Ok(line),
+            Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => break,
+        }
+    }
+    bail!("relay send never printed {needle:?}")
+}
+
+/// Waits for `running` to exit; the last status it printed on `lines`.
+fn last_status(mut running: Running, lines: &Receiver<String>, limit: Duration) -> Result<Value> {
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    loop {
+        while let Ok(line) = lines.try_recv() {
+            if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                if value.get("status").is_some() {
+                    last = Some(value);
+                }
+            }
+        }
+        if running.0.try_wait()?.is_some() {
+            // The reader thread may still hold the last lines.
+            for line in lines.iter() {
+                if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                    if value.get("status").is_some() {
+                        last = Some(value);
+                    }
+                }
+            }
+            return last.context("relay send printed no status");
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "relay send did not finish within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

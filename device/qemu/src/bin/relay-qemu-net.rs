@@ -8,7 +8,9 @@
 //! Settings come from QEMU's command line (`-append`, read by
 //! [`BootArgs`](relay_qemu::boot_args::BootArgs)): `broker=HOST:PORT` (the
 //! host's loopback is 10.0.2.2 from inside user networking) and
-//! `device=ID`. The address is QEMU user networking's usual static one,
+//! `device=ID`, and optionally `journal=PATH` (a 64 KiB host file, erased
+//! to `0xff`, that holds the journal across restarts of QEMU; QEMU needs
+//! `-semihosting-config enable=on`). The address is QEMU user networking's usual static one,
 //! 10.0.2.15/24.
 //! The executor is `embassy_futures::block_on`: one task, polled without
 //! interrupts, which is all a device loop and a TCP/IP stack need here.
@@ -24,7 +26,8 @@ mod device {
 
     use embassy_futures::block_on;
     use embassy_futures::select::{select, Either};
-    use embassy_net::{Ipv4Address, Ipv4Cidr, StackResources, StaticConfigV4};
+    use embassy_net::{Ipv4Address, Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
+    use embedded_storage::nor_flash::NorFlash;
     use relay_core::host_env::Clock;
     use relay_core::limits::Limits;
     use relay_core::machine::MachineOptions;
@@ -35,14 +38,17 @@ mod device {
     use relay_flash::FlashLog;
     use relay_qemu::board::exit;
     use relay_qemu::boot_args::BootArgs;
+    use relay_qemu::file_flash::FileFlash;
     use relay_qemu::heap::HEAP;
+    use relay_qemu::virtio_net::VirtioNet;
     use relay_qemu::{clock, println, virtio_net};
 
     static ECHO: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/echo.wasm"));
     static DEPLOY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/deploy.wasm"));
 
-    /// The journal: a 64 KiB NOR partition simulated in RAM, so it lasts
-    /// as long as the emulation (the scripted run tests resets on it).
+    /// The journal: a 64 KiB NOR partition, in a host file when the boot
+    /// arguments name one (`journal=PATH`, through semihosting: it outlives
+    /// a killed QEMU), else in RAM.
     const JOURNAL: u32 = 64 * 1024;
 
     struct Qemu;
@@ -108,7 +114,38 @@ mod device {
         let seed = clock::unix_ms() ^ 0x5eed_5eed_5eed_5eed;
         let (stack, mut runner) = embassy_net::new(card, config, resources, seed);
 
-        let journal = FlashLog::open(RamFlash::<4, 4096>::new(JOURNAL as usize), 0, JOURNAL, 4096)
+        let session = SessionConfig {
+            broker_host: host,
+            broker_port: port,
+            device: &device_id,
+            prefix: "relay",
+        };
+        match args.get("journal") {
+            Some(path) => {
+                let flash = FileFlash::open(path, JOURNAL).unwrap_or_else(|e| {
+                    stop(&alloc::format!(
+                        "the journal file {path} does not open: {e:?}"
+                    ))
+                });
+                serve(flash, stack, &mut runner, session)
+            }
+            None => serve(
+                RamFlash::<4, 4096>::new(JOURNAL as usize),
+                stack,
+                &mut runner,
+                session,
+            ),
+        }
+    }
+
+    /// Opens the journal on `flash`, loads the plugins and serves the broker.
+    fn serve<F: NorFlash>(
+        flash: F,
+        stack: Stack<'static>,
+        runner: &mut Runner<'static, VirtioNet>,
+        config: SessionConfig<'_>,
+    ) -> ! {
+        let journal = FlashLog::open(flash, 0, JOURNAL, 4096)
             .unwrap_or_else(|e| stop(&alloc::format!("the journal does not open: {e:?}")));
         let registry = plugins::registry(
             &[ECHO, DEPLOY],
@@ -118,7 +155,7 @@ mod device {
         )
         .unwrap_or_else(|e| stop(&alloc::format!("{e}")));
         let boot = clock::unix_ms();
-        let (device, _) = Device::open(
+        let (device, restored) = Device::open(
             journal,
             registry,
             relay_embedded::policy(),
@@ -127,15 +164,12 @@ mod device {
         )
         .unwrap_or_else(|e| stop(&alloc::format!("the journal does not replay: {e}")));
         println!(
-            "relay-qemu-net: {} at 10.0.2.15, broker {host}:{port}",
-            device.describe()
+            "relay-qemu-net: journal replayed ({} records), {} at 10.0.2.15, broker {}:{}",
+            restored.report.records,
+            device.describe(),
+            config.broker_host,
+            config.broker_port
         );
-        let config = SessionConfig {
-            broker_host: host,
-            broker_port: port,
-            device: &device_id,
-            prefix: "relay",
-        };
         let session = Session::new(stack, config, Qemu, device, boot);
         match block_on(select(runner.run(), session.run())) {
             Either::First(never) | Either::Second(never) => never,
