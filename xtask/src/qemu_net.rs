@@ -6,7 +6,8 @@
 //! 1. a command runs on the device's wasmi plugin and its reply comes back;
 //! 2. a command failing transiently is retried (5 s later) and succeeds;
 //! 3. a role the command does not allow is rejected with its code;
-//! 4. a command sent twice with one id runs once;
+//! 4. a command sent twice with one id runs once, and the built-in queries
+//!    (`relay status`, `relay plugin list`) answer;
 //! 5. a power cut (QEMU killed) while a command waits for its retry: the
 //!    journal, in a host file through semihosting, replays at the restart,
 //!    the command succeeds at its next attempts, and a redelivered id still
@@ -180,6 +181,22 @@ fn checks(elf: &Path, relay: &Path, dir: &Path) -> Result<()> {
     );
     println!("ok - a command sent twice with one id runs once (the same final status twice)");
 
+    let status = app.query(&["status"], &["qemu-net-dedupe-1"])?;
+    ensure!(
+        status["status"] == "succeeded" && status["id"] == "qemu-net-dedupe-1",
+        "relay status of a finished command: {status}"
+    );
+    let listed = app.query(&["plugin", "list"], &[])?;
+    let names: Vec<&str> = listed
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["name"].as_str()).collect())
+        .unwrap_or_default();
+    ensure!(
+        names.contains(&"echo") && names.contains(&"deploy"),
+        "relay plugin list: {listed}"
+    );
+    println!("ok - the built-in queries answer: relay status and relay plugin list");
+
     // Power cut while a command waits for its retry: QEMU is killed, the
     // journal file is what the flash held, and the restarted device goes on.
     let config = json!({"version": "2.0.0", "replicas": 1, "timeout_s": 30, "fail_times": 2});
@@ -268,6 +285,26 @@ impl App {
                 String::from_utf8_lossy(&out.stderr)
             )
         })
+    }
+
+    /// `relay <command> ... --json <positional>` against the device: its
+    /// one JSON answer.
+    fn query(&self, command: &[&str], positional: &[&str]) -> Result<Value> {
+        let out = Command::new(&self.relay)
+            .args(command)
+            .arg("--broker")
+            .arg(format!("mqtt://127.0.0.1:{}", self.port))
+            .args(["-d", DEVICE, "--json", "--timeout", "30s"])
+            .args(positional)
+            .output()
+            .with_context(|| format!("running {}", self.relay.display()))?;
+        ensure!(
+            out.status.success(),
+            "relay {command:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        last_json(&String::from_utf8_lossy(&out.stdout))
     }
 
     fn spawn_send(&self, name: &str, payload: &Value) -> Result<Running> {
