@@ -46,9 +46,10 @@ pub fn qemu(args: &[String]) -> Result<()> {
     if args.iter().any(|a| a == "--sizes") {
         println!("\n| profile | .text | .rodata | .text + .rodata | of which embedded plugins |");
         println!("|---|---|---|---|---|");
-        let embedded = ["deploy", "echo"]
+        // What the emulated device embeds (device/qemu/build.rs).
+        let embedded = ["deploy.wasm", "echo.wasm", "mcu/echo.wasm"]
             .iter()
-            .map(|p| std::fs::metadata(plugins.join(format!("{p}.wasm"))).map(|m| m.len()))
+            .map(|p| std::fs::metadata(plugins.join(p)).map(|m| m.len()))
             .sum::<std::io::Result<u64>>()?;
         for profile in ["firmware-z", "firmware-s", "release"] {
             let elf = build(&plugins, profile)?;
