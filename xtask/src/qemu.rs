@@ -16,7 +16,7 @@ use anyhow::{bail, ensure, Context, Result};
 
 use super::{build_plugins, cargo, ensure_targets, run, target_dir, MCU_TARGET};
 
-pub(super) const QEMU: &str = "qemu-system-riscv32";
+const QEMU: &str = "qemu-system-riscv32";
 /// The whole run takes about a second; this bounds a hung guest.
 const LIMIT: Duration = Duration::from_secs(300);
 
@@ -87,8 +87,9 @@ fn build(plugins: &Path, profile: &str) -> Result<PathBuf> {
     Ok(target_dir().join(MCU_TARGET).join(dir).join("relay-qemu"))
 }
 
-/// Runs the firmware; its output, if it passed.
-fn run_qemu(elf: &Path) -> Result<String> {
+/// QEMU's riscv32 `virt` machine as both programs run on it: bare metal
+/// (no firmware), the UART on stdio, 64 MiB of RAM.
+pub(super) fn virt_machine() -> Command {
     let mut cmd = Command::new(QEMU);
     cmd.args([
         "-machine",
@@ -98,12 +99,18 @@ fn run_qemu(elf: &Path) -> Result<String> {
         "-nographic",
         "-m",
         "64M",
-    ])
-    .args(["-icount", "shift=0", "-kernel"])
-    .arg(elf)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    ]);
+    cmd
+}
+
+/// Runs the firmware; its output, if it passed.
+fn run_qemu(elf: &Path) -> Result<String> {
+    let mut cmd = virt_machine();
+    cmd.args(["-icount", "shift=0", "-kernel"])
+        .arg(elf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     eprintln!("xtask: running {cmd:?}");
     let mut child = cmd.spawn().with_context(|| {
         format!("could not start {QEMU} (Debian: `apt-get install -y qemu-system-misc`)")

@@ -50,33 +50,24 @@ struct Emulated {
 
 impl Emulated {
     fn start(elf: &Path, port: u16, journal: &Path) -> Result<Emulated> {
-        let mut cmd = Command::new(super::qemu::QEMU);
-        cmd.args([
-            "-machine",
-            "virt",
-            "-bios",
-            "none",
-            "-nographic",
-            "-m",
-            "64M",
-        ])
-        .args(["-semihosting-config", "enable=on,target=native"])
-        .args([
-            "-netdev",
-            "user,id=net0",
-            "-device",
-            "virtio-net-device,netdev=net0",
-        ])
-        .arg("-append")
-        .arg(format!(
-            "broker=10.0.2.2:{port} device={DEVICE} journal={}",
-            journal.display()
-        ))
-        .arg("-kernel")
-        .arg(elf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        let mut cmd = super::qemu::virt_machine();
+        cmd.args(["-semihosting-config", "enable=on,target=native"])
+            .args([
+                "-netdev",
+                "user,id=net0",
+                "-device",
+                "virtio-net-device,netdev=net0",
+            ])
+            .arg("-append")
+            .arg(format!(
+                "broker=10.0.2.2:{port} device={DEVICE} journal={}",
+                journal.display()
+            ))
+            .arg("-kernel")
+            .arg(elf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         eprintln!("xtask: running {cmd:?}");
         let mut child = cmd
             .spawn()

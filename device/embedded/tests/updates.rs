@@ -4,35 +4,14 @@
 //! like any refusal), while ordinary commands around them still run.
 
 use relay_core::envelope::Envelope;
-use relay_core::machine::{MachineOptions, Outgoing};
+use relay_core::machine::MachineOptions;
 use relay_core::plugin::{Invocation, Role};
 use relay_core::registry::Registry;
-use relay_core::status::{Code, State, Status};
-use relay_embedded::{Device, Link, UPDATES_UNSUPPORTED};
+use relay_core::status::{Code, State};
+use relay_embedded::scenario::Recorder;
+use relay_embedded::{Device, UPDATES_UNSUPPORTED};
 use relay_flash::ram::RamFlash;
 use relay_flash::FlashLog;
-
-#[derive(Default)]
-struct Recorder {
-    finals: Vec<Status>,
-    acks: usize,
-}
-
-impl Link for Recorder {
-    type Token = ();
-
-    fn publish(&mut self, message: Outgoing) {
-        if let Outgoing::Status(status) = message {
-            if status.is_final() {
-                self.finals.push(status);
-            }
-        }
-    }
-
-    fn ack(&mut self, (): ()) {
-        self.acks += 1;
-    }
-}
 
 #[test]
 fn update_commands_are_refused_with_a_message_and_the_queue_goes_on() {
@@ -57,7 +36,7 @@ fn update_commands_are_refused_with_a_message_and_the_queue_goes_on() {
             .on_message(
                 Ok(Role::Admin),
                 &envelope.to_msgpack(),
-                (),
+                n as u32,
                 1_000,
                 &mut link,
             )
@@ -65,8 +44,8 @@ fn update_commands_are_refused_with_a_message_and_the_queue_goes_on() {
     }
     device.tick(2_000, &mut link).unwrap();
 
-    assert_eq!(link.acks, names.len());
-    let by_id = |id: &str| link.finals.iter().find(|s| s.id == id).cloned();
+    assert_eq!(link.acks.len(), names.len());
+    let by_id = |id: &str| link.last(id).filter(|s| s.is_final()).cloned();
     for id in ["c0", "c4"] {
         assert_eq!(by_id(id).map(|s| s.status), Some(State::Succeeded), "{id}");
     }

@@ -20,7 +20,8 @@
 //!
 //! A crash before step 4 leaves the old state (the install command re-runs
 //! from the journal and redoes it); after it, the new state, whose version
-//! restarts on trial. A re-run of an install that already switched is
+//! restarts on trial (`trial`: the self-test, the verdict after each call
+//! and the rollback). A re-run of an install that already switched is
 //! recognised by the module's hash and answered without switching again.
 
 use std::collections::HashMap;
@@ -44,6 +45,8 @@ use relay_store::UpdateFiles;
 
 use super::ahead::{AheadSetup, Ready};
 use super::loader::{self, LoadError};
+
+mod trial;
 
 /// Test hook: with `RELAY_CRASH_AT=<step>` in its environment, the
 /// process aborts at that step of an install (`chunk`, `verified`,
@@ -381,148 +384,6 @@ impl Installer {
             ("state", state),
             ("already", "installed"),
         ]))
-    }
-
-    /// Runs the plugin's `self-test` command, if it lists one; a failure
-    /// rolls the plugin back.
-    fn self_test(&mut self, name: &str, registry: &mut Registry) -> Result<(), Refusal> {
-        let lists_it = registry
-            .plugin(name)
-            .is_some_and(|p| p.info().commands.iter().any(|c| c.name == ota::SELF_TEST));
-        if !lists_it {
-            return Ok(());
-        }
-        let test = Invocation {
-            id: format!("_self-test-{name}"),
-            name: ota::SELF_TEST.into(),
-            payload: Vec::new(),
-            attempt: 1,
-            role: Role::Admin,
-        };
-        let failure = match registry.plugin_mut(name).map(|p| p.handle(&test)) {
-            Some(Ok(out)) => out
-                .result
-                .err()
-                .map(|e| format!("{}: {}", e.kind.as_str(), e.message)),
-            Some(Err(trap)) => Some(trap.to_string()),
-            None => Some("the plugin is gone".into()),
-        };
-        let Some(failure) = failure else {
-            return Ok(());
-        };
-        tracing::warn!(plugin = name, %failure, "update: self-test failed, rolling back");
-        self.roll_back(name, registry)?;
-        Err(Refusal::SelfTestFailed(failure))
-    }
-
-    /// After a plugin call: counts it against the plugin's trial and rolls
-    /// the version back on a trap or a time-out. Returns the event that
-    /// reports a rollback.
-    pub fn after_call(
-        &mut self,
-        registry: &mut Registry,
-        plugin: &str,
-        result: &AttemptResult,
-    ) -> Vec<Event> {
-        let Some(trial) = self.trials.get_mut(plugin) else {
-            return Vec::new();
-        };
-        let failure = match result {
-            AttemptResult::Failed { code, .. } => Some(code),
-            _ => None,
-        };
-        match trial.after_call(failure) {
-            Verdict::Continue => Vec::new(),
-            Verdict::Confirm => {
-                self.trials.remove(plugin);
-                let mut next = self.state.clone();
-                next.confirm(plugin);
-                match self.files.save_state(&next) {
-                    Ok(()) => {
-                        self.set_state(next);
-                        crash_point("confirmed");
-                        tracing::info!(plugin, "update: version confirmed");
-                        let version = registry.plugin(plugin).map(|p| p.info().version.clone());
-                        let mut w = Writer::new();
-                        w.map_len(3).str("plugin").str(plugin);
-                        w.str("action").str("confirmed");
-                        w.str("version").opt_str(version.as_deref());
-                        vec![Event {
-                            name: UPDATE_EVENT.into(),
-                            payload: w.into_vec(),
-                        }]
-                    }
-                    Err(error) => {
-                        tracing::error!(plugin, %error, "update: cannot save the confirmation (stays on trial)");
-                        Vec::new()
-                    }
-                }
-            }
-            Verdict::RollBack => {
-                let reason = match result {
-                    AttemptResult::Failed { code, message, .. } => format!("{code}: {message}"),
-                    _ => String::new(),
-                };
-                let from = registry.plugin(plugin).map(|p| p.info().version.clone());
-                match self.roll_back(plugin, registry) {
-                    Ok((to, _)) => {
-                        tracing::warn!(plugin, %reason, %to, "update: version on trial failed, rolled back");
-                        let mut w = Writer::new();
-                        w.map_len(5).str("plugin").str(plugin);
-                        w.str("action").str("rolled_back");
-                        w.str("from").opt_str(from.as_deref()).str("to").str(&to);
-                        w.str("reason").str(&reason);
-                        let payload = w.into_vec();
-                        vec![Event {
-                            name: UPDATE_EVENT.into(),
-                            payload,
-                        }]
-                    }
-                    Err(error) => {
-                        tracing::error!(plugin, %error, "update: rollback failed");
-                        Vec::new()
-                    }
-                }
-            }
-        }
-    }
-
-    /// True while `plugin` has a version on trial.
-    pub fn on_trial(&self, plugin: &str) -> bool {
-        self.trials.contains_key(plugin)
-    }
-
-    /// Back to the previous version: `(to, from)` versions.
-    fn roll_back(
-        &mut self,
-        name: &str,
-        registry: &mut Registry,
-    ) -> Result<(String, String), Refusal> {
-        let from = self.current_slot(name, registry);
-        let mut next = self.state.clone();
-        let (previous, dropped) = next
-            .roll_back(name)
-            .ok_or_else(|| Refusal::NoPrevious(name.into()))?;
-        let plugin = self.load(name, &previous).map_err(|e| {
-            Refusal::InvalidModule(format!("the previous version does not load: {e}"))
-        })?;
-        self.files.save_state(&next).map_err(storage)?;
-        self.set_state(next);
-        self.trials.remove(name);
-        // The previous version may claim commands the failed one dropped:
-        // unload the failed one first.
-        registry.uninstall(name);
-        registry.install(plugin).map_err(|e| Refusal::Conflict {
-            command: name.into(),
-            owner: e.to_string(),
-        })?;
-        if let Some(dropped) = dropped {
-            let _ = self.files.drop_source(&dropped);
-        }
-        Ok((
-            previous.version,
-            from.map(|f| f.version).unwrap_or_default(),
-        ))
     }
 
     fn remove(&mut self, name: &str, registry: &mut Registry) -> Result<String, Refusal> {
