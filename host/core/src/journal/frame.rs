@@ -79,9 +79,27 @@ pub const fn frame_len(payload_len: usize) -> usize {
     FRAME_HEADER_LEN + payload_len
 }
 
-/// CRC-32 (IEEE, as in zlib) of a payload.
+/// CRC-32 (IEEE, as in zlib) of a payload: crc32fast (hardware-assisted
+/// where the CPU has it) on an operating system, [`compact_checksum`] on a
+/// microcontroller. Both compute the same value, so a journal moves between them.
+#[cfg(not(target_os = "none"))]
 pub fn checksum(payload: &[u8]) -> u32 {
     crc32fast::hash(payload)
+}
+
+/// CRC-32 (IEEE, as in zlib) of a payload.
+#[cfg(target_os = "none")]
+pub fn checksum(payload: &[u8]) -> u32 {
+    compact_checksum(payload)
+}
+
+/// The same CRC-32 with a 1 KiB table (`crc`'s `Table<1>`) instead of
+/// crc32fast's 16 KiB: flash is what a microcontroller lacks, and its journal
+/// records are a few hundred bytes.
+pub fn compact_checksum(payload: &[u8]) -> u32 {
+    const CRC: crc::Crc<u32, crc::Table<1>> =
+        crc::Crc::<u32, crc::Table<1>>::new(&crc::CRC_32_ISO_HDLC);
+    CRC.checksum(payload)
 }
 
 /// Appends the frame of `payload` to `out`. On error `out` is unchanged.
@@ -295,6 +313,11 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn both_checksums_agree(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            prop_assert_eq!(compact_checksum(&bytes), crc32fast::hash(&bytes));
+        }
+
         #[test]
         fn any_truncation_replays_a_prefix(recs in records(), cut in any::<proptest::sample::Index>()) {
             let log = log_of(&recs);

@@ -6,7 +6,8 @@
 //! |------|------|
 //! | `world.rs` | the world's core imports and exports (names, signatures) |
 //! | `check.rs` | size, validity, shape limits, imports, exports, start function |
-//! | `meter.rs` | the injected fuel counter and the entry wrappers |
+//! | `meter.rs` | the injected fuel counter: the module's sections |
+//! | `meter/body.rs` | each body's charges, and the entry wrappers |
 //!
 //! Why rewrite the module instead of using the engines' own fuel: wasmtime
 //! and wasmi count differently (per wasm operator vs per internal

@@ -132,7 +132,7 @@ fn one_acceptance_rule_with_clear_words() {
         ),
         (
             "(func (drop (i32x4.splat (i32.const 0))))",
-            "SIMD support is not enabled",
+            "SIMD",
         ),
         ("(memory 1)", "multiple memories"),
         (
