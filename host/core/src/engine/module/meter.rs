@@ -9,7 +9,12 @@
 //!   function's entry and after `loop`, `if`, `else`, `end` and `br_if`, the
 //!   only places control can arrive or fall through to). A region's first
 //!   instruction charges all of its instructions (one unit each, `end` and
-//!   `else` free) and calls `exhausted` if the fuel went below zero;
+//!   `else` free). Only the function's entry and a loop's header then call
+//!   `exhausted` if the fuel went below zero: code runs longer than its own
+//!   length only through a loop or a call, so a check there stops anything
+//!   unbounded, and the code between checks is bounded by the function's
+//!   size. Checking every region would double the compiled size of a plugin
+//!   (wasmi keeps it in RAM) for no extra safety;
 //! - a call of a host import charges [`HOST_CALL`] plus one unit per 8 bytes
 //!   of its byte arguments (and, for `kv-get`, of the value it copied back);
 //!   `memory.fill`/`copy`/`init` charge one unit per 8 bytes (what a guest's

@@ -221,3 +221,41 @@ fn regions_charge_their_instructions() {
         [2, 0, 3, 0, 0, 0, 1, 0]
     );
 }
+
+#[test]
+fn fuel_is_checked_only_where_work_can_repeat() {
+    // After `if`, `else`, `end` and `br_if` the fuel is only counted; the
+    // entry and the loop's header also check it (a loop or recursion is the
+    // only way to run longer than the function's own length).
+    let extra = r#"(func (param i32) (result i32)
+        (if (local.get 0) (then (drop (i32.const 1))) (else (drop (i32.const 2))))
+        (block (br_if 0 (local.get 0)) (drop (i32.const 3)))
+        (loop (br_if 0 (local.tee 0 (i32.sub (local.get 0) (i32.const 1)))))
+        (local.get 0))"#;
+    let prepared = prepare_with(&wasm(&plugin(extra)), true).unwrap();
+    let mut bodies = Vec::new();
+    for payload in Parser::new(0).parse_all(&prepared.wasm) {
+        if let Payload::CodeSectionEntry(body) = payload.unwrap() {
+            bodies.push(body);
+        }
+    }
+    // Defined functions: cabi_realloc, describe, handle, then this one.
+    let mut checks = 0;
+    let mut fuel_writes = 0;
+    let mut reader = bodies[3].get_operators_reader().unwrap();
+    while !reader.eof() {
+        match reader.read().unwrap() {
+            wasmparser::Operator::Call { function_index }
+                if function_index == prepared.exhausted =>
+            {
+                checks += 1
+            }
+            wasmparser::Operator::GlobalSet { .. } => fuel_writes += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(checks, 2, "the entry and the loop header");
+    // Entry, then, else, after the if, after br_if, after the block, loop
+    // header, after the loop's br_if... every region is still counted.
+    assert!(fuel_writes >= 7, "{fuel_writes} regions counted");
+}

@@ -69,7 +69,14 @@ impl Meter<'_> {
         let costs = region_costs(&ops);
         for (i, op) in ops.iter().enumerate() {
             if costs[i] > 0 {
-                self.charge(&mut out, costs[i], &[]);
+                // Only a function's entry and a loop's header can start
+                // unbounded work (recursion, iteration): the fuel is checked
+                // there, and elsewhere only counted.
+                if i == 0 || matches!(ops[i - 1], Operator::Loop { .. }) {
+                    self.charge(&mut out, costs[i], &[]);
+                } else {
+                    self.debit(&mut out, costs[i]);
+                }
             }
             let original = &wasm[starts[i]..starts[i + 1]];
             match op {
@@ -115,6 +122,15 @@ impl Meter<'_> {
             .if_(BlockType::Empty)
             .call(self.exhausted)
             .end();
+    }
+
+    /// `fuel -= cost`, without the check.
+    fn debit(&self, out: &mut Vec<u8>, cost: i64) {
+        InstructionSink::new(out)
+            .global_get(self.fuel)
+            .i64_const(cost)
+            .i64_sub()
+            .global_set(self.fuel);
     }
 
     /// `fuel -= base + sum(scaled locals)`, then the check.
