@@ -46,8 +46,7 @@
 use alloc::{string::String, vec, vec::Vec};
 
 use wasm_encoder::{
-    ConstExpr, Encode, ExportKind, ExportSection, GlobalType, RawSection, SectionId, StartSection,
-    ValType,
+    ConstExpr, Encode, ExportKind, ExportSection, GlobalType, SectionId, StartSection, ValType,
 };
 use wasmparser::{ExternalKind, Parser, Payload};
 
@@ -143,20 +142,17 @@ type Result<T> = core::result::Result<T, wasmparser::BinaryReaderError>;
 
 impl Meter<'_> {
     fn rewrite(&self, wasm: &[u8]) -> Result<Vec<u8>> {
-        let mut module = wasm_encoder::Module::new();
+        let mut out = Out::with_capacity(wasm.len() + wasm.len() / 2);
         let mut globals_done = false;
-        let mut code = Code::default();
+        let mut body = Vec::new();
+        let (mut expected, mut bodies) = (0, 0);
         for payload in Parser::new(0).parse_all(wasm) {
             let payload = payload?;
             if let Some((id, _)) = payload.as_section() {
                 if !globals_done && global_section_passed(id) {
                     let mut globals = Vec::new();
                     self.encode_globals(&mut globals);
-                    put(
-                        &mut module,
-                        SectionId::Global,
-                        &appended(&[0], 0, 2, &globals),
-                    );
+                    out.appended(SectionId::Global, &[0], 0, 2, &globals);
                     globals_done = true;
                 }
             }
@@ -168,11 +164,7 @@ impl Meter<'_> {
                         &[]
                     };
                     let added = u32::from(self.add_unit_type);
-                    put(
-                        &mut module,
-                        SectionId::Type,
-                        &appended(&wasm[r.range()], r.count(), added, extra),
-                    );
+                    out.appended(SectionId::Type, &wasm[r.range()], r.count(), added, extra);
                 }
                 Payload::FunctionSection(r) => {
                     let mut extra = Vec::new();
@@ -182,20 +174,13 @@ impl Meter<'_> {
                         self.shape.defined[d].encode(&mut extra);
                     }
                     let added = 1 + self.wrappers.len() as u32;
-                    put(
-                        &mut module,
-                        SectionId::Function,
-                        &appended(&wasm[r.range()], r.count(), added, &extra),
-                    );
+                    let section = &wasm[r.range()];
+                    out.appended(SectionId::Function, section, r.count(), added, &extra);
                 }
                 Payload::GlobalSection(r) => {
                     let mut extra = Vec::new();
                     self.encode_globals(&mut extra);
-                    put(
-                        &mut module,
-                        SectionId::Global,
-                        &appended(&wasm[r.range()], r.count(), 2, &extra),
-                    );
+                    out.appended(SectionId::Global, &wasm[r.range()], r.count(), 2, &extra);
                     globals_done = true;
                 }
                 Payload::ExportSection(r) => {
@@ -209,24 +194,28 @@ impl Meter<'_> {
                             exports.export(START_EXPORT, ExportKind::Func, self.entry(start));
                         }
                     }
-                    module.section(&exports);
+                    out.encoded(SectionId::Export, &exports);
                 }
                 // With host exports the host calls the start wrapper itself.
                 Payload::StartSection { func, .. } if !self.host_exports => {
-                    module.section(&StartSection {
+                    let start = StartSection {
                         function_index: self.entry(func),
-                    });
+                    };
+                    out.encoded(SectionId::Start, &start);
                 }
                 Payload::StartSection { .. } | Payload::Version { .. } | Payload::End(_) => {}
-                Payload::CodeSectionStart { count, range, .. } => {
-                    code = Code::new(count, count + 1 + self.wrappers.len() as u32, range.len());
+                Payload::CodeSectionStart { count, .. } => {
+                    expected = count;
+                    out.begin_code(count + 1 + self.wrappers.len() as u32);
                 }
-                Payload::CodeSectionEntry(body) => {
-                    let index = (self.shape.imports.len() + code.bodies as usize) as u32;
-                    self.metered_body(wasm, &mut code, body, index)?;
-                    if code.bodies == code.expected {
-                        self.append_functions(&mut code);
-                        put(&mut module, SectionId::Code, &code.bytes);
+                Payload::CodeSectionEntry(entry) => {
+                    let index = (self.shape.imports.len() + bodies as usize) as u32;
+                    self.metered_body(wasm, &mut body, entry, index)?;
+                    out.body(&body);
+                    bodies += 1;
+                    if bodies == expected {
+                        self.append_functions(&mut out);
+                        out.end_code();
                     }
                 }
                 // Only `name` is of use to an engine (trap messages); the
@@ -235,10 +224,7 @@ impl Meter<'_> {
                 Payload::CustomSection(c) if c.name() != "name" => {}
                 other => {
                     if let Some((id, range)) = other.as_section() {
-                        module.section(&RawSection {
-                            id,
-                            data: &wasm[range],
-                        });
+                        out.section(id, &wasm[range]);
                     }
                 }
             }
@@ -246,13 +232,9 @@ impl Meter<'_> {
         if !globals_done {
             let mut globals = Vec::new();
             self.encode_globals(&mut globals);
-            put(
-                &mut module,
-                SectionId::Global,
-                &appended(&[0], 0, 2, &globals),
-            );
+            out.appended(SectionId::Global, &[0], 0, 2, &globals);
         }
-        Ok(module.finish())
+        Ok(out.bytes)
     }
 
     /// What the host calls for function `f`: its wrapper, if it has one.
@@ -292,58 +274,87 @@ impl Meter<'_> {
     }
 
     /// `exhausted` and the wrappers, after the last original body.
-    fn append_functions(&self, code: &mut Code) {
+    fn append_functions(&self, out: &mut Out) {
         // No locals; `unreachable`; `end`.
-        code.push(&[0x00, 0x00, 0x0b]);
+        out.body(&[0x00, 0x00, 0x0b]);
         for &(original, _) in &self.wrappers {
             let params = self.shape.func_sig(original).map_or(0, |s| s.params.len());
             let mut body = vec![0x00];
             self.wrapper(&mut body, original, params as u32);
-            code.push(&body);
+            out.body(&body);
         }
     }
 }
 
-/// The code section under construction: its count, then the bodies.
-#[derive(Default)]
-struct Code {
-    /// Bodies the original code section declares, and how many were done.
-    expected: u32,
-    bodies: u32,
+/// The metered module as it is written: every section goes straight into
+/// one buffer, and each body straight after the code section's header, so a
+/// load holds the original, this buffer and one body at a time.
+struct Out {
     bytes: Vec<u8>,
+    /// Where the code section's size goes, once it is known.
+    code_size_at: usize,
 }
 
-impl Code {
-    fn new(expected: u32, total: u32, original_len: usize) -> Self {
-        let mut bytes = Vec::with_capacity(original_len + original_len / 4);
-        total.encode(&mut bytes);
-        Code {
-            expected,
-            bodies: 0,
+/// A section size written before it is known: a `u32` LEB128 padded to
+/// its full five bytes (the binary format allows the padding).
+const PADDED_SIZE: [u8; 5] = [0x80, 0x80, 0x80, 0x80, 0x00];
+
+impl Out {
+    fn with_capacity(capacity: usize) -> Self {
+        let mut bytes = Vec::with_capacity(capacity);
+        bytes.extend_from_slice(b"\0asm\x01\0\0\0");
+        Out {
             bytes,
+            code_size_at: 0,
         }
     }
 
-    fn push(&mut self, body: &[u8]) {
+    /// A section copied as it is.
+    fn section(&mut self, id: u8, data: &[u8]) {
+        self.bytes.push(id);
+        data.encode(&mut self.bytes);
+    }
+
+    /// A section wasm-encoder built (its encoding carries its size).
+    fn encoded(&mut self, id: SectionId, section: &impl Encode) {
+        self.bytes.push(id.into());
+        section.encode(&mut self.bytes);
+    }
+
+    /// A vector section's entries (`count` of them in `section`, after
+    /// their count) with `added` more, already encoded in `extra`.
+    fn appended(&mut self, id: SectionId, section: &[u8], count: u32, added: u32, extra: &[u8]) {
+        let entries = &section[leb_u32(section).1..];
+        let mut total = Vec::new();
+        (count + added).encode(&mut total);
+        self.bytes.push(id.into());
+        ((total.len() + entries.len() + extra.len()) as u32).encode(&mut self.bytes);
+        self.bytes.extend_from_slice(&total);
+        self.bytes.extend_from_slice(entries);
+        self.bytes.extend_from_slice(extra);
+    }
+
+    fn begin_code(&mut self, bodies: u32) {
+        self.bytes.push(SectionId::Code.into());
+        self.code_size_at = self.bytes.len();
+        self.bytes.extend_from_slice(&PADDED_SIZE);
+        bodies.encode(&mut self.bytes);
+    }
+
+    fn body(&mut self, body: &[u8]) {
         body.encode(&mut self.bytes);
     }
-}
 
-/// A vector section's contents (`count` entries in `section`, after their
-/// count) with `added` more entries, already encoded in `extra`.
-fn appended(section: &[u8], count: u32, added: u32, extra: &[u8]) -> Vec<u8> {
-    let mut data = Vec::with_capacity(section.len() + extra.len() + 5);
-    (count + added).encode(&mut data);
-    data.extend_from_slice(&section[leb_u32(section).1..]);
-    data.extend_from_slice(extra);
-    data
-}
-
-fn put(module: &mut wasm_encoder::Module, id: SectionId, data: &[u8]) {
-    module.section(&RawSection {
-        id: id.into(),
-        data,
-    });
+    /// Writes the code section's size into its padded placeholder.
+    fn end_code(&mut self) {
+        let at = self.code_size_at;
+        let mut size = (self.bytes.len() - at - PADDED_SIZE.len()) as u32;
+        for byte in &mut self.bytes[at..at + PADDED_SIZE.len() - 1] {
+            *byte = 0x80 | (size & 0x7f) as u8;
+            size >>= 7;
+        }
+        self.bytes[at + PADDED_SIZE.len() - 1] = size as u8;
+    }
 }
 
 /// Whether a section placed before `before` (`None`: at the end) comes

@@ -8,7 +8,7 @@ use alloc::{vec, vec::Vec};
 use wasm_encoder::{BlockType, Encode, InstructionSink, MemArg};
 use wasmparser::{FunctionBody, Operator};
 
-use super::{leb_u32, Code, Meter, Result, HOST_CALL, PAGE_SHIFT};
+use super::{leb_u32, Meter, Result, HOST_CALL, PAGE_SHIFT};
 use crate::engine::module::check::Shape;
 
 /// The binary encoding of the value type `i32` (a local declaration's type).
@@ -30,11 +30,10 @@ impl Meter<'_> {
     pub(super) fn metered_body(
         &self,
         wasm: &[u8],
-        code: &mut Code,
+        out: &mut Vec<u8>,
         body: FunctionBody<'_>,
         index: u32,
     ) -> Result<()> {
-        code.bodies += 1;
         let params = self
             .shape
             .func_sig(index)
@@ -57,11 +56,11 @@ impl Meter<'_> {
         starts.push(reader.original_position());
         let scratch = params + declared;
         let needed = scratch_needed(self.shape, &ops);
-        let mut out = Vec::with_capacity(body.range().len() + ops.len() * 4);
+        out.clear();
         if needed > 0 {
-            (groups + 1).encode(&mut out);
+            (groups + 1).encode(out);
             out.extend_from_slice(&locals_bytes[leb_u32(locals_bytes).1..]);
-            needed.encode(&mut out);
+            needed.encode(out);
             out.push(I32);
         } else {
             out.extend_from_slice(locals_bytes);
@@ -73,9 +72,9 @@ impl Meter<'_> {
                 // unbounded work (recursion, iteration): the fuel is checked
                 // there, and elsewhere only counted.
                 if i == 0 || matches!(ops[i - 1], Operator::Loop { .. }) {
-                    self.charge(&mut out, costs[i], &[]);
+                    self.charge(out, costs[i], &[]);
                 } else {
-                    self.debit(&mut out, costs[i]);
+                    self.debit(out, costs[i]);
                 }
             }
             let original = &wasm[starts[i]..starts[i + 1]];
@@ -83,33 +82,32 @@ impl Meter<'_> {
                 Operator::Call { function_index }
                     if (*function_index as usize) < self.shape.imports.len() =>
                 {
-                    self.host_call(&mut out, *function_index, scratch);
+                    self.host_call(out, *function_index, scratch);
                 }
                 Operator::MemoryFill { .. }
                 | Operator::MemoryCopy { .. }
                 | Operator::MemoryInit { .. } => {
-                    InstructionSink::new(&mut out).local_set(scratch);
-                    self.charge(&mut out, 0, &[(scratch, Scale::Bytes)]);
-                    InstructionSink::new(&mut out).local_get(scratch);
+                    InstructionSink::new(out).local_set(scratch);
+                    self.charge(out, 0, &[(scratch, Scale::Bytes)]);
+                    InstructionSink::new(out).local_get(scratch);
                     out.extend_from_slice(original);
                 }
                 Operator::MemoryGrow { .. } => {
                     // Charged once it succeeded: a refused growth is the
                     // limiter's answer, not a fuel question.
-                    InstructionSink::new(&mut out).local_tee(scratch);
+                    InstructionSink::new(out).local_tee(scratch);
                     out.extend_from_slice(original);
-                    InstructionSink::new(&mut out)
+                    InstructionSink::new(out)
                         .local_tee(scratch + 1)
                         .i32_const(-1)
                         .i32_ne()
                         .if_(BlockType::Empty);
-                    self.charge(&mut out, 0, &[(scratch, Scale::Pages)]);
-                    InstructionSink::new(&mut out).end().local_get(scratch + 1);
+                    self.charge(out, 0, &[(scratch, Scale::Pages)]);
+                    InstructionSink::new(out).end().local_get(scratch + 1);
                 }
                 _ => out.extend_from_slice(original),
             }
         }
-        code.push(&out);
         Ok(())
     }
 
