@@ -5,16 +5,21 @@
 //!
 //! The rewrite:
 //! - two globals: the fuel left (`i64`) and the entry depth (`i32`);
-//! - each function is cut into straight-line regions (a region starts at the
-//!   function's entry and after `loop`, `if`, `else`, `end` and `br_if`, the
-//!   only places control can arrive or fall through to). A region's first
-//!   instruction charges all of its instructions (one unit each, `end` and
-//!   `else` free). Only the function's entry and a loop's header then call
-//!   `exhausted` if the fuel went below zero: code runs longer than its own
-//!   length only through a loop or a call, so a check there stops anything
-//!   unbounded, and the code between checks is bounded by the function's
-//!   size. Checking every region would double the compiled size of a plugin
-//!   (wasmi keeps it in RAM) for no extra safety;
+//! - each function is cut into regions, which start at the function's entry
+//!   and after `loop`, `if`, `else` and `end` (the only places control can
+//!   arrive at or return to). A region's first instruction charges all of its
+//!   instructions (one unit each, `end` and `else` free). A `br_if` does not
+//!   end a region: a taken one has paid for the rest of its region too. That
+//!   overcharge is bounded by the region's length and the same on both
+//!   engines, and a charge at every `br_if`'s fall-through would add a
+//!   third to a plugin's compiled size (`br_if` is as common as `end` in
+//!   compiled Rust);
+//! - only the function's entry and a loop's header then call `exhausted` if
+//!   the fuel went below zero: code runs longer than its own length only
+//!   through a loop or a call, so a check there stops anything unbounded,
+//!   and the code between checks is bounded by the function's size. A check
+//!   in every region would double the compiled size of a plugin (wasmi keeps
+//!   it in RAM) for no extra safety;
 //! - a call of a host import charges [`HOST_CALL`] plus one unit per 8 bytes
 //!   of its byte arguments (and, for `kv-get`, of the value it copied back);
 //!   `memory.fill`/`copy`/`init` charge one unit per 8 bytes (what a guest's

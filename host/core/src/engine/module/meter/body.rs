@@ -242,11 +242,7 @@ fn region_costs(ops: &[Operator<'_>]) -> Vec<i64> {
         }
         let ends_region = matches!(
             op,
-            Operator::Loop { .. }
-                | Operator::If { .. }
-                | Operator::Else
-                | Operator::End
-                | Operator::BrIf { .. }
+            Operator::Loop { .. } | Operator::If { .. } | Operator::Else | Operator::End
         );
         if ends_region && i + 1 < ops.len() {
             start = i + 1;
