@@ -5,21 +5,21 @@
 //!
 //! The rewrite:
 //! - two globals: the fuel left (`i64`) and the entry depth (`i32`);
-//! - each function is cut into regions, which start at the function's entry
-//!   and after `loop`, `if`, `else` and `end` (the only places control can
-//!   arrive at or return to). A region's first instruction charges all of its
-//!   instructions (one unit each, `end` and `else` free). A `br_if` does not
-//!   end a region: a taken one has paid for the rest of its region too. That
-//!   overcharge is bounded by the region's length and the same on both
-//!   engines, and a charge at every `br_if`'s fall-through would add a
-//!   third to a plugin's compiled size (`br_if` is as common as `end` in
-//!   compiled Rust);
+//! - each function is cut into regions: its body, each loop's body and
+//!   each arm of an `if`, the code that runs once each time control enters
+//!   it. A region's first instruction charges all of its instructions (one
+//!   unit each, `end` and `else` free), those after a nested `block` or
+//!   `if` included; a nested loop's body or `if` arm is its own region. A
+//!   branch out of a region early has paid for the rest of it: an
+//!   overcharge bounded by the function's length and the same on both
+//!   engines. Charging again after each `end` and `br_if`, exactly, made
+//!   the counting code three times as large, and wasmi keeps a plugin's
+//!   compiled code in RAM;
 //! - only the function's entry and a loop's header then call `exhausted` if
 //!   the fuel went below zero: code runs longer than its own length only
 //!   through a loop or a call, so a check there stops anything unbounded,
 //!   and the code between checks is bounded by the function's size. A check
-//!   in every region would double the compiled size of a plugin (wasmi keeps
-//!   it in RAM) for no extra safety;
+//!   in every region would add to the compiled size for no extra safety;
 //! - a call of a host import charges [`HOST_CALL`] plus one unit per 8 bytes
 //!   of its byte arguments (and, for `kv-get`, of the value it copied back);
 //!   `memory.fill`/`copy`/`init` charge one unit per 8 bytes (what a guest's

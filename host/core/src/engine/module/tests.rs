@@ -215,16 +215,17 @@ fn regions_charge_their_instructions() {
         Op::Drop,
         Op::End,
     ];
-    // Entry: const + loop; loop body: const, drop, br; after the loop: drop.
+    // The body: const, loop and the drop after the loop; the loop's body:
+    // const, drop, br.
     assert_eq!(
         super::meter::region_costs_for_tests(&ops),
-        [2, 0, 3, 0, 0, 0, 1, 0]
+        [3, 0, 3, 0, 0, 0, 0, 0]
     );
 }
 
 #[test]
 fn fuel_is_checked_only_where_work_can_repeat() {
-    // After `if`, `else` and `end` the fuel is only counted; the
+    // In the arms of the `if` the fuel is only counted; the
     // entry and the loop's header also check it (a loop or recursion is the
     // only way to run longer than the function's own length).
     let extra = r#"(func (param i32) (result i32)
@@ -255,7 +256,7 @@ fn fuel_is_checked_only_where_work_can_repeat() {
         }
     }
     assert_eq!(checks, 2, "the entry and the loop header");
-    // Entry, then, else, after the if, after the block, the loop's header,
-    // after the loop: a `br_if` does not start a region.
-    assert_eq!(fuel_writes, 7, "regions counted");
+    // The body (the code after the `if`, in and after the block, and after
+    // the loop included), the two arms, the loop's body.
+    assert_eq!(fuel_writes, 4, "regions counted");
 }

@@ -235,17 +235,24 @@ impl Meter<'_> {
 /// Fuel to charge at each instruction that starts a region (0 elsewhere).
 fn region_costs(ops: &[Operator<'_>]) -> Vec<i64> {
     let mut costs = vec![0i64; ops.len()];
-    let mut start = 0;
+    // For each open `block`, `loop` and `if`: the region its `end` returns to.
+    let mut enclosing = Vec::new();
+    let mut region = 0;
     for (i, op) in ops.iter().enumerate() {
-        if !matches!(op, Operator::End | Operator::Else) {
-            costs[start] += 1;
-        }
-        let ends_region = matches!(
-            op,
-            Operator::Loop { .. } | Operator::If { .. } | Operator::Else | Operator::End
-        );
-        if ends_region && i + 1 < ops.len() {
-            start = i + 1;
+        match op {
+            Operator::End => region = enclosing.pop().unwrap_or(region),
+            Operator::Else => region = i + 1,
+            _ => {
+                costs[region] += 1;
+                match op {
+                    Operator::Block { .. } => enclosing.push(region),
+                    Operator::Loop { .. } | Operator::If { .. } => {
+                        enclosing.push(region);
+                        region = i + 1;
+                    }
+                    _ => {}
+                }
+            }
         }
     }
     costs
