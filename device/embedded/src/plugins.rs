@@ -6,7 +6,7 @@
 
 use alloc::boxed::Box;
 
-use relay_core::engine::wasmi::WasmiEngine;
+use relay_core::engine::wasmi::{WasmiConfig, WasmiEngine};
 use relay_core::engine::{Engine, PluginError};
 use relay_core::host_env::{Clock, HostEnv, Logger, MemKv};
 use relay_core::limits::Limits;
@@ -22,7 +22,9 @@ pub enum LoadError {
 }
 
 /// A registry of `modules`, each loaded on wasmi under `limits` with its own
-/// empty kv, a clock from `clock` and a log sink from `logger`.
+/// empty kv, a clock from `clock` and a log sink from `logger`. `describe`
+/// runs in an engine of its own, so the code only it needs does not stay
+/// in RAM ([`WasmiConfig::describe_apart`]).
 pub fn registry<C, L>(
     modules: &[&[u8]],
     limits: &Limits,
@@ -33,7 +35,10 @@ where
     C: Clock + 'static,
     L: Logger + 'static,
 {
-    let engine = WasmiEngine::new();
+    let engine = WasmiEngine::with_config(WasmiConfig {
+        describe_apart: true,
+        ..WasmiConfig::default()
+    });
     let mut registry = Registry::new();
     for (index, wasm) in modules.iter().enumerate() {
         let plugin = engine

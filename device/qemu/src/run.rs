@@ -108,14 +108,18 @@ fn main() -> ! {
     // 3. Per-command cost: echo on wasmi against a native handler.
     HEAP.reset_peak();
     let base = HEAP.live();
+    let started = instructions();
     let mut echo = registry(ECHO);
+    let echo_load = instructions() - started;
     let echo_load_peak = HEAP.peak() - base;
+    // Resident once it has served calls: its allocator grows the memory at
+    // the first one.
+    let plugin_call = per_call(&mut echo, "echo");
     let echo_resident = HEAP.live() - base;
     echo.listen("native-echo", |cmd: &Invocation| {
         Ok(Some(cmd.payload.clone()))
     })
     .expect("a native handler");
-    let plugin_call = per_call(&mut echo, "echo");
     let native_call = per_call(&mut echo, "native-echo");
     let (one_page_resident, one_page_call) = one_page_echo();
     let flash = Flash::new(JOURNAL as usize);
@@ -130,6 +134,7 @@ fn main() -> ! {
     println!("# heap_echo_one_page_resident_bytes {one_page_resident}");
     println!("# stack_high_water_bytes {}", stack_used(stack_top));
     println!("# echo_call_instructions plugin {plugin_call} native {native_call}");
+    println!("# echo_load_instructions {echo_load}");
     println!("# echo_one_page_call_instructions {one_page_call}");
     // Two wasm pages are 128 KiB; one is 64 KiB: most of the gap must show.
     if one_page_resident + 48 * 1024 <= echo_resident {

@@ -472,10 +472,54 @@ fn fresh_instance_after_error_keeps_kv() {
 
     let fresh = WasmiEngine::with_config(WasmiConfig {
         instance_policy: InstancePolicy::FreshPerCall,
+        ..WasmiConfig::default()
     });
     let mut p = load_on(&fresh, &wasm, &Limits::default(), &Lines::default()).unwrap();
     assert_eq!(reply(&mut p, b""), count(1));
     assert_eq!(reply(&mut p, b""), count(1));
+}
+
+#[test]
+fn describe_apart_serves_the_same_plugin() {
+    // Counts calls in a global: the serving instance starts fresh.
+    let body = r#"
+      (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+      (i32.store (i32.const 256) (global.get $calls))
+      (call $reply (i32.const 0) (i32.const 1) (i32.const 256) (i32.const 4))"#;
+    let wasm = guest("", body);
+    let apart = WasmiEngine::with_config(WasmiConfig {
+        describe_apart: true,
+        ..WasmiConfig::default()
+    });
+    let mut together = load(&wasm);
+    let mut p = load_on(&apart, &wasm, &Limits::default(), &Lines::default()).unwrap();
+    assert_eq!(p.info(), together.info());
+    for n in 1u32..=3 {
+        let count = Ok(Some(n.to_le_bytes().to_vec()));
+        assert_eq!(reply(&mut p, b""), count);
+        assert_eq!(reply(&mut together, b""), count);
+    }
+    // Failures map as they do without it.
+    let limits = Limits::default();
+    assert!(matches!(
+        load_on(
+            &apart,
+            b"\0asm\x01\0\0\0garbage",
+            &limits,
+            &Lines::default()
+        )
+        .err(),
+        Some(PluginError::InvalidModule(_))
+    ));
+    let text = String::from_utf8(echo_text()).unwrap().replace(
+        r#"(func (export "describe") (result i32) (i32.const 64))"#,
+        r#"(func (export "describe") (result i32) unreachable)"#,
+    );
+    let wasm = wat::parse_str(&text).unwrap();
+    assert!(matches!(
+        load_on(&apart, &wasm, &limits, &Lines::default()).err(),
+        Some(PluginError::Instantiate(_))
+    ));
 }
 
 #[test]
@@ -795,6 +839,7 @@ fn time_guest(what: &str, wasm: &[u8]) {
     ] {
         let engine = WasmiEngine::with_config(WasmiConfig {
             instance_policy: policy,
+            ..WasmiConfig::default()
         });
         let mut p = load_on(&engine, wasm, &Limits::default(), &Lines::default()).unwrap();
         let echoed = matches!(p.handle(&command), Ok(o) if o.result == Ok(Some(payload.clone())));
