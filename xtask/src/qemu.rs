@@ -44,27 +44,75 @@ pub fn qemu(args: &[String]) -> Result<()> {
     let net = elf.with_file_name("relay-qemu-net");
     super::qemu_net::qemu_net(&net, &target_dir().join("debug").join("relay"))?;
     if args.iter().any(|a| a == "--sizes") {
-        println!("\n| profile | .text | .rodata | .text + .rodata | of which embedded plugins |");
-        println!("|---|---|---|---|---|");
-        // What the emulated device embeds (device/qemu/build.rs).
-        let embedded = ["deploy.wasm", "echo.wasm", "mcu/echo.wasm"]
-            .iter()
-            .map(|p| std::fs::metadata(plugins.join(p)).map(|m| m.len()))
-            .sum::<std::io::Result<u64>>()?;
-        for profile in ["firmware-z", "firmware-s", "release"] {
-            let elf = build(&plugins, profile)?;
-            let sizes = section_sizes(&elf)?;
-            let (text, rodata) = (sizes.get(".text"), sizes.get(".rodata"));
-            println!(
-                "| {profile} | {} | {} | {} | {} |",
-                kib(text),
-                kib(rodata),
-                kib(text + rodata),
-                kib(embedded)
-            );
-        }
+        sizes(&plugins)?;
     }
     Ok(())
+}
+
+/// The flash table of `docs/benchmarks.md`: `.text` + `.rodata` of the
+/// emulated device per build, and what core + wasmi + driver + the one
+/// `echo` plugin come to (the firmware minus the plugins it embeds, plus
+/// `echo`).
+fn sizes(plugins: &Path) -> Result<()> {
+    println!("\n| build | .text | .rodata | .text + .rodata | embedded plugins | core + wasmi + driver + echo |");
+    println!("|---|---|---|---|---|---|");
+    // What the emulated device embeds (device/qemu/build.rs).
+    let embedded = ["deploy.wasm", "echo.wasm", "mcu/echo.wasm"]
+        .iter()
+        .map(|p| std::fs::metadata(plugins.join(p)).map(|m| m.len()))
+        .sum::<std::io::Result<u64>>()?;
+    let echo = std::fs::metadata(plugins.join("echo.wasm"))?.len();
+    let mut builds = Vec::new();
+    for profile in ["firmware-z", "firmware-s", "release"] {
+        builds.push((profile.to_string(), build(plugins, profile)?));
+    }
+    if let Some(elf) = build_std_for_size(plugins)? {
+        builds.push(("firmware-z, std built for size".into(), elf));
+    }
+    for (name, elf) in builds {
+        let sizes = section_sizes(&elf)?;
+        let (text, rodata) = (sizes.get(".text"), sizes.get(".rodata"));
+        println!(
+            "| {name} | {} | {} | {} | {} | {} ({} KB) |",
+            kib(text),
+            kib(rodata),
+            kib(text + rodata),
+            kib(embedded),
+            kib(text + rodata - embedded + echo),
+            (text + rodata - embedded + echo) / 1000,
+        );
+    }
+    Ok(())
+}
+
+/// The `firmware-z` build as a size-conscious firmware ships it: `core` and
+/// `alloc` rebuilt for size (`-Zbuild-std`, `optimize_for_size`) and panics
+/// that abort without formatting a message. Both need nightly (and its
+/// `rust-src`); without them this prints why and returns `None`.
+fn build_std_for_size(plugins: &Path) -> Result<Option<PathBuf>> {
+    let rust_src = Command::new("rustup")
+        .args(["component", "add", "rust-src", "--toolchain", "nightly"])
+        .status();
+    if !rust_src.is_ok_and(|s| s.success()) {
+        eprintln!("xtask: no nightly toolchain with rust-src; skipping the build-std size row");
+        return Ok(None);
+    }
+    let target_dir = target_dir().join("build-std");
+    run(Command::new("cargo")
+        .current_dir(super::root())
+        .env_remove("CARGO")
+        .env_remove("RUSTC")
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .args(["+nightly", "build", "-p", "relay-qemu", "--target", MCU_TARGET])
+        .args(["--profile", "firmware-z", "--target-dir"])
+        .arg(&target_dir)
+        .args(["-Zbuild-std=core,alloc", "-Zbuild-std-features=optimize_for_size"])
+        .env("RUSTFLAGS", "-Zunstable-options -Cpanic=immediate-abort")
+        .env("RELAY_PLUGIN_DIR", plugins))?;
+    let elf = target_dir.join(MCU_TARGET).join("firmware-z").join("relay-qemu");
+    // The same checks pass on it.
+    run_qemu(&elf)?;
+    Ok(Some(elf))
 }
 
 pub(super) fn kib(bytes: u64) -> String {
