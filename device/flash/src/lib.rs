@@ -1,6 +1,8 @@
 //! The device journal on NOR flash: `relay_core::journal::Storage` over any
 //! [`NorFlash`] (`embedded-storage`), `no_std` + `alloc`, power-loss safe at
-//! every write.
+//! every write. Beside it, what plugin updates keep on flash: [`bundle`]
+//! (chunks staged into a region and read back as a bundle) and [`record`]
+//! (the update state, replaced atomically).
 //!
 //! Why a log of our own rather than `sequential-storage`: the journal needs
 //! exactly two things, appends made durable in groups (one flash write per
@@ -52,7 +54,9 @@
 
 extern crate alloc;
 
+pub mod bundle;
 pub mod ram;
+pub mod record;
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -490,3 +494,5 @@ impl<F: NorFlash> Storage for FlashLog<F> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod update_tests;
