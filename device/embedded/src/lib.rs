@@ -13,8 +13,11 @@
 //!   the same turn;
 //! - `Publish` and `Ack` go to the [`Link`] (MQTT on a device, a script in
 //!   the emulated one);
-//! - `Upcoming` is ignored (no thread to prepare an install ahead), and the
-//!   update commands are refused ([`UPDATES_UNSUPPORTED`]).
+//! - `Upcoming` is ignored (no thread to prepare an install ahead);
+//! - the update commands go to the [`Updates`] the device was given
+//!   ([`updates::Updater`] on flash), which also judges each call of a
+//!   version on trial; a device given none refuses them
+//!   ([`UPDATES_UNSUPPORTED`]).
 //!
 //! Time is passed in (`now`, unix ms): the caller owns the clock and sleeps
 //! until [`Device::next_wakeup`]. A storage failure other than a full
@@ -29,6 +32,7 @@ pub mod outbox;
 #[cfg(feature = "wasmi")]
 pub mod plugins;
 pub mod scenario;
+pub mod updates;
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -36,16 +40,31 @@ use alloc::vec::Vec;
 use relay_core::journal::record::Record;
 use relay_core::journal::{ReplayReport, Storage};
 use relay_core::machine::{Effect, Listed, Machine, MachineOptions, Outgoing};
-use relay_core::plugin::Role;
+use relay_core::plugin::{Event, Invocation, Role};
 use relay_core::registry::Registry;
 use relay_core::scheduler::{AttemptResult, Policy};
 use relay_core::status::{Code, Status};
 
-/// Why `_install`, `_rollback` and `_remove` are refused here: the install
-/// logic is the core's (`relay_core::ota`), but this loop has no staging
-/// area on flash for bundles and no durable update state yet.
+/// Why `_install`, `_rollback` and `_remove` are refused by a device built
+/// without an update partition.
 pub const UPDATES_UNSUPPORTED: &str =
-    "plugin updates over the air are not built into this device yet";
+    "this device has no update partition: plugin updates over the air are off";
+
+/// What carries out the update commands and judges versions on trial
+/// ([`updates::Updater`]; a trait so the loop does not carry its flash type).
+pub trait Updates {
+    /// One `_install`, `_rollback` or `_remove`.
+    fn run(&mut self, registry: &mut Registry, cmd: &Invocation) -> (AttemptResult, Vec<Event>);
+    /// After a call `plugin` ran: the events its trial's verdict calls for.
+    fn after_call(
+        &mut self,
+        registry: &mut Registry,
+        plugin: &str,
+        result: &AttemptResult,
+    ) -> Vec<Event>;
+    /// Each plugin's update state, for `_plugins`.
+    fn listed(&self, infos: Vec<relay_core::plugin::PluginInfo>) -> Vec<Listed>;
+}
 
 /// Finished commands a microcontroller remembers, for dedupe.
 pub const REMEMBERED_OUTCOMES: usize = 64;
@@ -95,6 +114,7 @@ pub struct Device<S: Storage, L: Link> {
     effects: Vec<Effect<L::Token>>,
     /// Compaction was asked for and not done yet.
     compaction_asked: bool,
+    updates: Option<alloc::boxed::Box<dyn Updates>>,
 }
 
 impl<S: Storage, L: Link> Device<S, L> {
@@ -123,6 +143,7 @@ impl<S: Storage, L: Link> Device<S, L> {
             registry,
             effects: Vec::new(),
             compaction_asked: false,
+            updates: None,
         };
         Ok((
             device,
@@ -131,6 +152,12 @@ impl<S: Storage, L: Link> Device<S, L> {
                 undecodable,
             },
         ))
+    }
+
+    /// Carries out update commands with `updates` (see [`Updates`]).
+    pub fn with_updates(mut self, updates: alloc::boxed::Box<dyn Updates>) -> Self {
+        self.updates = Some(updates);
+        self
     }
 
     /// A delivery on the command topic whose last level gave `role`.
@@ -142,9 +169,13 @@ impl<S: Storage, L: Link> Device<S, L> {
         now: u64,
         link: &mut L,
     ) -> Result<(), DeviceError<S::Error>> {
-        let registry = &self.registry;
+        let (registry, updates) = (&self.registry, &self.updates);
         self.machine.on_message(role, payload, token, now, || {
-            registry.plugins().cloned().map(Listed::from).collect()
+            let infos = registry.plugins().cloned().collect();
+            match updates {
+                Some(updates) => updates.listed(infos),
+                None => infos.into_iter().map(Listed::from).collect(),
+            }
         });
         self.tick(now, link)
     }
@@ -211,20 +242,34 @@ impl<S: Storage, L: Link> Device<S, L> {
             Effect::Publish(message) => link.publish(message),
             Effect::Ack(token) => link.ack(token),
             Effect::Start(invocation) if relay_core::ota::is_update_command(&invocation.name) => {
-                let result = AttemptResult::Rejected {
-                    code: Code::UnknownCommand,
-                    message: UPDATES_UNSUPPORTED.to_string(),
+                let (result, events) = match &mut self.updates {
+                    Some(updates) => updates.run(&mut self.registry, &invocation),
+                    None => (
+                        AttemptResult::Rejected {
+                            code: Code::UnknownCommand,
+                            message: UPDATES_UNSUPPORTED.to_string(),
+                        },
+                        Vec::new(),
+                    ),
                 };
                 self.machine
-                    .on_attempt_done_by(&invocation.id, result, Vec::new(), None, now);
+                    .on_attempt_done_by(&invocation.id, result, events, None, now);
             }
             Effect::Start(invocation) => {
+                let plugin = match self.registry.resolve(&invocation.name, invocation.role) {
+                    Ok((_, relay_core::registry::Owner::Plugin(name))) => Some(name.clone()),
+                    _ => None,
+                };
                 let ran_by = self
                     .registry
                     .plugin_version_for(&invocation.name, invocation.role);
-                let (result, events) =
+                let (result, mut events) =
                     AttemptResult::from_dispatch(self.registry.dispatch(&invocation));
-                let ran_by = ran_by.filter(|_| !matches!(result, AttemptResult::Rejected { .. }));
+                let refused = matches!(result, AttemptResult::Rejected { .. });
+                let ran_by = ran_by.filter(|_| !refused);
+                if let (Some(updates), Some(plugin), false) = (&mut self.updates, plugin, refused) {
+                    events.extend(updates.after_call(&mut self.registry, &plugin, &result));
+                }
                 self.machine
                     .on_attempt_done_by(&invocation.id, result, events, ran_by, now);
             }

@@ -76,7 +76,10 @@ impl BundleRegion {
     /// The region at `base`, `len` bytes (both whole erase sectors), as the
     /// flash holds it: its transfer and every intact chunk.
     pub fn open<F: NorFlash>(flash: &mut F, base: u32, len: u32) -> Result<Self, String> {
-        if !(base as usize).is_multiple_of(F::ERASE_SIZE) || !(len as usize).is_multiple_of(F::ERASE_SIZE) || len == 0 {
+        if !(base as usize).is_multiple_of(F::ERASE_SIZE)
+            || !(len as usize).is_multiple_of(F::ERASE_SIZE)
+            || len == 0
+        {
             return Err("a bundle region must be whole erase sectors".into());
         }
         let mut region = BundleRegion {
