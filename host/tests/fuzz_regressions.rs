@@ -65,4 +65,3 @@ fn every_kept_fuzz_case_agrees_on_both_engines() {
     }
     println!("{} cases, {loaded} of them load", cases.len());
 }
-

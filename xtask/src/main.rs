@@ -34,6 +34,7 @@ mod esp32c6;
 mod plugins;
 mod qemu;
 mod qemu_net;
+mod qemu_ota;
 
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const MCU_TARGET: &str = "riscv32imac-unknown-none-elf";

@@ -103,13 +103,26 @@ fn build_std_for_size(plugins: &Path) -> Result<Option<PathBuf>> {
         .env_remove("CARGO")
         .env_remove("RUSTC")
         .env_remove("RUSTUP_TOOLCHAIN")
-        .args(["+nightly", "build", "-p", "relay-qemu", "--target", MCU_TARGET])
+        .args([
+            "+nightly",
+            "build",
+            "-p",
+            "relay-qemu",
+            "--target",
+            MCU_TARGET,
+        ])
         .args(["--profile", "firmware-z", "--target-dir"])
         .arg(&target_dir)
-        .args(["-Zbuild-std=core,alloc", "-Zbuild-std-features=optimize_for_size"])
+        .args([
+            "-Zbuild-std=core,alloc",
+            "-Zbuild-std-features=optimize_for_size",
+        ])
         .env("RUSTFLAGS", "-Zunstable-options -Cpanic=immediate-abort")
         .env("RELAY_PLUGIN_DIR", plugins))?;
-    let elf = target_dir.join(MCU_TARGET).join("firmware-z").join("relay-qemu");
+    let elf = target_dir
+        .join(MCU_TARGET)
+        .join("firmware-z")
+        .join("relay-qemu");
     // The same checks pass on it.
     run_qemu(&elf)?;
     Ok(Some(elf))

@@ -13,7 +13,8 @@
 //!    the command succeeds at its next attempts, and a redelivered id still
 //!    gets its recorded status;
 //! 6. a command sent while the device is off waits in the broker's
-//!    persistent session and runs when the device is back.
+//!    persistent session and runs when the device is back;
+//! 7. plugin updates over the air (`qemu_ota.rs`).
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
 
-const DEVICE: &str = "qemu-net";
+pub(super) const DEVICE: &str = "qemu-net";
 /// From connecting to the first status; generous for a loaded CI machine.
 const WAIT: &str = "60s";
 const CONNECT_LIMIT: Duration = Duration::from_secs(90);
@@ -42,14 +43,32 @@ impl Drop for Running {
 }
 
 /// The device in QEMU and the lines it printed.
-struct Emulated {
+pub(super) struct Emulated {
     _qemu: Running,
     lines: Receiver<String>,
-    log: Vec<String>,
+    pub(super) log: Vec<String>,
+}
+
+/// What the device boots with: its program, the broker, and its flash (the
+/// journal and the update partition, host files that outlive QEMU).
+pub(super) struct Boot {
+    pub(super) elf: PathBuf,
+    pub(super) port: u16,
+    pub(super) journal: PathBuf,
+    pub(super) updates: PathBuf,
+    /// The public key (hex) update bundles must be signed with.
+    pub(super) trust: String,
+}
+
+impl Boot {
+    pub(super) fn start(&self) -> Result<Emulated> {
+        Emulated::start(self)
+    }
 }
 
 impl Emulated {
-    fn start(elf: &Path, port: u16, journal: &Path) -> Result<Emulated> {
+    fn start(boot: &Boot) -> Result<Emulated> {
+        let (elf, port, journal) = (&boot.elf, boot.port, &boot.journal);
         let mut cmd = super::qemu::virt_machine();
         cmd.args(["-semihosting-config", "enable=on,target=native"])
             .args([
@@ -60,8 +79,10 @@ impl Emulated {
             ])
             .arg("-append")
             .arg(format!(
-                "broker=10.0.2.2:{port} device={DEVICE} journal={}",
-                journal.display()
+                "broker=10.0.2.2:{port} device={DEVICE} journal={} updates={} trust={}",
+                journal.display(),
+                boot.updates.display(),
+                boot.trust
             ))
             .arg("-kernel")
             .arg(elf)
@@ -90,7 +111,7 @@ impl Emulated {
         Ok(device)
     }
 
-    fn wait_for(&mut self, needle: &str) -> Result<()> {
+    pub(super) fn wait_for(&mut self, needle: &str) -> Result<()> {
         let deadline = Instant::now() + CONNECT_LIMIT;
         while Instant::now() < deadline {
             match self.lines.recv_timeout(Duration::from_millis(200)) {
@@ -128,10 +149,22 @@ fn checks(elf: &Path, relay: &Path, dir: &Path) -> Result<()> {
         relay: relay.to_path_buf(),
         port,
     };
-    // The device's flash: 64 KiB erased, in a file that outlives QEMU.
+    // The device's flash, erased, in files that outlive QEMU: a 64 KiB
+    // journal and the update partition (three 64 KiB bundle regions and
+    // the state's two sectors).
     let journal = dir.join("journal.bin");
     fs::write(&journal, vec![0xffu8; 64 * 1024])?;
-    let mut device = Emulated::start(elf, port, &journal)?;
+    let updates = dir.join("updates.bin");
+    fs::write(&updates, vec![0xffu8; 3 * 64 * 1024 + 2 * 4096])?;
+    let keys = super::qemu_ota::Keys::new(&app, dir)?;
+    let boot = Boot {
+        elf: elf.to_path_buf(),
+        port,
+        journal: journal.clone(),
+        updates,
+        trust: keys.public.clone(),
+    };
+    let mut device = boot.start()?;
     println!("ok - the networked emulated device connects to Mosquitto on the host");
 
     let payload = json!({"hello": "qemu"});
@@ -195,7 +228,7 @@ fn checks(elf: &Path, relay: &Path, dir: &Path) -> Result<()> {
     let statuses = lines_of(&mut waiting)?;
     wait_for_line(&statuses, "\"retrying\"")?;
     drop(device);
-    device = Emulated::start(elf, port, &journal)?;
+    device = boot.start()?;
     ensure!(
         device
             .log
@@ -228,7 +261,7 @@ fn checks(elf: &Path, relay: &Path, dir: &Path) -> Result<()> {
     BufReader::new(waiting.0.stdout.as_mut().context("relay send's stdout")?)
         .read_line(&mut first)?;
     ensure!(first.contains("\"id\""), "relay send did not send: {first}");
-    device = Emulated::start(elf, port, &journal)?;
+    device = boot.start()?;
     let output = wait_output(waiting, Duration::from_secs(120))?;
     let last = last_json(&output)?;
     ensure!(
@@ -237,12 +270,12 @@ fn checks(elf: &Path, relay: &Path, dir: &Path) -> Result<()> {
         device.log.join("\n")
     );
     println!("ok - a command sent while the device was off runs when it is back");
-    Ok(())
+    super::qemu_ota::checks(&app, &boot, &keys, device, dir)
 }
 
 /// The `relay` CLI against the test's broker.
-struct App {
-    relay: PathBuf,
+pub(super) struct App {
+    pub(super) relay: PathBuf,
     port: u16,
 }
 
@@ -260,7 +293,7 @@ impl App {
 
     /// Sends and waits: the final status (`relay send` exits non-zero
     /// when it is not `succeeded`, which some checks expect).
-    fn send(&self, name: &str, payload: &Value, extra: &[&str]) -> Result<Value> {
+    pub(super) fn send(&self, name: &str, payload: &Value, extra: &[&str]) -> Result<Value> {
         let out = self
             .command(name, payload, extra)
             .output()
@@ -280,7 +313,7 @@ impl App {
 
     /// `relay <command> ... --json <positional>` against the device: its
     /// one JSON answer.
-    fn query(&self, command: &[&str], positional: &[&str]) -> Result<Value> {
+    pub(super) fn query(&self, command: &[&str], positional: &[&str]) -> Result<Value> {
         let out = Command::new(&self.relay)
             .args(command)
             .arg("--broker")

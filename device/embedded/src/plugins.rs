@@ -5,6 +5,8 @@
 //! same command registry).
 
 use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::string::String;
 
 use relay_core::engine::wasmi::{WasmiConfig, WasmiEngine};
 use relay_core::engine::{Engine, PluginError};
@@ -35,26 +37,68 @@ where
     C: Clock + 'static,
     L: Logger + 'static,
 {
-    let engine = WasmiEngine::with_config(WasmiConfig {
-        describe_apart: true,
-        ..WasmiConfig::default()
-    });
     let mut registry = Registry::new();
     for (index, wasm) in modules.iter().enumerate() {
-        let plugin = engine
-            .load(wasm, limits, &mut |info| {
-                HostEnv::new(
-                    info.name.clone(),
-                    Box::new(MemKv::default()),
-                    Box::new(clock()),
-                    Box::new(logger()),
-                    limits,
-                )
-            })
+        let plugin = load(wasm, limits, &clock, &logger)
             .map_err(|error| LoadError::Plugin { index, error })?;
         registry
             .install(plugin)
             .map_err(|error| LoadError::Commands { index, error })?;
     }
     Ok(registry)
+}
+
+/// [`registry`], and the modules by plugin name: what the firmware carries,
+/// which an update can roll back to (`updates::Updater::open`).
+pub fn firmware<C, L>(
+    modules: &[&'static [u8]],
+    limits: &Limits,
+    clock: impl Fn() -> C,
+    logger: impl Fn() -> L,
+) -> Result<(Registry, BTreeMap<String, &'static [u8]>), LoadError>
+where
+    C: Clock + 'static,
+    L: Logger + 'static,
+{
+    let mut registry = Registry::new();
+    let mut by_name = BTreeMap::new();
+    for (index, wasm) in modules.iter().enumerate() {
+        let plugin = load(wasm, limits, &clock, &logger)
+            .map_err(|error| LoadError::Plugin { index, error })?;
+        by_name.insert(plugin.info().name.clone(), *wasm);
+        registry
+            .install(plugin)
+            .map_err(|error| LoadError::Commands { index, error })?;
+    }
+    Ok((registry, by_name))
+}
+
+/// The engine plugins load on: wasmi, `describe` apart.
+pub fn engine() -> WasmiEngine {
+    WasmiEngine::with_config(WasmiConfig {
+        describe_apart: true,
+        ..WasmiConfig::default()
+    })
+}
+
+/// Loads one module with its own empty kv.
+pub fn load<C, L>(
+    wasm: &[u8],
+    limits: &Limits,
+    clock: &impl Fn() -> C,
+    logger: &impl Fn() -> L,
+) -> Result<Box<dyn relay_core::engine::Plugin>, PluginError>
+where
+    C: Clock + 'static,
+    L: Logger + 'static,
+{
+    engine().load(wasm, limits, &mut |info| {
+        HostEnv::new(
+            info.name.clone(),
+            Box::new(MemKv::default()),
+            Box::new(clock()),
+            Box::new(logger()),
+            limits,
+        )
+    })
 }

@@ -10,8 +10,11 @@
 //! host's loopback is 10.0.2.2 from inside user networking) and
 //! `device=ID`, and optionally `journal=PATH` (a 64 KiB host file, erased
 //! to `0xff`, that holds the journal across restarts of QEMU; QEMU needs
-//! `-semihosting-config enable=on`). The address is QEMU user networking's usual static one,
-//! 10.0.2.15/24.
+//! `-semihosting-config enable=on`) and `updates=PATH trust=HEX` (the
+//! update partition, a host file of [`UPDATES`]' size erased to `0xff`, and
+//! the public key bundles must be signed with: plugin updates over the air,
+//! `relay_embedded::updates`). The address is QEMU user networking's usual
+//! static one, 10.0.2.15/24.
 //! The executor is `embassy_futures::block_on`: one task, polled without
 //! interrupts, which is all a device loop and a TCP/IP stack need here.
 
@@ -22,6 +25,7 @@ mod device {
     extern crate alloc;
 
     use alloc::boxed::Box;
+    use alloc::collections::BTreeMap;
     use alloc::string::String;
 
     use embassy_futures::block_on;
@@ -29,9 +33,13 @@ mod device {
     use embassy_net::{Ipv4Address, Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
     use embedded_storage::nor_flash::NorFlash;
     use relay_core::host_env::Clock;
+    use relay_core::host_env::{HostEnv, MemKv};
     use relay_core::limits::Limits;
     use relay_core::machine::MachineOptions;
+    use relay_core::ota::verify::TrustedKeys;
     use relay_core::plugin::LogLevel;
+    use relay_core::registry::Registry;
+    use relay_embedded::updates::{Layout, UpdateOptions, Updater};
     use relay_embedded::{plugins, Device};
     use relay_embedded_mqtt::{Board, Session, SessionConfig};
     use relay_flash::ram::RamFlash;
@@ -50,6 +58,13 @@ mod device {
     /// arguments name one (`journal=PATH`, through semihosting: it outlives
     /// a killed QEMU), else in RAM.
     const JOURNAL: u32 = 64 * 1024;
+
+    /// The update partition: three 64 KiB bundle regions (the active
+    /// version, the previous one, a transfer) and the state's two sectors.
+    pub const UPDATES: Layout = Layout {
+        regions: 3,
+        region_bytes: 64 * 1024,
+    };
 
     struct Qemu;
 
@@ -120,6 +135,24 @@ mod device {
             device: &device_id,
             prefix: "relay",
         };
+        let updates = args.get("updates").map(|path| {
+            let len = UPDATES.bytes::<FileFlash>();
+            let flash = FileFlash::open(path, len).unwrap_or_else(|e| {
+                stop(&alloc::format!(
+                    "the update file {path} does not open: {e:?}"
+                ))
+            });
+            let mut trust = TrustedKeys::new();
+            let key = args
+                .get("trust")
+                .and_then(relay_core::ota::bundle::unhex)
+                .and_then(|k| <[u8; 32]>::try_from(k).ok())
+                .unwrap_or_else(|| stop("updates=PATH needs trust=<64 hex characters>"));
+            trust
+                .trust(&key)
+                .unwrap_or_else(|e| stop(&alloc::format!("trust=: {e}")));
+            (flash, trust)
+        });
         match args.get("journal") {
             Some(path) => {
                 let flash = FileFlash::open(path, JOURNAL).unwrap_or_else(|e| {
@@ -127,10 +160,11 @@ mod device {
                         "the journal file {path} does not open: {e:?}"
                     ))
                 });
-                serve(flash, stack, &mut runner, session)
+                serve(flash, updates, stack, &mut runner, session)
             }
             None => serve(
                 RamFlash::<4, 4096>::new(JOURNAL as usize),
+                updates,
                 stack,
                 &mut runner,
                 session,
@@ -138,22 +172,62 @@ mod device {
         }
     }
 
+    /// The update partition over `registry`, which holds the firmware's
+    /// plugins (`factory`).
+    fn updater(
+        flash: FileFlash,
+        trust: TrustedKeys,
+        factory: BTreeMap<String, &'static [u8]>,
+        registry: &mut Registry,
+    ) -> Updater<FileFlash> {
+        let limits = Limits::default();
+        let options = UpdateOptions {
+            trust,
+            max_bundle_bytes: u64::from(UPDATES.region_bytes) - 4096,
+            trial_commands: 3,
+            host_version: env!("CARGO_PKG_VERSION"),
+        };
+        let env_limits = limits.clone();
+        let make_env = Box::new(move |info: &relay_core::plugin::PluginInfo| {
+            HostEnv::new(
+                info.name.clone(),
+                Box::new(MemKv::default()),
+                Box::new(RtcClock),
+                Box::new(UartLogger),
+                &env_limits,
+            )
+        });
+        Updater::open(
+            flash,
+            UPDATES,
+            options,
+            Box::new(plugins::engine()),
+            limits,
+            make_env,
+            factory,
+            registry,
+        )
+        .unwrap_or_else(|e| stop(&alloc::format!("the update partition does not open: {e}")))
+    }
+
     /// Opens the journal on `flash`, loads the plugins and serves the broker.
     fn serve<F: NorFlash>(
         flash: F,
+        updates: Option<(FileFlash, TrustedKeys)>,
         stack: Stack<'static>,
         runner: &mut Runner<'static, VirtioNet>,
         config: SessionConfig<'_>,
     ) -> ! {
         let journal = FlashLog::open(flash, 0, JOURNAL, 4096)
             .unwrap_or_else(|e| stop(&alloc::format!("the journal does not open: {e:?}")));
-        let registry = plugins::registry(
+        let (mut registry, factory) = plugins::firmware(
             &[ECHO, DEPLOY],
             &Limits::default(),
             || RtcClock,
             || UartLogger,
         )
         .unwrap_or_else(|e| stop(&alloc::format!("{e}")));
+        let updater = updates.map(|(flash, trust)| updater(flash, trust, factory, &mut registry));
         let boot = clock::unix_ms();
         let (device, restored) = Device::open(
             journal,
@@ -163,6 +237,16 @@ mod device {
             boot,
         )
         .unwrap_or_else(|e| stop(&alloc::format!("the journal does not replay: {e}")));
+        let device = match updater {
+            Some(updater) => {
+                println!(
+                    "relay-qemu-net: plugin updates on, {} plugin(s) updated",
+                    updater.state().plugins.len()
+                );
+                device.with_updates(Box::new(updater))
+            }
+            None => device,
+        };
         println!(
             "relay-qemu-net: journal replayed ({} records), {} at 10.0.2.15, broker {}:{}",
             restored.report.records,
