@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
 use ota_support::plugin_wat::{plugin_module, Behaviour};
 use ota_support::{bundle, key};
-use relay_core::engine::wasmi::{WasmiConfig, WasmiEngine};
 use relay_core::envelope::Envelope;
 use relay_core::host_env::{FixedClock, HostEnv, MemKv, NullLogger};
 use relay_core::limits::Limits;
@@ -110,10 +109,7 @@ fn boot(journal: &Shared, updates: &Shared) -> Rig {
         trial_commands: 3,
         host_version: "0.1.0",
     };
-    let engine = WasmiEngine::with_config(WasmiConfig {
-        describe_apart: true,
-        ..WasmiConfig::default()
-    });
+    let engine = relay_embedded::plugins::engine();
     let updater = Updater::open(
         updates.clone(),
         LAYOUT,
@@ -143,8 +139,9 @@ fn boot(journal: &Shared, updates: &Shared) -> Rig {
 }
 
 impl Rig {
-    /// Sends one command; its last status.
-    fn send_any(&mut self, name: &str, payload: Vec<u8>, role: Role) -> Status {
+    /// Sends one command; its last status (none while commands before it
+    /// wait for a retry).
+    fn send_queued(&mut self, name: &str, payload: Vec<u8>, role: Role) -> Option<Status> {
         self.seq += 1;
         // Ids unique across resets (the journal remembers finished ones).
         let id = format!("c{}", NEXT_ID.fetch_add(1, Ordering::Relaxed));
@@ -160,7 +157,12 @@ impl Rig {
             )
             .unwrap();
         self.device.tick(now, &mut self.link).unwrap();
-        self.link.last(&id).cloned().expect("a status")
+        self.link.last(&id).cloned()
+    }
+
+    /// Sends one command; its last status.
+    fn send_any(&mut self, name: &str, payload: Vec<u8>, role: Role) -> Status {
+        self.send_queued(name, payload, role).expect("a status")
     }
 
     /// Lets `ms` pass; the device does what falls due.
@@ -397,5 +399,49 @@ fn without_an_update_partition_update_commands_are_refused() {
         assert_eq!(status.status, State::Rejected, "{id}");
         assert_eq!(status.code, Some(Code::UnknownCommand), "{id}");
         assert_eq!(status.message.as_deref(), Some(UPDATES_UNSUPPORTED), "{id}");
+    }
+}
+
+#[test]
+fn a_power_cut_at_every_flash_operation_of_an_install_leaves_a_runnable_version() {
+    let v2 = bundle("leds", "2.0.0", CMDS, Behaviour::Echo, &key(1));
+    // The flash operations of an uncut install.
+    let journal = flash(JOURNAL);
+    let updates = flash(LAYOUT.bytes::<Shared>());
+    let mut rig = boot(&journal, &updates);
+    let before = updates.0.borrow().ops();
+    rig.install(&v2);
+    let ops = updates.0.borrow().ops() - before;
+    assert!(ops >= 10, "{ops} flash operations");
+    drop(rig);
+    for cut in 1..=ops {
+        let journal = flash(JOURNAL);
+        let updates = flash(LAYOUT.bytes::<Shared>());
+        let mut rig = boot(&journal, &updates);
+        updates.0.borrow_mut().cut_after(cut);
+        for payload in chunk::payloads(&v2, 700) {
+            rig.send_queued("_install", payload, Role::Admin);
+        }
+        drop(rig);
+        updates.0.borrow_mut().power_on();
+        let mut rig = boot(&journal, &updates);
+        let version = rig.version();
+        assert!(
+            matches!(version.as_deref(), Some("1.0.0" | "2.0.0")),
+            "cut {cut}: {version:?} after the reboot"
+        );
+        // The journal's chunks that failed in the cut run again.
+        for _ in 0..6 {
+            rig.wait(5_000);
+        }
+        assert_eq!(
+            rig.blink().status,
+            State::Succeeded,
+            "cut {cut}: a version runs"
+        );
+        // The operator pushes again: it completes.
+        let done = rig.install(&v2);
+        assert_eq!(done.status, State::Succeeded, "cut {cut}: {done:?}");
+        assert_eq!(rig.version().as_deref(), Some("2.0.0"), "cut {cut}");
     }
 }
