@@ -9,12 +9,9 @@
 #[allow(dead_code)]
 mod ota_support;
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash};
 use ota_support::plugin_wat::{plugin_module, Behaviour};
 use ota_support::{bundle, key};
 use relay_core::envelope::Envelope;
@@ -30,12 +27,13 @@ use relay_core::status::{Code, State, Status};
 use relay_embedded::scenario::Recorder;
 use relay_embedded::updates::{Layout, UpdateOptions, Updater, UPDATE_EVENT};
 use relay_embedded::{Device, UPDATES_UNSUPPORTED};
-use relay_flash::ram::{RamFlash, RamFlashError};
+use relay_flash::ram::RamFlash;
 use relay_flash::FlashLog;
 
 type Ram = RamFlash<4, 4096>;
 const JOURNAL: u32 = 64 * 1024;
 const LAYOUT: Layout = Layout {
+    base: 0,
     regions: 3,
     region_bytes: 16 * 1024,
 };
@@ -44,33 +42,7 @@ const NOW: u64 = 1_000;
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
 /// One flash shared by the device and the test, so a reset can reopen it.
-#[derive(Clone)]
-struct Shared(Rc<RefCell<Ram>>);
-
-impl ErrorType for Shared {
-    type Error = RamFlashError;
-}
-
-impl ReadNorFlash for Shared {
-    const READ_SIZE: usize = 1;
-    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), Self::Error> {
-        self.0.borrow_mut().read(offset, bytes)
-    }
-    fn capacity(&self) -> usize {
-        self.0.borrow().capacity()
-    }
-}
-
-impl NorFlash for Shared {
-    const WRITE_SIZE: usize = 4;
-    const ERASE_SIZE: usize = 4096;
-    fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
-        self.0.borrow_mut().erase(from, to)
-    }
-    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), Self::Error> {
-        self.0.borrow_mut().write(offset, bytes)
-    }
-}
+type Shared = relay_flash::shared::Shared<Ram>;
 
 fn factory() -> &'static [u8] {
     Box::leak(plugin_module("leds", "1.0.0", CMDS, Behaviour::Echo).into_boxed_slice())
@@ -222,7 +194,7 @@ fn name_payload(name: &str) -> Vec<u8> {
 }
 
 fn flash(len: u32) -> Shared {
-    Shared(Rc::new(RefCell::new(Ram::new(len as usize))))
+    Shared::new(Ram::new(len as usize))
 }
 
 #[test]
@@ -409,21 +381,21 @@ fn a_power_cut_at_every_flash_operation_of_an_install_leaves_a_runnable_version(
     let journal = flash(JOURNAL);
     let updates = flash(LAYOUT.bytes::<Shared>());
     let mut rig = boot(&journal, &updates);
-    let before = updates.0.borrow().ops();
+    let before = updates.with(|f| f.ops());
     rig.install(&v2);
-    let ops = updates.0.borrow().ops() - before;
+    let ops = updates.with(|f| f.ops()) - before;
     assert!(ops >= 10, "{ops} flash operations");
     drop(rig);
     for cut in 1..=ops {
         let journal = flash(JOURNAL);
         let updates = flash(LAYOUT.bytes::<Shared>());
         let mut rig = boot(&journal, &updates);
-        updates.0.borrow_mut().cut_after(cut);
+        updates.with(|f| f.cut_after(cut));
         for payload in chunk::payloads(&v2, 700) {
             rig.send_queued("_install", payload, Role::Admin);
         }
         drop(rig);
-        updates.0.borrow_mut().power_on();
+        updates.with(|f| f.power_on());
         let mut rig = boot(&journal, &updates);
         let version = rig.version();
         assert!(

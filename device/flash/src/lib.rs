@@ -2,7 +2,8 @@
 //! [`NorFlash`] (`embedded-storage`), `no_std` + `alloc`, power-loss safe at
 //! every write. Beside it, what plugin updates keep on flash: [`bundle`]
 //! (chunks staged into a region and read back as a bundle) and [`record`]
-//! (the update state, replaced atomically).
+//! (the update state, replaced atomically); [`shared::Shared`] lets both
+//! live on one chip.
 //!
 //! Why a log of our own rather than `sequential-storage`: the journal needs
 //! exactly two things, appends made durable in groups (one flash write per
@@ -57,6 +58,7 @@ extern crate alloc;
 pub mod bundle;
 pub mod ram;
 pub mod record;
+pub mod shared;
 
 use alloc::vec;
 use alloc::vec::Vec;

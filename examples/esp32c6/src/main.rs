@@ -7,8 +7,10 @@
 //!    embassy-net);
 //! 2. the clock from SNTP ([`clock`]): the journal holds absolute times, so
 //!    nothing is replayed before the device knows what time it is;
-//! 3. the journal from its flash partition ([`journal`]) and the plugin
-//!    built into the image, loaded on wasmi;
+//! 3. the journal from its flash partition ([`storage`]) and the plugin
+//!    built into the image, loaded on wasmi, with the updates installed over
+//!    the air since (`relay_embedded::updates`, in the `relay_upd`
+//!    partition, when the build trusts a key);
 //! 4. the MQTT session (`relay-embedded-mqtt`, the one the emulated
 //!    device runs against a real broker), which runs the device loop.
 //!
@@ -21,9 +23,10 @@
 extern crate alloc;
 
 mod clock;
-mod journal;
 mod settings;
+mod storage;
 
+use alloc::boxed::Box;
 use embassy_executor::Spawner;
 use embassy_net::{Runner, StackResources};
 use embassy_time::{Duration, Timer};
@@ -37,9 +40,12 @@ use esp_radio::wifi::sta::StationConfig;
 use esp_radio::wifi::{
     AuthenticationMethodConfig, Config, ControllerConfig, Interface, WifiController,
 };
+use relay_core::host_env::{HostEnv, MemKv};
 use relay_core::limits::Limits;
 use relay_core::machine::MachineOptions;
+use relay_core::ota::verify::TrustedKeys;
 use relay_core::plugin::LogLevel;
+use relay_embedded::updates::{UpdateOptions, Updater};
 use relay_embedded::Device;
 use relay_embedded_mqtt::{Board, Session, SessionConfig};
 use static_cell::StaticCell;
@@ -115,23 +121,64 @@ async fn main(spawner: Spawner) -> ! {
     clock::sync(stack, SETTINGS.ntp).await;
     let boot = clock::now_ms();
 
-    let journal = match journal::open(peripherals.FLASH) {
-        Ok(journal) => journal,
+    let (journal, updates) = match storage::open(peripherals.FLASH) {
+        Ok(opened) => opened,
         Err(e) => {
             println!("relay: {e}");
             halt("no journal").await
         }
     };
-    let registry = match relay_embedded::plugins::registry(
+    let (mut registry, factory) = match relay_embedded::plugins::firmware(
         &[PLUGIN],
         &Limits::default(),
         || clock::UnixClock,
         || PrintLogger,
     ) {
-        Ok(registry) => registry,
+        Ok(loaded) => loaded,
         Err(e) => {
             println!("relay: {e}");
             halt("the built-in plugin does not load").await
+        }
+    };
+    let updater = match (updates, trust()) {
+        (Some((flash, layout)), Some(trust)) => {
+            let options = UpdateOptions {
+                trust,
+                max_bundle_bytes: u64::from(layout.region_bytes) - 4096,
+                trial_commands: 3,
+                host_version: env!("CARGO_PKG_VERSION"),
+            };
+            let make_env = Box::new(|info: &relay_core::plugin::PluginInfo| {
+                HostEnv::new(
+                    info.name.clone(),
+                    Box::new(MemKv::default()),
+                    Box::new(clock::UnixClock),
+                    Box::new(PrintLogger),
+                    &Limits::default(),
+                )
+            });
+            let engine = Box::new(relay_embedded::plugins::engine());
+            let opened = Updater::open(
+                flash,
+                layout,
+                options,
+                engine,
+                Limits::default(),
+                make_env,
+                factory,
+                &mut registry,
+            );
+            match opened {
+                Ok(updater) => Some(updater),
+                Err(e) => {
+                    println!("relay: the update partition does not open ({e}); updates off");
+                    None
+                }
+            }
+        }
+        _ => {
+            println!("relay: no `relay_upd` partition or no RELAY_TRUSTED_KEY: updates off");
+            None
         }
     };
     let (device, restored) = match Device::open(
@@ -146,6 +193,10 @@ async fn main(spawner: Spawner) -> ! {
             println!("relay: the journal does not replay: {e}");
             halt("no journal").await
         }
+    };
+    let device = match updater {
+        Some(updater) => device.with_updates(Box::new(updater)),
+        None => device,
     };
     println!(
         "relay: journal replayed: {:?}, {} undecodable; {}",
@@ -163,6 +214,16 @@ async fn main(spawner: Spawner) -> ! {
     Session::new(stack, config, Esp32c6, device, boot)
         .run()
         .await
+}
+
+/// The key update bundles must be signed with (`RELAY_TRUSTED_KEY`).
+fn trust() -> Option<TrustedKeys> {
+    let key: [u8; 32] = relay_core::ota::bundle::unhex(SETTINGS.trusted_key)?
+        .try_into()
+        .ok()?;
+    let mut trust = TrustedKeys::new();
+    trust.trust(&key).ok()?;
+    Some(trust)
 }
 
 /// Keeps the station connected.

@@ -13,6 +13,9 @@ pub struct Settings {
     pub prefix: &'static str,
     /// Where the clock is set from before the journal opens.
     pub ntp: &'static str,
+    /// The public key (64 hex characters, `relay plugin keygen`'s `.pub`)
+    /// plugin update bundles must be signed with; empty: updates off.
+    pub trusted_key: &'static str,
 }
 
 /// Heap for the core, wasmi, one plugin and the network stack, on top of
@@ -28,6 +31,7 @@ impl Settings {
             device: or(option_env!("RELAY_DEVICE"), "esp32c6"),
             prefix: or(option_env!("RELAY_PREFIX"), "relay"),
             ntp: or(option_env!("RELAY_NTP"), "pool.ntp.org"),
+            trusted_key: or(option_env!("RELAY_TRUSTED_KEY"), ""),
         }
     }
 

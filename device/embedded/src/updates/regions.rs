@@ -19,10 +19,11 @@ use relay_core::ota::Refusal;
 use relay_flash::bundle::{BundleRegion, OnFlash};
 use relay_flash::record::RecordSlot;
 
-/// How the update partition is cut: `regions` bundle regions of
-/// `region_bytes` each from offset 0, then the state's two sectors.
+/// How the update partition is cut: from `base`, `regions` bundle regions
+/// of `region_bytes` each, then the state's two sectors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
+    pub base: u32,
     pub regions: u32,
     pub region_bytes: u32,
 }
@@ -31,6 +32,18 @@ impl Layout {
     /// Bytes the partition needs.
     pub fn bytes<F: NorFlash>(&self) -> u32 {
         self.regions * self.region_bytes + 2 * F::ERASE_SIZE as u32
+    }
+
+    /// The layout of a partition of `len` bytes at `base` with `regions`
+    /// regions as large as fits (whole erase sectors).
+    pub fn fit<F: NorFlash>(base: u32, len: u32, regions: u32) -> Layout {
+        let sector = F::ERASE_SIZE as u32;
+        let usable = len.saturating_sub(2 * sector);
+        Layout {
+            base,
+            regions,
+            region_bytes: usable / regions / sector * sector,
+        }
     }
 }
 
@@ -66,12 +79,15 @@ impl<F: NorFlash> Regions<F> {
     ) -> Result<(Self, UpdateState), Refusal> {
         let mut regions = Vec::new();
         for k in 0..layout.regions {
-            let base = k * layout.region_bytes;
+            let base = layout.base + k * layout.region_bytes;
             regions
                 .push(BundleRegion::open(&mut flash, base, layout.region_bytes).map_err(storage)?);
         }
-        let (slot, record) =
-            RecordSlot::open(&mut flash, layout.regions * layout.region_bytes).map_err(storage)?;
+        let (slot, record) = RecordSlot::open(
+            &mut flash,
+            layout.base + layout.regions * layout.region_bytes,
+        )
+        .map_err(storage)?;
         let state = match record {
             Some(bytes) => UpdateState::decode(&bytes).map_err(|e| {
                 Refusal::Storage(alloc::format!("the update state does not decode: {e}"))

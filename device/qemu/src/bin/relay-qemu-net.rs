@@ -62,6 +62,7 @@ mod device {
     /// The update partition: three 64 KiB bundle regions (the active
     /// version, the previous one, a transfer) and the state's two sectors.
     pub const UPDATES: Layout = Layout {
+        base: 0,
         regions: 3,
         region_bytes: 64 * 1024,
     };
