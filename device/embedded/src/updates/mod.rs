@@ -33,22 +33,19 @@ use embedded_storage::nor_flash::NorFlash;
 use relay_core::engine::{Engine, Plugin};
 use relay_core::host_env::HostEnv;
 use relay_core::limits::Limits;
-use relay_core::msgpack::Writer;
 use relay_core::ota::chunk::{self, Progress};
+use relay_core::ota::install::{self, UpdateCommands};
 use relay_core::ota::state::{Slot, Source, UpdateState};
 use relay_core::ota::trial::Trial;
 use relay_core::ota::verify::TrustedKeys;
-use relay_core::ota::{self, policy, Refusal};
-use relay_core::plugin::{Event, Invocation, PluginInfo, Role};
-use relay_core::registry::{Owner, Registry};
+use relay_core::ota::{policy, Refusal};
+use relay_core::plugin::{Event, Invocation, PluginInfo};
+use relay_core::registry::Registry;
 use relay_core::scheduler::AttemptResult;
-use relay_core::status::Code;
 
 pub use regions::{Layout, Regions};
 
-/// The event a device publishes when a version on trial is confirmed or
-/// rolled back (the Linux host's `_update`).
-pub const UPDATE_EVENT: &str = "_update";
+pub use relay_core::ota::install::UPDATE_EVENT;
 
 /// Update settings.
 #[derive(Debug, Clone)]
@@ -125,7 +122,7 @@ impl<F: NorFlash> Updater<F> {
         }
         let restored = self
             .load(name, &active)
-            .and_then(|plugin| install(registry, plugin));
+            .and_then(|plugin| swap_in(registry, plugin));
         match restored {
             Ok(()) if entry.trial => {
                 self.trials
@@ -147,111 +144,7 @@ impl<F: NorFlash> Updater<F> {
 
     /// Carries out one update command.
     pub fn run(&mut self, registry: &mut Registry, cmd: &Invocation) -> Outcome {
-        if cmd.role != Role::Admin {
-            let message = format!("role {} may not call {:?}", cmd.role, cmd.name);
-            return (
-                AttemptResult::Rejected {
-                    code: Code::NotPermitted,
-                    message,
-                },
-                Vec::new(),
-            );
-        }
-        let result = match cmd.name.as_str() {
-            ota::INSTALL => self.install(registry, &cmd.payload),
-            ota::ROLLBACK => chunk::decode_name(&cmd.payload)
-                .and_then(|name| self.roll_back(&name, registry).map(|r| (name, r)))
-                .map(|(name, (to, from))| {
-                    reply(&[
-                        ("plugin", &name),
-                        ("version", &to),
-                        ("rolled_back_from", &from),
-                    ])
-                }),
-            ota::REMOVE => chunk::decode_name(&cmd.payload)
-                .and_then(|name| self.remove(&name, registry))
-                .map(|name| reply(&[("plugin", &name), ("state", "removed")])),
-            other => {
-                let message = format!("no update command {other:?}");
-                return (
-                    AttemptResult::Rejected {
-                        code: Code::UnknownCommand,
-                        message,
-                    },
-                    Vec::new(),
-                );
-            }
-        };
-        match result {
-            Ok(reply) => (AttemptResult::Succeeded { reply: Some(reply) }, Vec::new()),
-            Err(refusal) => (
-                AttemptResult::Failed {
-                    code: refusal.code(),
-                    message: refusal.to_string(),
-                    retryable: refusal.is_retryable(),
-                },
-                Vec::new(),
-            ),
-        }
-    }
-
-    fn install(&mut self, registry: &mut Registry, payload: &[u8]) -> Result<Vec<u8>, Refusal> {
-        let chunk = chunk::decode(payload)?;
-        let max = self.options.max_bundle_bytes;
-        let mut staging = self.regions.staging(&chunk.transfer, &self.state)?;
-        if let Progress::Partial { have, total } = chunk::receive(&mut staging, &chunk, max)? {
-            let mut w = Writer::new();
-            w.map_len(2)
-                .str("received")
-                .uint(have)
-                .str("total")
-                .uint(total);
-            return Ok(w.into_vec());
-        }
-        let verified = self
-            .regions
-            .verify_staged(&chunk.transfer, &self.options.trust, max)?;
-        let manifest = verified.manifest;
-        let name = manifest.name.clone();
-        let source = Source::Bundle(manifest.sha256);
-        let current = self.current_slot(&name, registry);
-        if current.as_ref().is_some_and(|c| c.source == source) {
-            // A re-run of an install that already switched.
-            return self.already_active(&name, registry);
-        }
-        policy::check_manifest(
-            &manifest,
-            self.options.host_version,
-            self.state.highest(&name),
-        )?;
-        let plugin = self.load(
-            &name,
-            &Slot {
-                version: manifest.version.clone(),
-                source,
-            },
-        )?;
-        policy::check_describe(&manifest, plugin.info())?;
-        check_claims(registry, plugin.info())?;
-        let slot = Slot {
-            version: manifest.version.clone(),
-            source,
-        };
-        let mut next = self.state.clone();
-        next.switch(&name, slot, current.clone());
-        self.regions.save(&next)?;
-        self.state = next;
-        install(registry, plugin)?;
-        self.self_test(&name, registry)?;
-        self.trials
-            .insert(name.clone(), Trial::new(self.options.trial_commands));
-        let previous = current.map(|c| c.version).unwrap_or_default();
-        Ok(reply(&[
-            ("plugin", &name),
-            ("version", &manifest.version),
-            ("previous", &previous),
-            ("state", "trial"),
-        ]))
+        (install::run(self, registry, cmd), Vec::new())
     }
 
     fn already_active(&mut self, name: &str, registry: &mut Registry) -> Result<Vec<u8>, Refusal> {
@@ -259,42 +152,7 @@ impl<F: NorFlash> Updater<F> {
         if on_trial {
             self.self_test(name, registry)?;
         }
-        let version = registry
-            .plugin(name)
-            .map(|p| p.info().version.clone())
-            .unwrap_or_default();
-        let state = if on_trial { "trial" } else { "confirmed" };
-        Ok(reply(&[
-            ("plugin", name),
-            ("version", &version),
-            ("state", state),
-            ("already", "installed"),
-        ]))
-    }
-
-    fn remove(&mut self, name: &str, registry: &mut Registry) -> Result<String, Refusal> {
-        let Some(version) = registry.plugin(name).map(|p| p.info().version.clone()) else {
-            return Err(Refusal::NoSuchPlugin(name.into()));
-        };
-        let mut next = self.state.clone();
-        next.remove(name, &version);
-        self.regions.save(&next)?;
-        self.state = next;
-        self.trials.remove(name);
-        registry.uninstall(name);
-        Ok(name.into())
-    }
-
-    /// What runs now under `name`: the state's active slot, or the
-    /// firmware's version loaded in the registry.
-    fn current_slot(&self, name: &str, registry: &Registry) -> Option<Slot> {
-        if let Some(p) = self.state.plugins.get(name) {
-            return p.active.clone();
-        }
-        registry.plugin(name).map(|p| Slot {
-            version: p.info().version.clone(),
-            source: Source::Factory,
-        })
+        Ok(install::already_installed(registry, name, on_trial))
     }
 
     fn load(&mut self, name: &str, slot: &Slot) -> Result<Box<dyn Plugin>, Refusal> {
@@ -320,37 +178,81 @@ impl<F: NorFlash> Updater<F> {
     }
 }
 
-fn install(registry: &mut Registry, plugin: Box<dyn Plugin>) -> Result<(), Refusal> {
+fn swap_in(registry: &mut Registry, plugin: Box<dyn Plugin>) -> Result<(), Refusal> {
     registry
         .install(plugin)
         .map(drop)
         .map_err(|e| Refusal::Storage(format!("registry refused the checked plugin: {e}")))
 }
 
-/// Every command of `info` is free, or already owned by the same plugin.
-fn check_claims(registry: &Registry, info: &PluginInfo) -> Result<(), Refusal> {
-    for spec in &info.commands {
-        if let Some((_, owner)) = registry.commands().find(|(c, _)| *c == spec.name) {
-            if *owner != Owner::Plugin(info.name.clone()) {
-                return Err(Refusal::Conflict {
-                    command: spec.name.clone(),
-                    owner: owner.to_string(),
-                });
-            }
+impl<F: NorFlash> UpdateCommands for Updater<F> {
+    fn install(&mut self, registry: &mut Registry, payload: &[u8]) -> Result<Vec<u8>, Refusal> {
+        let chunk = chunk::decode(payload)?;
+        let max = self.options.max_bundle_bytes;
+        let mut staging = self.regions.staging(&chunk.transfer, &self.state)?;
+        if let Progress::Partial { have, total } = chunk::receive(&mut staging, &chunk, max)? {
+            return Ok(install::received(have, total));
         }
+        let verified = self
+            .regions
+            .verify_staged(&chunk.transfer, &self.options.trust, max)?;
+        let manifest = verified.manifest;
+        let name = manifest.name.clone();
+        let source = Source::Bundle(manifest.sha256);
+        let current = install::current_slot(&self.state, &name, registry);
+        if current.as_ref().is_some_and(|c| c.source == source) {
+            // A re-run of an install that already switched.
+            return self.already_active(&name, registry);
+        }
+        policy::check_manifest(
+            &manifest,
+            self.options.host_version,
+            self.state.highest(&name),
+        )?;
+        let plugin = self.load(
+            &name,
+            &Slot {
+                version: manifest.version.clone(),
+                source,
+            },
+        )?;
+        policy::check_describe(&manifest, plugin.info())?;
+        install::check_claims(registry, plugin.info())?;
+        let slot = Slot {
+            version: manifest.version.clone(),
+            source,
+        };
+        let mut next = self.state.clone();
+        next.switch(&name, slot, current.clone());
+        self.regions.save(&next)?;
+        self.state = next;
+        swap_in(registry, plugin)?;
+        self.self_test(&name, registry)?;
+        self.trials
+            .insert(name.clone(), Trial::new(self.options.trial_commands));
+        Ok(install::switched(&name, &manifest.version, current))
     }
-    Ok(())
-}
 
-/// A msgpack map of string fields (empty values left out).
-fn reply(fields: &[(&str, &str)]) -> Vec<u8> {
-    let present: Vec<_> = fields.iter().filter(|(_, v)| !v.is_empty()).collect();
-    let mut w = Writer::new();
-    w.map_len(present.len() as u32);
-    for (k, v) in present {
-        w.str(k).str(v);
+    fn roll_back(
+        &mut self,
+        name: &str,
+        registry: &mut Registry,
+    ) -> Result<(String, String), Refusal> {
+        Updater::roll_back(self, name, registry)
     }
-    w.into_vec()
+
+    fn remove(&mut self, name: &str, registry: &mut Registry) -> Result<String, Refusal> {
+        let Some(version) = registry.plugin(name).map(|p| p.info().version.clone()) else {
+            return Err(Refusal::NoSuchPlugin(name.into()));
+        };
+        let mut next = self.state.clone();
+        next.remove(name, &version);
+        self.regions.save(&next)?;
+        self.state = next;
+        self.trials.remove(name);
+        registry.uninstall(name);
+        Ok(name.into())
+    }
 }
 
 impl<F: NorFlash> crate::Updates for Updater<F> {

@@ -5,45 +5,23 @@
 
 use alloc::format;
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 
 use embedded_storage::nor_flash::NorFlash;
-use relay_core::msgpack::Writer;
+use relay_core::ota::install;
 use relay_core::ota::trial::Verdict;
-use relay_core::ota::{self, Refusal};
-use relay_core::plugin::{Event, Invocation, Role};
+use relay_core::ota::Refusal;
+use relay_core::plugin::Event;
 use relay_core::registry::Registry;
 use relay_core::scheduler::AttemptResult;
 
-use super::{install, Updater, UPDATE_EVENT};
+use super::{swap_in, Updater};
 
 impl<F: NorFlash> Updater<F> {
     /// Runs the plugin's `self-test` command, if it lists one; a failure
     /// rolls the plugin back.
     pub(super) fn self_test(&mut self, name: &str, registry: &mut Registry) -> Result<(), Refusal> {
-        let lists_it = registry
-            .plugin(name)
-            .is_some_and(|p| p.info().commands.iter().any(|c| c.name == ota::SELF_TEST));
-        if !lists_it {
-            return Ok(());
-        }
-        let test = Invocation {
-            id: format!("_self-test-{name}"),
-            name: ota::SELF_TEST.into(),
-            payload: Vec::new(),
-            attempt: 1,
-            role: Role::Admin,
-        };
-        let failure = match registry.plugin_mut(name).map(|p| p.handle(&test)) {
-            Some(Ok(out)) => out
-                .result
-                .err()
-                .map(|e| format!("{}: {}", e.kind.as_str(), e.message)),
-            Some(Err(trap)) => Some(format!("{trap}")),
-            None => Some("the plugin is gone".into()),
-        };
-        let Some(failure) = failure else {
+        let Some(failure) = install::self_test(registry, name) else {
             return Ok(());
         };
         self.roll_back(name, registry)?;
@@ -70,9 +48,8 @@ impl<F: NorFlash> Updater<F> {
             AttemptResult::Failed { code, .. } => Some(code),
             _ => None,
         };
-        let mut w = Writer::new();
         match trial.after_call(failure) {
-            Verdict::Continue => return Vec::new(),
+            Verdict::Continue => Vec::new(),
             Verdict::Confirm => {
                 self.trials.remove(plugin);
                 let mut next = self.state.clone();
@@ -83,29 +60,16 @@ impl<F: NorFlash> Updater<F> {
                 }
                 self.state = next;
                 let version = registry.plugin(plugin).map(|p| p.info().version.clone());
-                w.map_len(3).str("plugin").str(plugin);
-                w.str("action").str("confirmed");
-                w.str("version").opt_str(version.as_deref());
+                install::confirmed(plugin, version.as_deref())
             }
             Verdict::RollBack => {
-                let reason = match result {
-                    AttemptResult::Failed { code, message, .. } => format!("{code}: {message}"),
-                    _ => String::new(),
-                };
                 let from = registry.plugin(plugin).map(|p| p.info().version.clone());
-                let Ok((to, _)) = self.roll_back(plugin, registry) else {
-                    return Vec::new();
-                };
-                w.map_len(5).str("plugin").str(plugin);
-                w.str("action").str("rolled_back");
-                w.str("from").opt_str(from.as_deref()).str("to").str(&to);
-                w.str("reason").str(&reason);
+                match self.roll_back(plugin, registry) {
+                    Ok((to, _)) => install::rolled_back(plugin, from.as_deref(), &to, result),
+                    Err(_) => Vec::new(),
+                }
             }
         }
-        vec![Event {
-            name: UPDATE_EVENT.into(),
-            payload: w.into_vec(),
-        }]
     }
 
     /// Back to the previous version: `(to, from)` versions.
@@ -114,7 +78,7 @@ impl<F: NorFlash> Updater<F> {
         name: &str,
         registry: &mut Registry,
     ) -> Result<(String, String), Refusal> {
-        let from = self.current_slot(name, registry);
+        let from = install::current_slot(&self.state, name, registry);
         let mut next = self.state.clone();
         let (previous, _) = next
             .roll_back(name)
@@ -128,7 +92,7 @@ impl<F: NorFlash> Updater<F> {
         // The previous version may claim commands the failed one dropped:
         // unload the failed one first.
         registry.uninstall(name);
-        install(registry, plugin)?;
+        swap_in(registry, plugin)?;
         Ok((
             previous.version,
             from.map(|f| f.version).unwrap_or_default(),

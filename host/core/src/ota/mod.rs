@@ -29,11 +29,15 @@
 //! 5. [`trial`]: after a switch the new version is on trial: its self-test,
 //!    then its first commands; a trap or a time-out rolls it back.
 //!
+//! [`install`] holds what carrying out the commands is, wherever bundles
+//! are kept: replies, events, the role check, the self-test.
+//!
 //! Every refusal is a [`Refusal`] with a status code of its own
 //! (`docs/ota.md` lists them).
 
 pub mod bundle;
 pub mod chunk;
+pub mod install;
 pub mod manifest;
 pub mod policy;
 mod refusal;

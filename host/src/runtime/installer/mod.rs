@@ -31,16 +31,15 @@ use std::sync::Arc;
 use relay_core::engine::{Engine, Plugin};
 use relay_core::limits::Limits;
 use relay_core::machine::Listed;
-use relay_core::msgpack::Writer;
 use relay_core::ota::chunk::{self, Progress};
+use relay_core::ota::install;
 use relay_core::ota::state::{Slot, Source, UpdateState};
 use relay_core::ota::trial::{Trial, Verdict};
 use relay_core::ota::verify::{verify, TrustedKeys};
-use relay_core::ota::{self, policy, Refusal};
-use relay_core::plugin::{Event, Invocation, PluginInfo, Role};
-use relay_core::registry::{Owner, Registry};
+use relay_core::ota::{policy, Refusal};
+use relay_core::plugin::{Event, Invocation, PluginInfo};
+use relay_core::registry::Registry;
 use relay_core::scheduler::AttemptResult;
-use relay_core::status::Code;
 use relay_store::UpdateFiles;
 
 use super::ahead::{AheadSetup, Ready};
@@ -62,10 +61,7 @@ fn crash_point(step: &str) {
     }
 }
 
-/// The event a device publishes when a version on trial is confirmed
-/// (`{"plugin", "action": "confirmed", "version"}`) or rolled back
-/// (`{"plugin", "action": "rolled_back", "from", "to", "reason"}`).
-pub const UPDATE_EVENT: &str = "_update";
+pub use relay_core::ota::install::UPDATE_EVENT;
 
 /// Update settings (`[updates]` in `relay.toml`).
 #[derive(Debug, Clone)]
@@ -242,130 +238,11 @@ impl Installer {
 
     /// Carries out one update command.
     pub fn run(&mut self, registry: &mut Registry, cmd: &Invocation) -> Outcome {
-        if cmd.role != Role::Admin {
-            let message = format!("role {} may not call {:?}", cmd.role, cmd.name);
-            return rejected(Code::NotPermitted, message);
+        let result = install::run(self, registry, cmd);
+        if let AttemptResult::Failed { code, message, .. } = &result {
+            tracing::warn!(name = %cmd.name, id = %cmd.id, %code, %message, "update refused");
         }
-        let result = match cmd.name.as_str() {
-            ota::INSTALL => self.install(registry, &cmd.payload),
-            ota::ROLLBACK => chunk::decode_name(&cmd.payload)
-                .and_then(|name| self.roll_back(&name, registry).map(|r| (name, r)))
-                .map(|(name, (to, from))| {
-                    reply(&[
-                        ("plugin", &name),
-                        ("version", &to),
-                        ("rolled_back_from", &from),
-                    ])
-                }),
-            ota::REMOVE => chunk::decode_name(&cmd.payload)
-                .and_then(|name| self.remove(&name, registry))
-                .map(|name| reply(&[("plugin", &name), ("state", "removed")])),
-            other => return rejected(Code::UnknownCommand, format!("no update command {other:?}")),
-        };
-        match result {
-            Ok(reply) => (AttemptResult::Succeeded { reply: Some(reply) }, Vec::new()),
-            Err(refusal) => {
-                tracing::warn!(name = %cmd.name, id = %cmd.id, code = refusal.code_str(), %refusal, "update refused");
-                (
-                    AttemptResult::Failed {
-                        code: refusal.code(),
-                        message: refusal.to_string(),
-                        retryable: refusal.is_retryable(),
-                    },
-                    Vec::new(),
-                )
-            }
-        }
-    }
-
-    fn install(&mut self, registry: &mut Registry, payload: &[u8]) -> Result<Vec<u8>, Refusal> {
-        let chunk = chunk::decode(payload)?;
-        match chunk::receive(&mut self.files, &chunk, self.options.max_bundle_bytes)? {
-            Progress::Partial { have, total } => {
-                crash_point("chunk");
-                let mut w = Writer::new();
-                w.map_len(2)
-                    .str("received")
-                    .uint(have)
-                    .str("total")
-                    .uint(total);
-                return Ok(w.into_vec());
-            }
-            Progress::Complete { .. } => {}
-        }
-        let mut staged = self.files.staged_bundle().map_err(storage)?;
-        let verified = verify(
-            &mut staged,
-            &self.options.trust,
-            self.options.max_bundle_bytes,
-        )?;
-        let manifest = verified.manifest;
-        crash_point("verified");
-        let name = manifest.name.clone();
-        let source = Source::Bundle(manifest.sha256);
-        let current = self.current_slot(&name, registry);
-        if current.as_ref().is_some_and(|c| c.source == source) {
-            // A re-run of an install that already switched (crash, redelivery).
-            return self.already_active(&name, registry);
-        }
-        policy::check_manifest(
-            &manifest,
-            env!("CARGO_PKG_VERSION"),
-            self.state.highest(&name),
-        )?;
-        let path = self
-            .files
-            .keep_module(
-                &manifest.sha256,
-                verified.module_offset,
-                verified.module_len,
-            )
-            .map_err(storage)?;
-        crash_point("staged");
-        let checked = self
-            .adopt_or_load(&manifest.sha256, &path)
-            .and_then(|plugin| {
-                policy::check_describe(&manifest, plugin.info())?;
-                check_claims(registry, plugin.info())?;
-                Ok(plugin)
-            });
-        let plugin = match checked {
-            Ok(plugin) => plugin,
-            Err(refusal) => {
-                // A refused module is not kept (unless a version uses it).
-                if !self.state.references(&source) {
-                    let _ = self.files.drop_source(&source);
-                }
-                return Err(refusal);
-            }
-        };
-        let slot = Slot {
-            version: manifest.version.clone(),
-            source,
-        };
-        let mut next = self.state.clone();
-        let dropped = next.switch(&name, slot, current.clone());
-        self.files.save_state(&next).map_err(storage)?;
-        self.set_state(next);
-        crash_point("switched");
-        registry
-            .install(plugin)
-            .map_err(|e| Refusal::Storage(format!("registry refused the checked plugin: {e}")))?;
-        tracing::info!(plugin = %name, version = %manifest.version, previous = ?current.as_ref().map(|c| &c.version), "update: switched, on trial");
-        if let Some(dropped) = dropped {
-            let _ = self.files.drop_source(&dropped);
-        }
-        self.self_test(&name, registry)?;
-        self.trials
-            .insert(name.clone(), Trial::new(self.options.trial_commands));
-        let previous = current.map(|c| c.version).unwrap_or_default();
-        crash_point("trial");
-        Ok(reply(&[
-            ("plugin", &name),
-            ("version", &manifest.version),
-            ("previous", &previous),
-            ("state", "trial"),
-        ]))
+        (result, Vec::new())
     }
 
     fn already_active(&mut self, name: &str, registry: &mut Registry) -> Result<Vec<u8>, Refusal> {
@@ -373,46 +250,7 @@ impl Installer {
         if on_trial {
             self.self_test(name, registry)?;
         }
-        let version = registry
-            .plugin(name)
-            .map(|p| p.info().version.clone())
-            .unwrap_or_default();
-        let state = if on_trial { "trial" } else { "confirmed" };
-        Ok(reply(&[
-            ("plugin", name),
-            ("version", &version),
-            ("state", state),
-            ("already", "installed"),
-        ]))
-    }
-
-    fn remove(&mut self, name: &str, registry: &mut Registry) -> Result<String, Refusal> {
-        let loaded = registry.plugin(name).map(|p| p.info().version.clone());
-        let Some(version) = loaded else {
-            return Err(Refusal::NoSuchPlugin(name.into()));
-        };
-        let mut next = self.state.clone();
-        let dropped = next.remove(name, &version);
-        self.files.save_state(&next).map_err(storage)?;
-        self.set_state(next);
-        self.trials.remove(name);
-        registry.uninstall(name);
-        for source in dropped {
-            let _ = self.files.drop_source(&source);
-        }
-        Ok(name.into())
-    }
-
-    /// What runs now under `name`: the state's active slot, or the
-    /// plugin-directory version loaded in the registry.
-    fn current_slot(&self, name: &str, registry: &Registry) -> Option<Slot> {
-        if let Some(p) = self.state.plugins.get(name) {
-            return p.active.clone();
-        }
-        registry.plugin(name).map(|p| Slot {
-            version: p.info().version.clone(),
-            source: Source::Factory,
-        })
+        Ok(install::already_installed(registry, name, on_trial))
     }
 
     fn load(&self, name: &str, slot: &Slot) -> Result<Box<dyn Plugin>, Refusal> {
@@ -450,36 +288,111 @@ impl Installer {
     }
 }
 
-/// Every command of `info` is free, or already owned by the same plugin.
-fn check_claims(registry: &Registry, info: &PluginInfo) -> Result<(), Refusal> {
-    for spec in &info.commands {
-        if let Some((_, owner)) = registry.commands().find(|(c, _)| *c == spec.name) {
-            if *owner != Owner::Plugin(info.name.clone()) {
-                return Err(Refusal::Conflict {
-                    command: spec.name.clone(),
-                    owner: owner.to_string(),
-                });
+impl install::UpdateCommands for Installer {
+    fn install(&mut self, registry: &mut Registry, payload: &[u8]) -> Result<Vec<u8>, Refusal> {
+        let chunk = chunk::decode(payload)?;
+        match chunk::receive(&mut self.files, &chunk, self.options.max_bundle_bytes)? {
+            Progress::Partial { have, total } => {
+                crash_point("chunk");
+                return Ok(install::received(have, total));
             }
+            Progress::Complete { .. } => {}
         }
+        let mut staged = self.files.staged_bundle().map_err(storage)?;
+        let verified = verify(
+            &mut staged,
+            &self.options.trust,
+            self.options.max_bundle_bytes,
+        )?;
+        let manifest = verified.manifest;
+        crash_point("verified");
+        let name = manifest.name.clone();
+        let source = Source::Bundle(manifest.sha256);
+        let current = install::current_slot(&self.state, &name, registry);
+        if current.as_ref().is_some_and(|c| c.source == source) {
+            // A re-run of an install that already switched (crash, redelivery).
+            return self.already_active(&name, registry);
+        }
+        policy::check_manifest(
+            &manifest,
+            env!("CARGO_PKG_VERSION"),
+            self.state.highest(&name),
+        )?;
+        let path = self
+            .files
+            .keep_module(
+                &manifest.sha256,
+                verified.module_offset,
+                verified.module_len,
+            )
+            .map_err(storage)?;
+        crash_point("staged");
+        let checked = self
+            .adopt_or_load(&manifest.sha256, &path)
+            .and_then(|plugin| {
+                policy::check_describe(&manifest, plugin.info())?;
+                install::check_claims(registry, plugin.info())?;
+                Ok(plugin)
+            });
+        let plugin = match checked {
+            Ok(plugin) => plugin,
+            Err(refusal) => {
+                // A refused module is not kept (unless a version uses it).
+                if !self.state.references(&source) {
+                    let _ = self.files.drop_source(&source);
+                }
+                return Err(refusal);
+            }
+        };
+        let slot = Slot {
+            version: manifest.version.clone(),
+            source,
+        };
+        let mut next = self.state.clone();
+        let dropped = next.switch(&name, slot, current.clone());
+        self.files.save_state(&next).map_err(storage)?;
+        self.set_state(next);
+        crash_point("switched");
+        registry
+            .install(plugin)
+            .map_err(|e| Refusal::Storage(format!("registry refused the checked plugin: {e}")))?;
+        tracing::info!(plugin = %name, version = %manifest.version, previous = ?current.as_ref().map(|c| &c.version), "update: switched, on trial");
+        if let Some(dropped) = dropped {
+            let _ = self.files.drop_source(&dropped);
+        }
+        self.self_test(&name, registry)?;
+        self.trials
+            .insert(name.clone(), Trial::new(self.options.trial_commands));
+        crash_point("trial");
+        Ok(install::switched(&name, &manifest.version, current))
     }
-    Ok(())
+
+    fn roll_back(
+        &mut self,
+        name: &str,
+        registry: &mut Registry,
+    ) -> Result<(String, String), Refusal> {
+        Installer::roll_back(self, name, registry)
+    }
+
+    fn remove(&mut self, name: &str, registry: &mut Registry) -> Result<String, Refusal> {
+        let loaded = registry.plugin(name).map(|p| p.info().version.clone());
+        let Some(version) = loaded else {
+            return Err(Refusal::NoSuchPlugin(name.into()));
+        };
+        let mut next = self.state.clone();
+        let dropped = next.remove(name, &version);
+        self.files.save_state(&next).map_err(storage)?;
+        self.set_state(next);
+        self.trials.remove(name);
+        registry.uninstall(name);
+        for source in dropped {
+            let _ = self.files.drop_source(&source);
+        }
+        Ok(name.into())
+    }
 }
 
 fn storage(e: std::io::Error) -> Refusal {
     Refusal::Storage(e.to_string())
-}
-
-fn rejected(code: Code, message: String) -> Outcome {
-    (AttemptResult::Rejected { code, message }, Vec::new())
-}
-
-/// A msgpack map of string fields (empty values left out).
-fn reply(fields: &[(&str, &str)]) -> Vec<u8> {
-    let present: Vec<_> = fields.iter().filter(|(_, v)| !v.is_empty()).collect();
-    let mut w = Writer::new();
-    w.map_len(present.len() as u32);
-    for (k, v) in present {
-        w.str(k).str(v);
-    }
-    w.into_vec()
 }

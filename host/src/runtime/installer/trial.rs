@@ -8,28 +8,7 @@ impl Installer {
     /// Runs the plugin's `self-test` command, if it lists one; a failure
     /// rolls the plugin back.
     pub(super) fn self_test(&mut self, name: &str, registry: &mut Registry) -> Result<(), Refusal> {
-        let lists_it = registry
-            .plugin(name)
-            .is_some_and(|p| p.info().commands.iter().any(|c| c.name == ota::SELF_TEST));
-        if !lists_it {
-            return Ok(());
-        }
-        let test = Invocation {
-            id: format!("_self-test-{name}"),
-            name: ota::SELF_TEST.into(),
-            payload: Vec::new(),
-            attempt: 1,
-            role: Role::Admin,
-        };
-        let failure = match registry.plugin_mut(name).map(|p| p.handle(&test)) {
-            Some(Ok(out)) => out
-                .result
-                .err()
-                .map(|e| format!("{}: {}", e.kind.as_str(), e.message)),
-            Some(Err(trap)) => Some(trap.to_string()),
-            None => Some("the plugin is gone".into()),
-        };
-        let Some(failure) = failure else {
+        let Some(failure) = install::self_test(registry, name) else {
             return Ok(());
         };
         tracing::warn!(plugin = name, %failure, "update: self-test failed, rolling back");
@@ -65,14 +44,7 @@ impl Installer {
                         crash_point("confirmed");
                         tracing::info!(plugin, "update: version confirmed");
                         let version = registry.plugin(plugin).map(|p| p.info().version.clone());
-                        let mut w = Writer::new();
-                        w.map_len(3).str("plugin").str(plugin);
-                        w.str("action").str("confirmed");
-                        w.str("version").opt_str(version.as_deref());
-                        vec![Event {
-                            name: UPDATE_EVENT.into(),
-                            payload: w.into_vec(),
-                        }]
+                        install::confirmed(plugin, version.as_deref())
                     }
                     Err(error) => {
                         tracing::error!(plugin, %error, "update: cannot save the confirmation (stays on trial)");
@@ -81,24 +53,11 @@ impl Installer {
                 }
             }
             Verdict::RollBack => {
-                let reason = match result {
-                    AttemptResult::Failed { code, message, .. } => format!("{code}: {message}"),
-                    _ => String::new(),
-                };
                 let from = registry.plugin(plugin).map(|p| p.info().version.clone());
                 match self.roll_back(plugin, registry) {
                     Ok((to, _)) => {
-                        tracing::warn!(plugin, %reason, %to, "update: version on trial failed, rolled back");
-                        let mut w = Writer::new();
-                        w.map_len(5).str("plugin").str(plugin);
-                        w.str("action").str("rolled_back");
-                        w.str("from").opt_str(from.as_deref()).str("to").str(&to);
-                        w.str("reason").str(&reason);
-                        let payload = w.into_vec();
-                        vec![Event {
-                            name: UPDATE_EVENT.into(),
-                            payload,
-                        }]
+                        tracing::warn!(plugin, %to, "update: version on trial failed, rolled back");
+                        install::rolled_back(plugin, from.as_deref(), &to, result)
                     }
                     Err(error) => {
                         tracing::error!(plugin, %error, "update: rollback failed");
@@ -120,7 +79,7 @@ impl Installer {
         name: &str,
         registry: &mut Registry,
     ) -> Result<(String, String), Refusal> {
-        let from = self.current_slot(name, registry);
+        let from = install::current_slot(&self.state, name, registry);
         let mut next = self.state.clone();
         let (previous, dropped) = next
             .roll_back(name)
