@@ -231,3 +231,134 @@ pub fn run(
     };
     attempt(result)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msgpack::Writer;
+
+    /// Records what it was asked; refuses removals.
+    #[derive(Default)]
+    struct Fake(Vec<String>);
+
+    impl UpdateCommands for Fake {
+        fn install(&mut self, _: &mut Registry, payload: &[u8]) -> Result<Vec<u8>, Refusal> {
+            self.0.push(format!("install {}", payload.len()));
+            Ok(received(1, 2))
+        }
+        fn roll_back(&mut self, name: &str, _: &mut Registry) -> Result<(String, String), Refusal> {
+            self.0.push(format!("roll back {name}"));
+            Ok(("1.0.0".into(), "2.0.0".into()))
+        }
+        fn remove(&mut self, name: &str, _: &mut Registry) -> Result<String, Refusal> {
+            Err(Refusal::NoSuchPlugin(name.into()))
+        }
+    }
+
+    fn cmd(name: &str, payload: Vec<u8>, role: Role) -> Invocation {
+        Invocation {
+            id: "u1".into(),
+            name: name.into(),
+            payload,
+            attempt: 1,
+            role,
+        }
+    }
+
+    fn named(name: &str) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.map_len(1).str("name").str(name);
+        w.into_vec()
+    }
+
+    #[test]
+    fn commands_are_dispatched_checked_and_answered() {
+        let (mut fake, mut registry) = (Fake::default(), Registry::new());
+        let refused = run(
+            &mut fake,
+            &mut registry,
+            &cmd(super::super::INSTALL, vec![1], Role::Primary),
+        );
+        assert!(matches!(
+            refused,
+            AttemptResult::Rejected {
+                code: Code::NotPermitted,
+                ..
+            }
+        ));
+        assert!(fake.0.is_empty(), "nothing runs for a non-admin");
+        let unknown = run(
+            &mut fake,
+            &mut registry,
+            &cmd("_upgrade", vec![], Role::Admin),
+        );
+        assert!(matches!(
+            unknown,
+            AttemptResult::Rejected {
+                code: Code::UnknownCommand,
+                ..
+            }
+        ));
+        let chunk = run(
+            &mut fake,
+            &mut registry,
+            &cmd(super::super::INSTALL, vec![1, 2], Role::Admin),
+        );
+        assert_eq!(
+            chunk,
+            AttemptResult::Succeeded {
+                reply: Some(received(1, 2))
+            }
+        );
+        let back = run(
+            &mut fake,
+            &mut registry,
+            &cmd(super::super::ROLLBACK, named("leds"), Role::Admin),
+        );
+        let expected = reply(&[
+            ("plugin", "leds"),
+            ("version", "1.0.0"),
+            ("rolled_back_from", "2.0.0"),
+        ]);
+        assert_eq!(
+            back,
+            AttemptResult::Succeeded {
+                reply: Some(expected)
+            }
+        );
+        let gone = run(
+            &mut fake,
+            &mut registry,
+            &cmd(super::super::REMOVE, named("leds"), Role::Admin),
+        );
+        assert!(
+            matches!(
+                gone,
+                AttemptResult::Failed {
+                    retryable: false,
+                    ..
+                }
+            ),
+            "{gone:?}"
+        );
+        let garbage = run(
+            &mut fake,
+            &mut registry,
+            &cmd(super::super::ROLLBACK, vec![0xc1], Role::Admin),
+        );
+        assert!(
+            matches!(garbage, AttemptResult::Failed { .. }),
+            "{garbage:?}"
+        );
+        assert_eq!(fake.0, ["install 2", "roll back leds"]);
+    }
+
+    #[test]
+    fn empty_fields_are_left_out_of_a_reply() {
+        let switched = switched("leds", "2.0.0", None);
+        assert_eq!(
+            switched,
+            reply(&[("plugin", "leds"), ("version", "2.0.0"), ("state", "trial")])
+        );
+    }
+}
