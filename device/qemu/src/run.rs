@@ -121,7 +121,7 @@ fn main() -> ! {
     })
     .expect("a native handler");
     let native_call = per_call(&mut echo, "native-echo");
-    let (one_page_resident, one_page_call) = one_page_echo();
+    let (one_page_resident, one_page_call, one_page_device) = one_page_echo();
     let flash = Flash::new(JOURNAL as usize);
     let before_device = HEAP.live();
     HEAP.reset_peak();
@@ -132,6 +132,7 @@ fn main() -> ! {
     println!("# heap_echo_resident_bytes {echo_resident}");
     println!("# heap_peak_device_running_echo_bytes {device_peak}");
     println!("# heap_echo_one_page_resident_bytes {one_page_resident}");
+    println!("# heap_peak_device_running_echo_one_page_bytes {one_page_device}");
     println!("# stack_high_water_bytes {}", stack_used(stack_top));
     println!("# echo_call_instructions plugin {plugin_call} native {native_call}");
     println!("# echo_load_instructions {echo_load}");
@@ -155,14 +156,23 @@ fn main() -> ! {
 }
 
 /// The one-page `echo`: its resident heap after load and after calls (so a
-/// grown memory shows), and the instructions of one call.
-fn one_page_echo() -> (usize, u64) {
+/// grown memory shows), the instructions of one call, and the peak heap of
+/// the device loop running it, itself included.
+fn one_page_echo() -> (usize, u64, usize) {
     let base = HEAP.live();
     let mut echo = registry(ECHO_ONE_PAGE);
     let call = per_call(&mut echo, "echo");
     let resident = HEAP.live() - base;
-    drop(echo);
-    (resident, call)
+    echo.listen("native-echo", |cmd: &Invocation| {
+        Ok(Some(cmd.payload.clone()))
+    })
+    .expect("a native handler");
+    let flash = Flash::new(JOURNAL as usize);
+    let before_device = HEAP.live();
+    HEAP.reset_peak();
+    per_command(echo, flash);
+    let device = HEAP.peak() - before_device + resident;
+    (resident, call, device)
 }
 
 /// Runs the loop module on wasmi: its result and the instructions it took.
