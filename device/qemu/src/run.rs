@@ -6,7 +6,7 @@ extern crate alloc;
 use alloc::vec::Vec;
 
 use relay_core::envelope::Envelope;
-use relay_core::host_env::{FixedClock, TracingLogger};
+use relay_core::host_env::{FixedClock, NullLogger};
 use relay_core::limits::Limits;
 use relay_core::machine::{MachineOptions, Outgoing};
 use relay_core::plugin::{Invocation, Role};
@@ -43,7 +43,7 @@ fn registry(wasm: &[u8]) -> Registry {
         &[wasm],
         &Limits::default(),
         || FixedClock(T0),
-        || TracingLogger,
+        || NullLogger,
     )
     .unwrap_or_else(|e| panic!("{e}"))
 }
