@@ -39,11 +39,7 @@ where
 {
     let mut registry = Registry::new();
     for (index, wasm) in modules.iter().enumerate() {
-        let plugin = load(wasm, limits, &clock, &logger)
-            .map_err(|error| LoadError::Plugin { index, error })?;
-        registry
-            .install(plugin)
-            .map_err(|error| LoadError::Commands { index, error })?;
+        install(&mut registry, index, wasm, limits, &clock, &logger)?;
     }
     Ok(registry)
 }
@@ -63,14 +59,32 @@ where
     let mut registry = Registry::new();
     let mut by_name = BTreeMap::new();
     for (index, wasm) in modules.iter().enumerate() {
-        let plugin = load(wasm, limits, &clock, &logger)
-            .map_err(|error| LoadError::Plugin { index, error })?;
-        by_name.insert(plugin.info().name.clone(), *wasm);
-        registry
-            .install(plugin)
-            .map_err(|error| LoadError::Commands { index, error })?;
+        let name = install(&mut registry, index, wasm, limits, &clock, &logger)?;
+        by_name.insert(name, *wasm);
     }
     Ok((registry, by_name))
+}
+
+/// Loads module `index` into `registry`: the plugin's name.
+fn install<C, L>(
+    registry: &mut Registry,
+    index: usize,
+    wasm: &[u8],
+    limits: &Limits,
+    clock: &impl Fn() -> C,
+    logger: &impl Fn() -> L,
+) -> Result<String, LoadError>
+where
+    C: Clock + 'static,
+    L: Logger + 'static,
+{
+    let plugin =
+        load(wasm, limits, clock, logger).map_err(|error| LoadError::Plugin { index, error })?;
+    let name = plugin.info().name.clone();
+    registry
+        .install(plugin)
+        .map_err(|error| LoadError::Commands { index, error })?;
+    Ok(name)
 }
 
 /// The engine plugins load on: wasmi, `describe` apart.

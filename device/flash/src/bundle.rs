@@ -267,7 +267,7 @@ impl<F: NorFlash> BundleRead for OnFlash<'_, F> {
                 u64::from(piece.at) + u64::from(piece.len),
             );
             let from = (offset + done as u64).max(start);
-            if done == buf.len() || from >= stop || from < start {
+            if done == buf.len() || from >= stop {
                 continue;
             }
             let n = (stop.min(end) - from) as usize;

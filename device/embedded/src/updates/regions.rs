@@ -158,10 +158,14 @@ impl<F: NorFlash> Regions<F> {
 
     /// The module of a verified bundle, read into RAM for the engine.
     pub fn module(&mut self, sha256: &[u8; 32]) -> Result<Vec<u8>, Refusal> {
-        let k = (0..self.regions.len())
-            .find(|&k| self.held[k].as_ref().is_some_and(|h| &h.sha256 == sha256))
+        let (k, h) = (0..self.regions.len())
+            .find_map(|k| {
+                self.held[k]
+                    .clone()
+                    .filter(|h| &h.sha256 == sha256)
+                    .map(|h| (k, h))
+            })
             .ok_or_else(|| Refusal::InvalidModule("no bundle region holds this module".into()))?;
-        let h = self.held[k].clone().unwrap_or_else(|| unreachable!());
         let mut module = vec![0u8; h.module_len as usize];
         self.regions[k]
             .with(&mut self.flash)

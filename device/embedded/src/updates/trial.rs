@@ -28,11 +28,6 @@ impl<F: NorFlash> Updater<F> {
         Err(Refusal::SelfTestFailed(failure))
     }
 
-    /// True while `plugin` has a version on trial.
-    pub fn on_trial(&self, plugin: &str) -> bool {
-        self.trials.contains_key(plugin)
-    }
-
     /// After a call of `plugin`: counts it against its trial, confirms the
     /// version or rolls it back. The `_update` event that reports either.
     pub fn after_call(
@@ -44,11 +39,7 @@ impl<F: NorFlash> Updater<F> {
         let Some(trial) = self.trials.get_mut(plugin) else {
             return Vec::new();
         };
-        let failure = match result {
-            AttemptResult::Failed { code, .. } => Some(code),
-            _ => None,
-        };
-        match trial.after_call(failure) {
+        match trial.after_attempt(result) {
             Verdict::Continue => Vec::new(),
             Verdict::Confirm => {
                 self.trials.remove(plugin);

@@ -48,6 +48,14 @@ impl Trial {
         }
     }
 
+    /// [`Trial::after_call`] with the failure code of a finished attempt.
+    pub fn after_attempt(&mut self, result: &crate::scheduler::AttemptResult) -> Verdict {
+        match result {
+            crate::scheduler::AttemptResult::Failed { code, .. } => self.after_call(Some(code)),
+            _ => self.after_call(None),
+        }
+    }
+
     pub fn remaining(&self) -> u32 {
         self.remaining
     }
@@ -75,5 +83,11 @@ mod tests {
             Verdict::RollBack
         );
         assert_eq!(Trial::new(0).after_call(None), Verdict::Confirm);
+        let trapped = crate::scheduler::AttemptResult::Failed {
+            code: Code::Trap,
+            message: "trap".into(),
+            retryable: true,
+        };
+        assert_eq!(Trial::new(3).after_attempt(&trapped), Verdict::RollBack);
     }
 }

@@ -28,11 +28,7 @@ impl Installer {
         let Some(trial) = self.trials.get_mut(plugin) else {
             return Vec::new();
         };
-        let failure = match result {
-            AttemptResult::Failed { code, .. } => Some(code),
-            _ => None,
-        };
-        match trial.after_call(failure) {
+        match trial.after_attempt(result) {
             Verdict::Continue => Vec::new(),
             Verdict::Confirm => {
                 self.trials.remove(plugin);
